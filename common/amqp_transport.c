@@ -1,0 +1,1 @@
+/* amqp_transport.c — placeholder until written. */

@@ -1,0 +1,1 @@
+/* capture.c — placeholder until written. */

@@ -1,0 +1,1 @@
+/* ehconn.c — placeholder until written. */

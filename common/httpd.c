@@ -1,0 +1,1 @@
+/* httpd.c — placeholder until written. */

@@ -1,0 +1,1 @@
+/* regions.c — placeholder until written. */

@@ -1,0 +1,1 @@
+/* timeutil.c — placeholder until written. */

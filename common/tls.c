@@ -1,0 +1,1 @@
+/* tls.c — placeholder until written. */

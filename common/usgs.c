@@ -1,0 +1,1 @@
+/* usgs.c — placeholder until written. */
