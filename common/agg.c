@@ -351,6 +351,8 @@ int qs_agg_row_to_json(const qs_agg_row *row, char **out, size_t *out_len) {
   double avg_mag = 0, min_mag = 0, max_mag = 0, avg_depth = 0;
   if (a->minmax_stale)
     return QS_ERR_STATE;
+  if (!region_valid(row->region) || row->window_start_ms >= row->window_end_ms)
+    return QS_ERR_INVALID;
   if (!json_int_ok(a->mag_sum_micro) || !json_int_ok(a->depth_sum_micro) ||
       !json_int_ok(a->event_count))
     return QS_ERR_RANGE;
@@ -382,15 +384,16 @@ int qs_agg_row_to_json(const qs_agg_row *row, char **out, size_t *out_len) {
             add_int(o, "mag_count", a->mag_count) &&
             add_int(o, "depth_sum_micro", a->depth_sum_micro) &&
             add_int(o, "depth_count", a->depth_count);
-  char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
+  /* A row is bounded (17 fields, a region of <= 63 bytes, numbers of <= 26 chars): print into
+   * a fixed buffer, then copy into our allocator so the caller frees with free(). */
+  char text[QS_AGG_JSON_MAX];
+  ok = ok && cJSON_PrintPreallocated(o, text, (int)sizeof text, false);
   cJSON_Delete(o);
-  if (!text)
-    QS_FATAL("out of memory printing an aggregate row");
-  /* Copy into our allocator so the caller frees with free() whatever cJSON's hooks are. */
+  if (!ok)
+    QS_FATAL("could not build an aggregate row (out of memory or over %d bytes)", QS_AGG_JSON_MAX);
   size_t n = strlen(text);
   char *copy = qs_xmalloc(n + 1);
   memcpy(copy, text, n + 1);
-  cJSON_free(text);
   *out = copy;
   if (out_len)
     *out_len = n;

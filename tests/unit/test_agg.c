@@ -695,6 +695,150 @@ static void test_cutoff_inside_an_hour_is_floored_and_straddling_rows_refused(vo
   assert_memory_equal(&m, &before, sizeof m);
 }
 
+/* ---- speed vs batch ---- */
+
+enum { SIM_IDS = 300, SIM_OPS = 3000, SIM_WINDOWS = 36, SIM_HOURS = 3 };
+
+/* The speed layer's view: one aggregate per 5-minute window, updated in arrival order. */
+typedef struct sim {
+  qs_contrib current[SIM_IDS]; /* latest revision of each id */
+  bool live[SIM_IDS];
+  qs_agg_row windows[SIM_WINDOWS];
+} sim;
+
+static int sim_window(const qs_contrib *c) {
+  int64_t s, e;
+  assert_int_equal(qs_agg_window_of(c->time_ms, QS_AGG_WINDOW_5MIN_MS, &s, &e), 0);
+  return (int)((s - T0) / QS_AGG_WINDOW_5MIN_MS);
+}
+
+static void sim_retract(sim *m, int id) {
+  int w = sim_window(&m->current[id]);
+  m->live[id] = false;
+  int rc = qs_agg_retract(&m->windows[w].agg, &m->current[id]);
+  if (rc == QS_AGG_MINMAX_STALE) {
+    qs_contrib members[SIM_IDS];
+    size_t n = 0;
+    for (int i = 0; i < SIM_IDS; i++)
+      if (m->live[i] && sim_window(&m->current[i]) == w)
+        members[n++] = m->current[i];
+    assert_int_equal(qs_agg_recompute_minmax(&m->windows[w].agg, members, n), 0);
+  } else {
+    assert_int_equal(rc, 0);
+  }
+}
+
+static void test_speed_windows_rolled_up_equal_batch_hours_exactly(void **state) {
+  (void)state;
+  rng r = {UINT64_C(0x5eed)};
+  sim *m = calloc(1, sizeof *m);
+  assert_non_null(m);
+  for (int w = 0; w < SIM_WINDOWS; w++)
+    assert_int_equal(qs_agg_row_init(&m->windows[w], "us-west", T0 + w * QS_AGG_WINDOW_5MIN_MS,
+                                     T0 + (w + 1) * QS_AGG_WINDOW_5MIN_MS),
+                     0);
+  bool ever[SIM_IDS] = {false};
+  int revisions = 0, deletions = 0;
+  for (int op = 0; op < SIM_OPS; op++) {
+    int id = (int)rng_below(&r, SIM_IDS);
+    if (ever[id] && m->live[id] && rng_below(&r, 6) == 0) {
+      sim_retract(m, id); /* deletion or superseded id */
+      deletions++;
+      continue;
+    }
+    /* A new event or a revision that may move it to another window (relocated origin time),
+     * sometimes onto a boundary exactly. */
+    qs_contrib c = random_contrib(&r, T0, SIM_HOURS * QS_AGG_HOUR_MS);
+    if (rng_below(&r, 8) == 0)
+      c.time_ms = T0 + (int64_t)rng_below(&r, SIM_WINDOWS) * QS_AGG_WINDOW_5MIN_MS;
+    if (m->live[id]) {
+      sim_retract(m, id);
+      revisions++;
+    }
+    m->current[id] = c;
+    m->live[id] = true;
+    ever[id] = true;
+    assert_int_equal(qs_agg_row_add(&m->windows[sim_window(&c)], &c), 0);
+  }
+  assert_true(revisions > 500 && deletions > 200);
+
+  /* The batch layer: final states only, latest revision wins, in another order, per hour. */
+  qs_agg_row batch[SIM_HOURS], rolled[SIM_HOURS];
+  for (int h = 0; h < SIM_HOURS; h++) {
+    assert_int_equal(qs_agg_row_init(&batch[h], "us-west", T0 + h * QS_AGG_HOUR_MS,
+                                     T0 + (h + 1) * QS_AGG_HOUR_MS),
+                     0);
+    rolled[h] = batch[h];
+  }
+  for (int id = SIM_IDS - 1; id >= 0; id--) {
+    if (!m->live[id])
+      continue;
+    int64_t s, e;
+    assert_int_equal(qs_agg_window_of(m->current[id].time_ms, QS_AGG_HOUR_MS, &s, &e), 0);
+    assert_int_equal(qs_agg_row_add(&batch[(s - T0) / QS_AGG_HOUR_MS], &m->current[id]), 0);
+  }
+  for (int w = 0; w < SIM_WINDOWS; w++)
+    assert_int_equal(qs_agg_row_rollup(&rolled[w / 12], &m->windows[w]), 0);
+  for (int h = 0; h < SIM_HOURS; h++) {
+    assert_true(qs_agg_equal(&rolled[h].agg, &batch[h].agg));
+    char *a = row_json(&rolled[h]), *b = row_json(&batch[h]);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+  }
+
+  /* Serving: batch before the cutoff + speed from it = everything, counted once. */
+  qs_agg all;
+  qs_agg_init(&all);
+  for (int h = 0; h < SIM_HOURS; h++)
+    assert_int_equal(qs_agg_merge(&all, &batch[h].agg), 0);
+  for (int cut_h = 0; cut_h <= SIM_HOURS; cut_h++) {
+    qs_agg_cutoff_merge cm;
+    assert_int_equal(qs_agg_cutoff_merge_rows(&cm, T0 + cut_h * QS_AGG_HOUR_MS, "us-west", batch,
+                                              SIM_HOURS, m->windows, SIM_WINDOWS),
+                     0);
+    assert_true(qs_agg_equal(&cm.agg, &all));
+    assert_int_equal(cm.batch_used, (size_t)cut_h);
+    assert_int_equal(cm.speed_used, (size_t)(SIM_WINDOWS - 12 * cut_h));
+  }
+  free(m);
+}
+
+static void test_json_decode_survives_corrupted_input(void **state) {
+  (void)state;
+  rng r = {31337};
+  qs_agg_row row;
+  assert_int_equal(qs_agg_row_init(&row, "alaska", T0, T0 + QS_AGG_HOUR_MS), 0);
+  for (int i = 0; i < 10; i++) {
+    qs_contrib c = random_contrib(&r, T0, QS_AGG_HOUR_MS);
+    assert_int_equal(qs_agg_row_add(&row, &c), 0);
+  }
+  char *good = row_json(&row);
+  size_t n = strlen(good);
+  int accepted = 0;
+  for (int k = 0; k < 20000; k++) {
+    char buf[1024];
+    memcpy(buf, good, n + 1);
+    int flips = 1 + (int)rng_below(&r, 3);
+    for (int f = 0; f < flips; f++)
+      buf[rng_below(&r, n)] = "0123456789.-e,:{}\"n x"[rng_below(&r, 21)];
+    size_t len = (size_t)rng_below(&r, 8) == 0 ? (size_t)rng_below(&r, n + 1) : n;
+    qs_agg_row back;
+    int rc = qs_agg_row_from_json(&back, buf, len);
+    if (rc == 0) {
+      /* Whatever is accepted is a consistent row that encodes again. */
+      accepted++;
+      char *again = NULL;
+      assert_int_equal(qs_agg_row_to_json(&back, &again, NULL), 0);
+      free(again);
+    } else {
+      assert_true(rc == QS_ERR_PARSE || rc == QS_ERR_INVALID);
+    }
+  }
+  assert_true(accepted > 0);
+  free(good);
+}
+
 /* ---- baseline ---- */
 
 static void test_baseline_uses_sample_stddev_and_sqrt_window_scaling(void **state) {
@@ -786,6 +930,8 @@ int main(void) {
       cmocka_unit_test(test_json_decode_rejects_invalid_rows),
       cmocka_unit_test(test_cutoff_merge_counts_each_event_once),
       cmocka_unit_test(test_cutoff_inside_an_hour_is_floored_and_straddling_rows_refused),
+      cmocka_unit_test(test_speed_windows_rolled_up_equal_batch_hours_exactly),
+      cmocka_unit_test(test_json_decode_survives_corrupted_input),
       cmocka_unit_test(test_baseline_uses_sample_stddev_and_sqrt_window_scaling),
       cmocka_unit_test(test_baseline_counts_empty_hours_as_zero),
       cmocka_unit_test(test_baseline_needs_two_hours_and_valid_input),

@@ -157,7 +157,7 @@ int qs_agg_format_iso8601(int64_t t_ms, char *buf, size_t size);
  * tsunami_count, tsunami_alerts (same value), mag_sum_micro, mag_count, depth_sum_micro,
  * depth_count. Derived values are null when their count is 0. *out is NUL-terminated, allocated
  * with malloc, freed by the caller with free(). QS_ERR_STATE if min/max are stale, QS_ERR_RANGE if
- * a sum exceeds QS_AGG_JSON_INT_MAX in magnitude. */
+ * a sum exceeds QS_AGG_JSON_INT_MAX in magnitude, QS_ERR_INVALID for a bad region or window. */
 int qs_agg_row_to_json(const qs_agg_row *row, char **out, size_t *out_len);
 
 /* Parses and validates a row written by qs_agg_row_to_json (unknown fields are ignored; the
