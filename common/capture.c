@@ -544,10 +544,8 @@ static int inflate_block(qs_capture_reader *r, const uint8_t *src, size_t len, s
     r->out = qs_xrealloc(r->out, cap);
     r->out_cap = cap;
   }
-  if (z->avail_in != 0)
-    return rd_fail(r, QS_ERR_PARSE,
-                   "block %" PRIu64 " at byte %" PRIu64 ": %u bytes after the deflate stream",
-                   r->block_index, r->block_offset, z->avail_in);
+  /* Bytes after the end of the deflate stream are ignored, as the Java and avro-c readers
+   * do: python3-avro writes zlib.compress(data)[2:-1], leaving 3 bytes of the Adler-32. */
   *out_len = have;
   return 0;
 }
