@@ -59,6 +59,9 @@ static int src_view(qs_capture_reader *r, size_t n, const uint8_t **p) {
       return 1;
     *p = r->mem + r->bytes;
   } else {
+    /* Known short: fail before growing the buffer for a length the file cannot hold. */
+    if (n > r->mem_len - r->bytes)
+      return 1;
     if (n > r->raw_cap) {
       size_t cap = r->raw_cap ? r->raw_cap : 4096;
       while (cap < n)
@@ -490,6 +493,10 @@ int qs_capture_reader_open_file(qs_capture_reader *r, const char *path,
     int e = errno;
     return rd_fail(r, e == ENOENT ? QS_ERR_NOTFOUND : QS_ERR_IO, "%s: %s", path, strerror(e));
   }
+  struct stat st;
+  if (fstat(fileno(r->fp), &st) != 0 || !S_ISREG(st.st_mode))
+    return rd_fail(r, QS_ERR_IO, "%s: not a regular file", path);
+  r->mem_len = (size_t)st.st_size; /* for files: the size, to spot truncation early */
   return reader_open(r, limits);
 }
 
@@ -767,7 +774,7 @@ int qs_capture_writer_open_schema(qs_capture_writer *w, const char *final_path,
   memset(w, 0, sizeof *w);
   w->fd = -1;
   w->opts.codec = QS_CAPTURE_CODEC_DEFLATE;
-  w->opts.deflate_level = 6;
+  w->opts.deflate_level = 1; /* 4x cheaper than 6 for ~17% larger files (bench/capture) */
   w->opts.block_bytes = DEFAULT_BLOCK_BYTES;
   if (opts) {
     if (opts->codec != QS_CAPTURE_CODEC_NULL && opts->codec != QS_CAPTURE_CODEC_DEFLATE)
@@ -940,6 +947,9 @@ int qs_capture_writer_append(qs_capture_writer *w, const qs_capture_record *rec)
   if (off_len > QS_CAPTURE_STR_MAX || time_len > QS_CAPTURE_STR_MAX)
     return QS_ERR_INVALID;
   int add_pk = rec->partition_key != NULL;
+  /* Never write what our own reader (default limits) would refuse. */
+  if (rec->n_system_props + 1 > DEFAULT_MAX_PROPS || rec->n_props > DEFAULT_MAX_PROPS)
+    return QS_ERR_TOOBIG;
   for (size_t i = 0; i < rec->n_system_props; i++) {
     if (rec->system_props[i].type > QS_CAPTURE_BYTES)
       return QS_ERR_INVALID; /* SystemProperties' union has no null */

@@ -101,8 +101,8 @@ typedef struct qs_capture_reader {
   /* Private. */
   qs_capture_limits lim;
   FILE *fp;
-  const uint8_t *mem;
-  size_t mem_len;
+  const uint8_t *mem; /* buffer input, NULL for files */
+  size_t mem_len;     /* buffer length, or the file's size */
   int failed;
   int done;
   uint8_t sync[16];
@@ -133,8 +133,8 @@ void qs_capture_reader_close(qs_capture_reader *r);
 
 typedef struct qs_capture_writer_opts {
   qs_capture_codec codec; /* default deflate */
-  int deflate_level;      /* 1..9, default 6 */
-  size_t block_bytes;     /* flush a block when its encoding reaches this; default 256 KiB */
+  int deflate_level;      /* 1..9, 0 = default 1 */
+  size_t block_bytes;     /* flush a block when its encoding reaches this; 0 = 256 KiB */
 } qs_capture_writer_opts;
 
 /* A growable byte buffer for Avro binary encoding. */
