@@ -416,6 +416,9 @@ static int read_header(qs_capture_reader *r) {
   if (src_view(r, 4, &p) || memcmp(p, avro_magic, 4))
     return rd_fail(r, QS_ERR_PARSE, "header: not an Avro object container file (bad magic)");
   for (;;) {
+    if (r->bytes > r->lim.max_header_bytes)
+      return rd_fail(r, QS_ERR_TOOBIG, "header: longer than the %zu-byte limit",
+                     r->lim.max_header_bytes);
     if ((rc = src_long(r, &n)) != 0)
       return rd_fail(r, QS_ERR_PARSE, "header: truncated metadata at byte %" PRIu64, r->bytes);
     if (n == 0)

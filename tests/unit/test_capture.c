@@ -675,6 +675,16 @@ static void test_unsupported_codec_and_missing_schema_are_rejected(void **state)
   qs_capture_buf_put_raw(&h, "0123456789abcdef", 16);
   spit(path_in_tmp("noschema.avro"), h.data, h.len);
   expect_open_error(path_in_tmp("noschema.avro"), QS_ERR_INVALID, "no avro.schema");
+  /* Endless one-entry metadata blocks stop at the header limit. */
+  h.len = 0;
+  qs_capture_buf_put_raw(&h, "Obj\1", 4);
+  for (int i = 0; i < 20000; i++) {
+    qs_capture_buf_put_long(&h, 1);
+    qs_capture_buf_put_bytes(&h, "user.x", 6);
+    qs_capture_buf_put_bytes(&h, "y", 1);
+  }
+  spit(path_in_tmp("bigheader.avro"), h.data, h.len);
+  expect_open_error(path_in_tmp("bigheader.avro"), QS_ERR_TOOBIG, "header: longer than");
   qs_capture_buf_free(&h);
 }
 
