@@ -15,11 +15,11 @@ avro_datafile = pytest.importorskip("avro.datafile")
 avro_io = pytest.importorskip("avro.io")
 avro_schema = pytest.importorskip("avro.schema")
 
-TOOL = os.environ.get("QS_CAPTURE_TOOL")
 SOURCE = os.environ.get("QS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+TOOL = os.environ.get("QS_CAPTURE_TOOL") or os.path.join(
+    os.environ.get("QS_BUILD_DIR", os.path.join(SOURCE, "build")), "tools", "capture-tool")
 SCHEMA_PATH = os.path.join(SOURCE, "proto", "capture.avsc")
 
-pytestmark = pytest.mark.skipif(not TOOL, reason="QS_CAPTURE_TOOL not set")
 
 
 def expected(i):
