@@ -240,7 +240,8 @@ static int check_time(const char *name, int64_t v, int64_t lo, char *why, size_t
   return 0;
 }
 
-int qs_event_validate(const qs_event *ev, char *why, size_t whylen) {
+/* texts: also check the strings (decoding already checked them while copying). */
+static int validate(const qs_event *ev, bool texts, char *why, size_t whylen) {
   int rc;
   size_t idlen = strnlen(ev->event_id, sizeof ev->event_id);
   if (idlen == 0) {
@@ -262,13 +263,14 @@ int qs_event_validate(const qs_event *ev, char *why, size_t whylen) {
     return rc;
   if (ev->has_depth && (rc = check_range("depth_km", ev->depth_km, -10.0, 1000.0, why, whylen)))
     return rc;
-  if ((rc = check_text("mag_type", ev->mag_type, sizeof ev->mag_type, why, whylen)) ||
-      (rc = check_text("place", ev->place, sizeof ev->place, why, whylen)) ||
-      (rc = check_text("event_type", ev->event_type, sizeof ev->event_type, why, whylen)) ||
-      (rc = check_text("status", ev->status, sizeof ev->status, why, whylen)) ||
-      (rc = check_text("net", ev->net, sizeof ev->net, why, whylen)) ||
-      (rc = check_text("region", ev->region, sizeof ev->region, why, whylen)) ||
-      (rc = check_text("source", ev->source, sizeof ev->source, why, whylen)))
+  if (texts &&
+      ((rc = check_text("mag_type", ev->mag_type, sizeof ev->mag_type, why, whylen)) ||
+       (rc = check_text("place", ev->place, sizeof ev->place, why, whylen)) ||
+       (rc = check_text("event_type", ev->event_type, sizeof ev->event_type, why, whylen)) ||
+       (rc = check_text("status", ev->status, sizeof ev->status, why, whylen)) ||
+       (rc = check_text("net", ev->net, sizeof ev->net, why, whylen)) ||
+       (rc = check_text("region", ev->region, sizeof ev->region, why, whylen)) ||
+       (rc = check_text("source", ev->source, sizeof ev->source, why, whylen))))
     return rc;
   if ((unsigned)ev->alert_level > QS_ALERT_RED) {
     set_why(why, whylen, "alert_level: unknown value %d", (int)ev->alert_level);
@@ -319,6 +321,10 @@ int qs_event_validate(const qs_event *ev, char *why, size_t whylen) {
     }
   }
   return 0;
+}
+
+int qs_event_validate(const qs_event *ev, char *why, size_t whylen) {
+  return validate(ev, true, why, whylen);
 }
 
 /* ---- decoding --------------------------------------------------------- */
@@ -578,7 +584,7 @@ static int decode_object(qs_event *ev, const cJSON *root, char *why, size_t whyl
     }
     return QS_ERR_INVALID;
   }
-  return qs_event_validate(ev, why, whylen);
+  return validate(ev, false, why, whylen);
 }
 
 int qs_event_from_json(qs_event *ev, const char *json, size_t len, char *why, size_t whylen) {
