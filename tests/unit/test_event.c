@@ -432,6 +432,64 @@ static void test_names_parse_back(void **state) {
   assert_string_equal(dst, "");
 }
 
+/* Deterministic mutation smoke test (a fuzzer stand-in that runs in CI):
+ * flipped, inserted and deleted bytes and truncations never crash the decoder
+ * (ASan build), and whatever it accepts is valid and round-trips. */
+static void test_mutated_inputs_never_crash_and_accepted_ones_round_trip(void **state) {
+  (void)state;
+  uint32_t seed = 12345;
+  size_t base = strlen(sample_json);
+  static const char alphabet[] = "{}[]\",:0123456789.eE-+ntfu\\\x01\xc3\xff a";
+  size_t accepted = 0;
+  for (int iter = 0; iter < 20000; iter++) {
+    char buf[1024];
+    memcpy(buf, sample_json, base);
+    size_t n = base;
+    int edits = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 4;
+    for (int e = 0; e < edits && n > 1; e++) {
+      seed = seed * 1103515245u + 12345u;
+      size_t at = (seed >> 8) % n;
+      char c = alphabet[(seed >> 20) % (sizeof alphabet - 1)];
+      switch ((seed >> 28) % 4) {
+      case 0:
+        buf[at] = c;
+        break;
+      case 1:
+        if (n < sizeof buf - 1) {
+          memmove(buf + at + 1, buf + at, n - at);
+          buf[at] = c;
+          n++;
+        }
+        break;
+      case 2:
+        memmove(buf + at, buf + at + 1, n - at - 1);
+        n--;
+        break;
+      default:
+        n = at + 1;
+        break;
+      }
+    }
+    char *exact = malloc(n);
+    assert_non_null(exact);
+    memcpy(exact, buf, n);
+    qs_event ev, back;
+    char why[256], out[QS_EVENT_JSON_MAX];
+    if (qs_event_from_json(&ev, exact, n, why, sizeof why) == 0) {
+      accepted++;
+      assert_int_equal(qs_event_validate(&ev, why, sizeof why), 0);
+      size_t m = qs_event_to_json(&ev, out, sizeof out);
+      assert_true(m < sizeof out);
+      assert_int_equal(qs_event_from_json(&back, out, m, why, sizeof why), 0);
+      assert_true(qs_event_equal(&ev, &back));
+    } else {
+      assert_true(why[0] != '\0');
+    }
+    free(exact);
+  }
+  assert_true(accepted > 0);
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -475,6 +533,7 @@ int main(void) {
       cmocka_unit_test(test_worst_case_event_fits_the_json_limit),
       cmocka_unit_test(test_short_buffer_is_truncated_and_terminated),
       cmocka_unit_test(test_names_parse_back),
+      cmocka_unit_test(test_mutated_inputs_never_crash_and_accepted_ones_round_trip),
       cmocka_unit_test(test_measure_decode_and_encode_rate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -391,6 +391,51 @@ static void test_single_feature_parses(void **state) {
   assert_string_equal(why, "id: missing or not a string");
 }
 
+static int count_event(const qs_event *ev, void *data) {
+  char why[256];
+  assert_int_equal(qs_event_validate(ev, why, sizeof why), 0);
+  (*(size_t *)data)++;
+  return 0;
+}
+
+/* Deterministic mutation smoke test: damaged feeds never crash the parser
+ * (ASan build) and its counts always add up. */
+static void test_mutated_feeds_never_crash_and_counts_add_up(void **state) {
+  (void)state;
+  size_t len;
+  char *doc = fixture("usgs_malformed_features.geojson", &len);
+  uint32_t seed = 777;
+  static const char alphabet[] = "{}[],:\"0123456789.-enul \x01\xff";
+  for (int iter = 0; iter < 3000; iter++) {
+    char *m = malloc(len);
+    assert_non_null(m);
+    memcpy(m, doc, len);
+    size_t n = len;
+    for (int e = 0; e < 3 && n > 1; e++) {
+      seed = seed * 1103515245u + 12345u;
+      size_t at = (seed >> 4) % n;
+      if ((seed >> 30) == 0)
+        n = at + 1; /* truncate */
+      else
+        m[at] = alphabet[(seed >> 20) % (sizeof alphabet - 1)];
+    }
+    size_t delivered = 0;
+    qs_usgs_stats st;
+    char why[256];
+    int rc = qs_usgs_parse_feed(m, n, NULL, count_event, &delivered, &st, why, sizeof why);
+    if (rc == 0) {
+      assert_int_equal(st.parsed + st.skipped, st.features);
+      assert_int_equal(delivered, st.parsed);
+      assert_true(st.skips_kept <= QS_USGS_SKIPS_KEPT && st.skips_kept <= st.skipped);
+    } else {
+      assert_int_equal(rc, QS_ERR_PARSE);
+      assert_int_equal(delivered, 0);
+    }
+    free(m);
+  }
+  free(doc);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_shared_usgs_feed_parses_with_exact_counts),
@@ -403,6 +448,7 @@ int main(void) {
       cmocka_unit_test(test_options_set_source_and_ingest_time),
       cmocka_unit_test(test_callback_error_stops_delivery_and_is_returned),
       cmocka_unit_test(test_single_feature_parses),
+      cmocka_unit_test(test_mutated_feeds_never_crash_and_counts_add_up),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
