@@ -117,7 +117,7 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
   cJSON_ArrayForEach(rule, rules) {
     const cJSON *name =
         cJSON_IsObject(rule) ? cJSON_GetObjectItemCaseSensitive(rule, "name") : NULL;
-    if (!cJSON_IsString(name)) {
+    if (!name || !cJSON_IsString(name)) {
       set_why(why, whylen, "regions[%zu]: name missing or not a string", ri);
       return QS_ERR_INVALID;
     }

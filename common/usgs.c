@@ -236,7 +236,7 @@ static void record_skip(qs_usgs_stats *st, size_t index, const cJSON *feat, cons
   qs_usgs_skip *sk = &st->first_skips[st->skips_kept++];
   sk->index = index;
   const cJSON *id = cJSON_IsObject(feat) ? cJSON_GetObjectItemCaseSensitive(feat, "id") : NULL;
-  if (cJSON_IsString(id) && qs_event_id_is_valid(id->valuestring, strlen(id->valuestring)))
+  if (id && cJSON_IsString(id) && qs_event_id_is_valid(id->valuestring, strlen(id->valuestring)))
     snprintf(sk->reason, sizeof sk->reason, "feature %zu (%s): %s", index, id->valuestring, reason);
   else
     snprintf(sk->reason, sizeof sk->reason, "feature %zu: %s", index, reason);
@@ -270,7 +270,7 @@ int qs_usgs_parse_feed(const char *doc, size_t len, const qs_usgs_opts *opts, qs
   const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
   const cJSON *gen =
       cJSON_IsObject(meta) ? cJSON_GetObjectItemCaseSensitive(meta, "generated") : NULL;
-  if (cJSON_IsNumber(gen) && gen->valuedouble > 0 && gen->valuedouble < 9007199254740992.0)
+  if (gen && cJSON_IsNumber(gen) && gen->valuedouble > 0 && gen->valuedouble < 9007199254740992.0)
     stats->generated = (int64_t)gen->valuedouble;
 
   qs_event ev;

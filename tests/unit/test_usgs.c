@@ -115,12 +115,12 @@ static void join_ids(const qs_event *ev, char *out, size_t cap) {
   }
 }
 
-static void check_feed(const char *path, const feed_case *fc) {
+static bool check_feed(const char *path, const feed_case *fc) {
   size_t len;
   char *doc = slurp(path, &len);
   if (!doc) {
     printf("# skipped: %s not present\n", path);
-    return;
+    return false;
   }
   collect c = {0};
   c.pick_id = fc->multi_id;
@@ -146,17 +146,21 @@ static void check_feed(const char *path, const feed_case *fc) {
     assert_string_equal(ids, fc->multi_ids);
   }
   free(doc);
+  return true;
 }
 
 static void test_every_shared_usgs_feed_parses_with_exact_counts(void **state) {
   (void)state;
+  int found = 0;
   for (size_t i = 0; i < sizeof shared_feeds / sizeof shared_feeds[0]; i++) {
     char path[1024];
     char rel[256];
     snprintf(rel, sizeof rel, "data/usgs/%s", shared_feeds[i].file);
     path_in(path, sizeof path, "QS_SHARED_DIR", "../shared", rel);
-    check_feed(path, &shared_feeds[i]);
+    found += check_feed(path, &shared_feeds[i]);
   }
+  if (found == 0)
+    skip();
 }
 
 static void test_shared_feed_details_match_the_file(void **state) {
