@@ -601,21 +601,24 @@ static void pump(qs_amqp_conn *c) {
       c->cbs.on_event(c, ev, c->data);
     }
     flush(c);
+    start_write(c);
+    flush(c); /* what start_write took made room for more */
+    update_reading(c);
     if (c->connected && !pn_connection_driver_finished(&c->driver))
       deadline = pn_transport_tick(c->driver.transport, now);
+    /* Any step above may have failed the transport and posted events. */
     if (!c->repump && !pn_connection_driver_has_event(&c->driver))
       break;
-    if (rounds > 1000) /* a handler that wakes itself forever yields to the loop */
+    if (rounds == 1000) { /* never starve the loop: continue from the timer */
+      deadline = now;
       break;
+    }
   }
   c->in_pump = false;
-  start_write(c);
-  flush(c); /* what start_write took made room for more */
   if (pn_connection_driver_finished(&c->driver) && (output_idle(c) || !c->connected)) {
     start_close(c);
     return;
   }
-  update_reading(c);
   if (deadline > 0) {
     uint64_t delay = deadline > now ? (uint64_t)(deadline - now) : 1;
     uv_timer_start(&c->timer, on_timer, delay, 0);
