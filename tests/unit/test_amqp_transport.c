@@ -116,14 +116,17 @@ typedef struct app {
   bool listener_open;
   uv_timer_t watchdog;
   bool timed_out;
-  uint8_t msg[1024];
+  bool reject_in_setup;
+  bool abort_on_open;
+  uint8_t msg[70000];
   size_t msg_len;
 } app;
 
 static void encode_message(app *a) {
   pn_message_t *m = pn_message();
-  char body[1024];
+  static char body[65536];
   memset(body, 'q', sizeof(body));
+  assert_true(a->body_size <= sizeof(body));
   pn_data_put_binary(pn_message_body(m), pn_bytes(a->body_size, body));
   a->msg_len = sizeof(a->msg);
   assert_int_equal(pn_message_encode(m, (char *)a->msg, &a->msg_len), 0);
@@ -132,7 +135,7 @@ static void encode_message(app *a) {
 
 static void maybe_close_listener(app *a) {
   if (a->listener_open && a->client_closed && a->server_conns_closed == a->server_conns_open &&
-      a->server_conns_open > 0) {
+      (a->server_conns_open > 0 || a->reject_in_setup)) {
     a->listener_open = false;
     qs_amqp_listener_close(&a->listener, NULL);
     uv_timer_stop(&a->watchdog);
@@ -149,6 +152,8 @@ static int broker_setup(qs_amqp_conn *c, void *data) {
   pn_connection_set_container(qs_amqp_conn_connection(c), "qs-test-broker");
   if (a->begin_filter)
     qs_amqp_conn_use_begin_filter(c);
+  if (a->reject_in_setup)
+    return QS_ERR_FULL;
   a->server_conns_open++;
   return 0;
 }
@@ -251,7 +256,10 @@ static void client_on_event(qs_amqp_conn *c, pn_event_t *e, void *data) {
     break;
   }
   case PN_CONNECTION_REMOTE_OPEN:
-    qs_amqp_conn_wake(c);
+    if (a->abort_on_open)
+      qs_amqp_conn_abort(c, "test gives up");
+    else
+      qs_amqp_conn_wake(c);
     break;
   case PN_CONNECTION_WAKE:
     a->wakes++;
@@ -419,6 +427,61 @@ static void test_tls_name_mismatch_fails_with_verification_reason(void **state) 
   free(a);
   qs_tls_ctx_close(&sctx);
   qs_tls_ctx_close(&cctx);
+}
+
+static void test_tls_large_multi_frame_messages_pass_through_filter(void **state) {
+  (void)state;
+  qs_tls_ctx sctx, cctx;
+  char err[256];
+  assert_int_equal(
+      qs_tls_ctx_init_server(&sctx, cert_path("srv.crt"), cert_path("srv.key"), err, sizeof(err)),
+      0);
+  assert_int_equal(qs_tls_ctx_init_client(&cctx, cert_path("ca.crt"), err, sizeof(err)), 0);
+  app *a = calloc(1, sizeof(*a));
+  a->to_send = 300;
+  a->body_size = 60000; /* 60 KB messages over 64 KiB frames, staged and encrypted */
+  a->begin_filter = true;
+  run_transfer(a, &sctx, &cctx, "localhost");
+  assert_int_equal(a->received, 300);
+  assert_int_equal(a->acked, 300);
+  assert_int_equal(a->client_error, 0);
+  assert_int_equal(a->server_error, 0);
+  free(a);
+  qs_tls_ctx_close(&sctx);
+  qs_tls_ctx_close(&cctx);
+}
+
+static void test_abort_reports_closed_and_peer_sees_abort(void **state) {
+  (void)state;
+  app *a = calloc(1, sizeof(*a));
+  a->to_send = 10;
+  a->body_size = 20;
+  a->abort_on_open = true;
+  run_transfer(a, NULL, NULL, NULL);
+  assert_int_equal(a->client_error, QS_ERR_CLOSED);
+  assert_int_equal(a->client_errors, 1);
+  assert_non_null(strstr(a->client_reason, "test gives up"));
+  assert_int_equal(a->server_error, QS_ERR_IO); /* "connection aborted" */
+  assert_non_null(strstr(a->server_reason, "aborted"));
+  assert_true(a->client_closed);
+  assert_int_equal(a->server_conns_closed, 1);
+  free(a);
+}
+
+static void test_setup_rejection_drops_connection_without_callbacks(void **state) {
+  (void)state;
+  app *a = calloc(1, sizeof(*a));
+  a->to_send = 10;
+  a->body_size = 20;
+  a->reject_in_setup = true;
+  run_transfer(a, NULL, NULL, NULL);
+  assert_int_equal(a->server_conns_open, 0);
+  assert_int_equal(a->server_conns_closed, 0); /* no on_closed for a rejected conn */
+  assert_int_equal(a->server_error, 0);
+  assert_int_equal(a->listener.last_accept_error, QS_ERR_FULL);
+  assert_int_equal(a->client_error, QS_ERR_IO);
+  assert_int_equal(a->received, 0);
+  free(a);
 }
 
 static void test_connection_refused_reports_io_error_once(void **state) {
@@ -932,6 +995,9 @@ int main(void) {
       cmocka_unit_test(test_loopback_with_begin_filter_still_works),
       cmocka_unit_test(test_tls_loopback_transfers_10000_messages),
       cmocka_unit_test(test_tls_name_mismatch_fails_with_verification_reason),
+      cmocka_unit_test(test_tls_large_multi_frame_messages_pass_through_filter),
+      cmocka_unit_test(test_abort_reports_closed_and_peer_sees_abort),
+      cmocka_unit_test(test_setup_rejection_drops_connection_without_callbacks),
       cmocka_unit_test(test_connection_refused_reports_io_error_once),
       cmocka_unit_test(test_idle_timeout_detects_silent_peer),
       cmocka_unit_test(test_heartbeats_keep_quiet_connection_alive),
