@@ -256,6 +256,8 @@ static void client_on_event(qs_amqp_conn *c, pn_event_t *e, void *data) {
     break;
   }
   case PN_CONNECTION_REMOTE_OPEN:
+    assert_ptr_equal(qs_amqp_conn_from_connection(pn_event_connection(e)), c);
+    assert_ptr_equal(qs_amqp_conn_connection(c), pn_event_connection(e));
     if (a->abort_on_open)
       qs_amqp_conn_abort(c, "test gives up");
     else
