@@ -392,6 +392,9 @@ static void flush(qs_amqp_conn *c) {
     pn_bytes_t wb = pn_connection_driver_write_buffer(&c->driver);
     if (wb.size == 0)
       break;
+    /* Proton may hold megabytes of output; take only what the bound allows. */
+    if (wb.size > QS_AMQP_STAGE_MAX - c->stage.len)
+      wb.size = QS_AMQP_STAGE_MAX - c->stage.len;
     if (c->filter) {
       int rc = c->filter(c->filter_state, (const uint8_t *)wb.start, wb.size, &c->stage);
       if (rc < 0) {

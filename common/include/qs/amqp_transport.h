@@ -24,9 +24,11 @@
  *      setup rejected the connection), then the memory is freed.
  * The module never logs; callers decide.
  *
- * Bounds: at most QS_AMQP_STAGE_MAX bytes of filtered/encrypted output are
- * staged beyond what proton holds, and reading stops while undecrypted
- * ciphertext exceeds QS_AMQP_TLS_IN_MAX or proton has no input capacity.
+ * Bounds: output copied out of proton is held in two stages of at most
+ * QS_AMQP_STAGE_MAX bytes each (filtered plaintext, then ciphertext; plus
+ * the one write in flight), and reading stops while undecrypted ciphertext
+ * exceeds QS_AMQP_TLS_IN_MAX or proton has no input capacity. What proton
+ * itself buffers is bounded by the application's credit and windows.
  *
  * All functions must be called on the loop's thread, except
  * qs_amqp_conn_wake(), which any thread may call while the connection lives.
