@@ -45,6 +45,8 @@
 #define HUB_SESSION_OUT_CAP (4u << 20)
 #define HUB_READ_BATCH 64
 #define HUB_READ_BYTES (256u << 10)
+#define HUB_MAX_LINKS 256      /* per connection */
+#define HUB_MAX_UNSETTLED 4096 /* per consumer link; the oldest is settled beyond it */
 
 typedef enum link_kind { L_CBS_IN, L_CBS_OUT, L_MGMT_IN, L_MGMT_OUT, L_SEND, L_RECV } link_kind;
 
@@ -57,7 +59,9 @@ struct hub_link {
   pn_link_t *l;
   hub_link *next; /* in c->links */
   const hub_entity *ent;
-  int part; /* -1: any (hub-level sender) */
+  char path[HUB_PATH_MAX]; /* canonical entity path, for token expiry */
+  unsigned rights;         /* right the link needs */
+  int part;                /* -1: any (hub-level sender) */
   char cg[HUB_NAME_MAX];
   /* incoming message assembly */
   uint8_t *buf;
@@ -90,6 +94,7 @@ struct hub_conn {
   void *wake_arg;
   hub_conn *next, *prev;
   hub_link *links;
+  size_t n_links;
   pending *pendings;
   grant grants[HUB_MAX_GRANTS];
   size_t n_grants;
@@ -315,6 +320,7 @@ static void link_free(hub_link *hl) {
   for (hub_link **pp = &c->links; *pp; pp = &(*pp)->next)
     if (*pp == hl) {
       *pp = hl->next;
+      c->n_links--;
       break;
     }
   if (hl->l)
@@ -331,6 +337,7 @@ static hub_link *link_new(hub_conn *c, pn_link_t *l, link_kind k) {
   hl->part = -1;
   hl->next = c->links;
   c->links = hl;
+  c->n_links++;
   pn_link_set_context(l, hl);
   return hl;
 }
@@ -383,11 +390,24 @@ static bool read_epoch(pn_link_t *l, int64_t *epoch) {
     if (!is_epoch)
       continue;
     switch (pn_data_type(p)) {
-    case PN_LONG: *epoch = pn_data_get_long(p); found = true; break;
-    case PN_INT: *epoch = pn_data_get_int(p); found = true; break;
-    case PN_ULONG: *epoch = (int64_t)pn_data_get_ulong(p); found = true; break;
-    case PN_UINT: *epoch = pn_data_get_uint(p); found = true; break;
-    default: break;
+    case PN_LONG:
+      *epoch = pn_data_get_long(p);
+      found = true;
+      break;
+    case PN_INT:
+      *epoch = pn_data_get_int(p);
+      found = true;
+      break;
+    case PN_ULONG:
+      *epoch = (int64_t)pn_data_get_ulong(p);
+      found = true;
+      break;
+    case PN_UINT:
+      *epoch = pn_data_get_uint(p);
+      found = true;
+      break;
+    default:
+      break;
     }
   }
   pn_data_exit(p);
@@ -438,8 +458,9 @@ static void open_consumer(hub_conn *c, pn_link_t *l, const hub_addr *a) {
     return;
   }
   if (!conn_authorised(c, a->path, HUB_RIGHT_LISTEN)) {
-    refuse(l, "amqp:unauthorized-access", "Unauthorized access. 'Listen' claim(s) are required "
-                                          "to perform this operation; put a token on $cbs first.");
+    refuse(l, "amqp:unauthorized-access",
+           "Unauthorized access. 'Listen' claim(s) are required "
+           "to perform this operation; put a token on $cbs first.");
     return;
   }
   hub_position pos;
@@ -480,6 +501,8 @@ static void open_consumer(hub_conn *c, pn_link_t *l, const hub_addr *a) {
   }
   hub_link *hl = link_new(c, l, L_RECV);
   hl->ent = ent;
+  snprintf(hl->path, sizeof hl->path, "%s", a->path);
+  hl->rights = HUB_RIGHT_LISTEN;
   hl->part = a->part;
   snprintf(hl->cg, sizeof hl->cg, "%s", a->cg);
   hl->next_seq = seq;
@@ -519,14 +542,14 @@ static void deliver(hub_link *hl) {
     hub_part_info info;
     if (st->info(st->ctx, hl->ent->name, hl->part, &info) < 0)
       return;
-    if (st->read(st->ctx, hl->ent->name, hl->part, hl->next_seq, want, HUB_READ_BYTES, recs,
-                 &n) < 0 ||
+    if (st->read(st->ctx, hl->ent->name, hl->part, hl->next_seq, want, HUB_READ_BYTES, recs, &n) <
+            0 ||
         n == 0)
       return;
     int64_t now = now_ms(b);
     for (size_t i = 0; i < n && pn_link_credit(l) > 0; i++) {
-      hub_evmsg_annot a = {recs[i].seq,     recs[i].offset,   recs[i].enqueued_ms,
-                           recs[i].pkey,    recs[i].pkey_len, info.last_seq,
+      hub_evmsg_annot a = {recs[i].seq,      recs[i].offset,        recs[i].enqueued_ms,
+                           recs[i].pkey,     recs[i].pkey_len,      info.last_seq,
                            info.last_offset, info.last_enqueued_ms, now};
       size_t olen = 0;
       int err = 0;
@@ -544,6 +567,8 @@ static void deliver(hub_link *hl) {
       pn_link_advance(l);
       if (pn_link_snd_settle_mode(l) == PN_SND_SETTLED)
         pn_delivery_settle(d);
+      else if (pn_link_unsettled(l) > HUB_MAX_UNSETTLED) /* clients that never settle */
+        pn_delivery_settle(pn_unsettled_head(l));
       hl->next_seq = recs[i].seq + 1;
     }
   }
@@ -573,12 +598,15 @@ static void open_producer(hub_conn *c, pn_link_t *l, const hub_addr *a) {
     return;
   }
   if (!conn_authorised(c, a->path, HUB_RIGHT_SEND)) {
-    refuse(l, "amqp:unauthorized-access", "Unauthorized access. 'Send' claim(s) are required "
-                                          "to perform this operation; put a token on $cbs first.");
+    refuse(l, "amqp:unauthorized-access",
+           "Unauthorized access. 'Send' claim(s) are required "
+           "to perform this operation; put a token on $cbs first.");
     return;
   }
   hub_link *hl = link_new(c, l, L_SEND);
   hl->ent = ent;
+  snprintf(hl->path, sizeof hl->path, "%s", a->path);
+  hl->rights = HUB_RIGHT_SEND;
   hl->part = a->part;
   pn_link_open(l);
   top_up_credit(c, l);
@@ -759,9 +787,12 @@ static void on_link_remote_open(hub_conn *c, pn_link_t *l) {
     refuse(l, "amqp:not-found", desc);
     return;
   }
+  if (c->n_links >= HUB_MAX_LINKS) {
+    refuse(l, "amqp:resource-limit-exceeded", "Too many links on this connection.");
+    return;
+  }
   if (a.kind == HUB_ADDR_CBS || a.kind == HUB_ADDR_MGMT) {
-    if (a.kind == HUB_ADDR_MGMT && a.hub[0] &&
-        !b->cfg.entity_lookup(b->cfg.entity_ctx, a.hub)) {
+    if (a.kind == HUB_ADDR_MGMT && a.hub[0] && !b->cfg.entity_lookup(b->cfg.entity_ctx, a.hub)) {
       snprintf(desc, sizeof desc, "The messaging entity '%s' could not be found.", addr);
       refuse(l, "amqp:not-found", desc);
       return;
@@ -841,13 +872,16 @@ static void on_incoming_delivery(hub_link *hl, pn_delivery_t *d) {
   top_up_credit(c, l);
 }
 
-static void on_link_closed(hub_conn *c, pn_link_t *l) {
+static void on_link_closed(pn_link_t *l, bool detach_only) {
   hub_link *hl = link_of(l);
   if (hl)
     link_free(hl);
-  if (!(pn_link_state(l) & PN_LOCAL_CLOSED))
-    pn_link_close(l);
-  (void)c;
+  if (!(pn_link_state(l) & PN_LOCAL_CLOSED)) {
+    if (detach_only)
+      pn_link_detach(l);
+    else
+      pn_link_close(l);
+  }
 }
 
 void hub_conn_handle(hub_conn *c, pn_event_t *e) {
@@ -889,8 +923,10 @@ void hub_conn_handle(hub_conn *c, pn_event_t *e) {
     break;
   }
   case PN_LINK_REMOTE_CLOSE:
+    on_link_closed(pn_event_link(e), false);
+    break;
   case PN_LINK_REMOTE_DETACH:
-    on_link_closed(c, pn_event_link(e));
+    on_link_closed(pn_event_link(e), true);
     break;
   case PN_SESSION_REMOTE_CLOSE: {
     pn_session_t *s = pn_event_session(e);
@@ -927,9 +963,38 @@ void hub_conn_flush(hub_conn *c) {
       deliver(hl);
 }
 
+/* Detach entity links whose token lapsed; returns the next grant expiry (ms)
+ * that still covers a live link, or -1. */
+static int64_t expire_links(hub_conn *c) {
+  int64_t next = -1;
+  for (hub_link *hl = c->links, *nx; hl; hl = nx) {
+    nx = hl->next;
+    if (hl->kind != L_SEND && hl->kind != L_RECV)
+      continue;
+    if (!conn_authorised(c, hl->path, hl->rights)) {
+      pn_link_t *l = hl->l;
+      link_free(hl);
+      pn_condition_t *k = pn_link_condition(l);
+      pn_condition_set_name(k, "amqp:unauthorized-access");
+      pn_condition_set_description(k, "The token for this entity expired; put a new one on $cbs.");
+      pn_link_close(l);
+      wake(c);
+      continue;
+    }
+    for (size_t i = 0; i < c->n_grants; i++) {
+      const hub_cbs_grant *g = &c->grants[i].g;
+      if (path_covers(g->path, hl->path) && (next < 0 || g->expires_s * 1000 < next))
+        next = g->expires_s * 1000;
+    }
+  }
+  return next;
+}
+
 int64_t hub_conn_tick(hub_conn *c, int64_t now) {
-  if (c->ever_authorised || c->closing)
+  if (c->closing)
     return -1;
+  if (c->ever_authorised)
+    return expire_links(c);
   int64_t deadline = c->started_ms + c->b->cfg.cbs_timeout_ms;
   if (now < deadline)
     return deadline;

@@ -43,16 +43,16 @@ typedef struct hub_entity {
 } hub_entity;
 
 typedef struct hub_auth_result {
-  int64_t expires_s;  /* token expiry, epoch seconds */
-  unsigned rights;    /* HUB_RIGHT_* the key grants */
-  char reason[128];   /* on failure */
+  int64_t expires_s; /* token expiry, epoch seconds */
+  unsigned rights;   /* HUB_RIGHT_* the key grants */
+  char reason[128];  /* on failure */
 } hub_auth_result;
 
 /* Verify a SAS token for an audience (the put-token "name", a URI).
  * 0 with *out filled, or -QS_ERR_AUTH / -QS_ERR_EXPIRED with out->reason.
  * (Codes are negative qs_err values, e.g. QS_ERR_AUTH itself.) */
-typedef int (*hub_auth_verify_fn)(void *ctx, const char *token, const char *audience,
-                                  int64_t now_s, unsigned rights_needed, hub_auth_result *out);
+typedef int (*hub_auth_verify_fn)(void *ctx, const char *token, const char *audience, int64_t now_s,
+                                  unsigned rights_needed, hub_auth_result *out);
 /* Hub by name (case-insensitive) or NULL. The entity stays valid for the
  * broker's lifetime. */
 typedef const hub_entity *(*hub_entity_lookup_fn)(void *ctx, const char *name);
@@ -91,8 +91,11 @@ hub_conn *hub_conn_new(hub_broker *b, pn_connection_driver_t *d, hub_conn_wake_f
 void hub_conn_handle(hub_conn *c, pn_event_t *e);
 /* Continue deliveries paused by the session output cap. */
 void hub_conn_flush(hub_conn *c);
-/* Enforce the CBS deadline. Returns the next time (ms) tick wants to run,
- * or -1 when no deadline is pending. */
+/* Enforce the CBS deadline (no token within cbs_timeout_ms closes the
+ * connection with amqp:unauthorized-access) and token expiry (a sender or
+ * consumer link whose grant lapsed is detached with the same condition).
+ * Uses the broker clock (cfg.now_ms) for expiry and now_ms for the
+ * deadline. Returns the next time (ms) tick wants to run, or -1. */
 int64_t hub_conn_tick(hub_conn *c, int64_t now_ms);
 void hub_conn_free(hub_conn *c);
 

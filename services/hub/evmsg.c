@@ -26,18 +26,34 @@ static int skip_depth(const uint8_t *p, size_t n, size_t *len, int depth) {
   }
   size_t need;
   switch (c >> 4) {
-  case 0x4: need = 1; break;
-  case 0x5: need = 2; break;
-  case 0x6: need = 3; break;
-  case 0x7: need = 5; break;
-  case 0x8: need = 9; break;
-  case 0x9: need = 17; break;
-  case 0xa: case 0xc: case 0xe:
+  case 0x4:
+    need = 1;
+    break;
+  case 0x5:
+    need = 2;
+    break;
+  case 0x6:
+    need = 3;
+    break;
+  case 0x7:
+    need = 5;
+    break;
+  case 0x8:
+    need = 9;
+    break;
+  case 0x9:
+    need = 17;
+    break;
+  case 0xa:
+  case 0xc:
+  case 0xe:
     if (n < 2)
       return QS_ERR_PARSE;
     need = 2 + (size_t)p[1];
     break;
-  case 0xb: case 0xd: case 0xf:
+  case 0xb:
+  case 0xd:
+  case 0xf:
     if (n < 5)
       return QS_ERR_PARSE;
     need = 5 + (size_t)rd32(p + 1);
@@ -297,8 +313,8 @@ static void put_map_section(wbuf *b, uint8_t code, const wbuf *body, uint32_t co
   put(b, body->p, body->n);
 }
 
-static const char *const ours[] = {"x-opt-sequence-number", "x-opt-offset",
-                                   "x-opt-enqueued-time", "x-opt-partition-key"};
+static const char *const ours[] = {"x-opt-sequence-number", "x-opt-offset", "x-opt-enqueued-time",
+                                   "x-opt-partition-key"};
 
 static int merged_ma(const hub_evmsg_section *old, const hub_evmsg_annot *a, wbuf *out) {
   wbuf body = {0};

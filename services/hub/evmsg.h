@@ -46,11 +46,11 @@ int hub_evmsg_skip(const uint8_t *p, size_t n, size_t *len);
 int hub_evmsg_next(const uint8_t *msg, size_t len, size_t *pos, hub_evmsg_section *sec);
 
 typedef struct hub_evmsg_info {
-  bool is_batch;     /* body is only data sections, each an encoded message */
-  size_t body_pos;   /* position of the first body section */
-  const char *pkey;  /* x-opt-partition-key of the message annotations */
+  bool is_batch;    /* body is only data sections, each an encoded message */
+  size_t body_pos;  /* position of the first body section */
+  const char *pkey; /* x-opt-partition-key of the message annotations */
   size_t pkey_len;
-  size_t n_events;   /* data sections when is_batch, else 1 */
+  size_t n_events; /* data sections when is_batch, else 1 */
 } hub_evmsg_info;
 
 /* Validate a whole message and describe it. QS_ERR_PARSE if not a message,

@@ -24,8 +24,7 @@ static int fail(char *err, size_t errlen, const char *what) {
   return QS_ERR_PARSE;
 }
 
-int hub_filter_parse_expr(const char *s, size_t len, hub_position *out, char *err,
-                          size_t errlen) {
+int hub_filter_parse_expr(const char *s, size_t len, hub_position *out, char *err, size_t errlen) {
   if (len > HUB_FILTER_MAX_EXPR)
     return fail(err, errlen, "expression too long");
   size_t i = 0;
@@ -98,8 +97,7 @@ static bool is_selector_symbol(pn_data_t *f) {
   if (pn_data_type(f) != PN_SYMBOL)
     return false;
   pn_bytes_t b = pn_data_get_symbol(f);
-  return b.size == strlen(HUB_FILTER_SELECTOR) &&
-         memcmp(b.start, HUB_FILTER_SELECTOR, b.size) == 0;
+  return b.size == strlen(HUB_FILTER_SELECTOR) && memcmp(b.start, HUB_FILTER_SELECTOR, b.size) == 0;
 }
 
 int hub_filter_from_data(pn_data_t *f, hub_position *out, char *err, size_t errlen) {
@@ -128,9 +126,9 @@ int hub_filter_from_data(pn_data_t *f, hub_position *out, char *err, size_t errl
     if (pn_data_type(f) == PN_DESCRIBED) {
       pn_data_enter(f);
       pn_data_next(f);
-      bool ok_desc = (pn_data_type(f) == PN_ULONG &&
-                      pn_data_get_ulong(f) == HUB_FILTER_SELECTOR_CODE) ||
-                     is_selector_symbol(f);
+      bool ok_desc =
+          (pn_data_type(f) == PN_ULONG && pn_data_get_ulong(f) == HUB_FILTER_SELECTOR_CODE) ||
+          is_selector_symbol(f);
       pn_data_next(f);
       if (ok_desc && pn_data_type(f) == PN_STRING)
         expr = pn_data_get_string(f);

@@ -36,8 +36,7 @@ typedef struct hub_position {
 } hub_position;
 
 /* Parse one expression. 0 or QS_ERR_PARSE with a reason in err. */
-int hub_filter_parse_expr(const char *s, size_t len, hub_position *out, char *err,
-                          size_t errlen);
+int hub_filter_parse_expr(const char *s, size_t len, hub_position *out, char *err, size_t errlen);
 
 /* Parse a terminus filter (may be empty: earliest). */
 int hub_filter_from_data(pn_data_t *filter, hub_position *out, char *err, size_t errlen);

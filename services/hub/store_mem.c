@@ -210,8 +210,7 @@ static int mem_seek_offset(void *ctx, const char *hub, int part, int64_t offset,
   if (!pt)
     return QS_ERR_NOTFOUND;
   size_t s = 0;
-  while (s < pt->n &&
-         (inclusive ? pt->recs[s].offset < offset : pt->recs[s].offset <= offset))
+  while (s < pt->n && (inclusive ? pt->recs[s].offset < offset : pt->recs[s].offset <= offset))
     s++;
   *seq_out = (int64_t)s;
   return 0;
@@ -262,8 +261,9 @@ static void mem_set_listener(void *ctx, hub_newdata_cb cb, void *arg) {
 }
 
 hub_store hub_store_mem_vtable(hub_store_mem *m) {
-  return (hub_store){m,           mem_append,   mem_read, mem_seek_offset, mem_seek_seq,
-                     mem_seek_time, mem_info, mem_set_listener};
+  return (hub_store){
+      m,        mem_append,      mem_read, mem_seek_offset, mem_seek_seq, mem_seek_time,
+      mem_info, mem_set_listener};
 }
 
 void hub_store_mem_set_time(hub_store_mem *m, int64_t now_ms) { m->now_ms = now_ms; }

@@ -412,23 +412,20 @@ static void test_put_token_valid_bad_expired_wrong_audience(void **state) {
   pair_open(f, &p, "$cbs");
   int64_t s = f->now / 1000;
   pn_atom_t corr;
-  assert_int_equal(put_token(f, &p, AUD, token(0, "good", s + 60, AUD), str_id("id-1"), false,
-                             &corr),
-                   202);
+  assert_int_equal(
+      put_token(f, &p, AUD, token(0, "good", s + 60, AUD), str_id("id-1"), false, &corr), 202);
   assert_int_equal(corr.type, PN_STRING);
   assert_memory_equal(corr.u.as_bytes.start, "id-1", 4);
-  assert_int_equal(put_token(f, &p, AUD, token(0, "bad", s + 60, AUD), str_id("id-2"), false,
-                             NULL),
+  assert_int_equal(put_token(f, &p, AUD, token(0, "bad", s + 60, AUD), str_id("id-2"), false, NULL),
                    401);
-  assert_int_equal(put_token(f, &p, AUD, token(0, "good", s - 1, AUD), str_id("id-3"), false,
-                             NULL),
+  assert_int_equal(put_token(f, &p, AUD, token(0, "good", s - 1, AUD), str_id("id-3"), false, NULL),
                    401);
   assert_int_equal(put_token(f, &p, AUD, token(0, "good", s + 60, "sb://x/weather-events"),
                              str_id("id-4"), false, NULL),
                    401);
-  assert_int_equal(put_token(f, &p, "sb://127.0.0.1/nohub", token(0, "good", s + 60,
-                                                                   "sb://127.0.0.1/nohub"),
-                             str_id("id-5"), false, NULL),
+  assert_int_equal(put_token(f, &p, "sb://127.0.0.1/nohub",
+                             token(0, "good", s + 60, "sb://127.0.0.1/nohub"), str_id("id-5"),
+                             false, NULL),
                    404);
 }
 
@@ -438,9 +435,9 @@ static void test_put_token_python_shape_echoes_ulong_id(void **state) {
   pair_open(f, &p, "$cbs");
   pn_atom_t corr;
   const char *aud = "sb://127.0.0.1:5671/" HUB;
-  assert_int_equal(put_token(f, &p, aud, token(0, "good", f->now / 1000 + 60, aud), ulong_id(0),
-                             true, &corr),
-                   202);
+  assert_int_equal(
+      put_token(f, &p, aud, token(0, "good", f->now / 1000 + 60, aud), ulong_id(0), true, &corr),
+      202);
   assert_int_equal(corr.type, PN_ULONG);
   assert_int_equal(corr.u.as_ulong, 0);
 }
@@ -461,21 +458,40 @@ static void test_expired_token_no_longer_authorises(void **state) {
   fixture *f = *state;
   cbs_pair p;
   pair_open(f, &p, "$cbs");
-  assert_int_equal(put_token(f, &p, AUD, token(0, "good", f->now / 1000 + 10, AUD), str_id("a"),
-                             false, NULL),
-                   202);
+  assert_int_equal(
+      put_token(f, &p, AUD, token(0, "good", f->now / 1000 + 10, AUD), str_id("a"), false, NULL),
+      202);
   f->now += 11000;
   pn_link_t *l = sender(session(f), HUB, HUB);
   pump(f);
   assert_string_equal(remote_cond(l), "amqp:unauthorized-access");
   /* a refreshed token on the live connection authorises again */
-  assert_int_equal(put_token(f, &p, AUD, token(0, "good", f->now / 1000 + 60, AUD), str_id("b"),
-                             false, NULL),
-                   202);
+  assert_int_equal(
+      put_token(f, &p, AUD, token(0, "good", f->now / 1000 + 60, AUD), str_id("b"), false, NULL),
+      202);
   l = sender(session(f), "again", HUB);
   pump(f);
   assert_true(pn_link_state(l) & PN_REMOTE_ACTIVE);
   assert_false(pn_link_state(l) & PN_REMOTE_CLOSED);
+}
+
+static void test_tick_detaches_links_whose_token_expired(void **state) {
+  fixture *f = *state;
+  cbs_pair p;
+  pair_open(f, &p, "$cbs");
+  int64_t se = f->now / 1000 + 30;
+  assert_int_equal(put_token(f, &p, AUD, token(0, "good", se, AUD), str_id("a"), false, NULL), 202);
+  pn_link_t *l = sender(session(f), HUB, HUB);
+  pump(f);
+  assert_int_equal(hub_conn_tick(f->hc, f->now), se * 1000);
+  pump(f);
+  assert_false(pn_link_state(l) & PN_REMOTE_CLOSED);
+  f->now = se * 1000;
+  hub_conn_tick(f->hc, f->now);
+  pump(f);
+  assert_true(pn_link_state(l) & PN_REMOTE_CLOSED);
+  assert_string_equal(remote_cond(l), "amqp:unauthorized-access");
+  assert_false(pn_connection_state(f->cli.connection) & PN_REMOTE_CLOSED);
 }
 
 static void test_unknown_hub_is_not_found(void **state) {
@@ -604,8 +620,7 @@ static void test_management_read_partition_empty_and_filled(void **state) {
   cbs_pair p;
   pair_open(f, &p, "$management");
   pn_message_t *reply = pn_message();
-  pn_message_t *req =
-      mgmt_request(ulong_id(0), "com.microsoft:partition", HUB, "1", true);
+  pn_message_t *req = mgmt_request(ulong_id(0), "com.microsoft:partition", HUB, "1", true);
   pair_call(f, &p, req, reply);
   assert_int_equal(app_int(reply, "status-code"), 200);
   pn_data_t *b = body_at(reply, "begin_sequence_number");
@@ -1042,11 +1057,11 @@ static void test_receive_from_sequence_exclusive_and_inclusive(void **state) {
   fixture *f = *state;
   authorise(f, AUD);
   produce(f, 6);
-  pn_link_t *a = consumer(f, "a", "amqp.annotation.x-opt-sequence-number > '2'", true, 50, false,
-                          0);
+  pn_link_t *a =
+      consumer(f, "a", "amqp.annotation.x-opt-sequence-number > '2'", true, 50, false, 0);
   expect_seqs(f, a, 3, 3);
-  pn_link_t *b = consumer(f, "b", "amqp.annotation.x-opt-sequence-number >= '2'", false, 50,
-                          false, 0);
+  pn_link_t *b =
+      consumer(f, "b", "amqp.annotation.x-opt-sequence-number >= '2'", false, 50, false, 0);
   expect_seqs(f, b, 2, 4);
 }
 
@@ -1249,6 +1264,7 @@ int main(void) {
       T(test_put_token_python_shape_echoes_ulong_id),
       T(test_attach_without_token_is_unauthorized),
       T(test_expired_token_no_longer_authorises),
+      T(test_tick_detaches_links_whose_token_expired),
       T(test_unknown_hub_is_not_found),
       T(test_no_token_within_20s_closes_connection),
       T(test_token_stops_the_20s_timer),

@@ -28,7 +28,8 @@ static size_t encode_msg(uint8_t *out, size_t cap, const char *pkey, const char 
     pn_data_exit(ma);
   }
   if (msgid)
-    pn_message_set_id(m, (pn_atom_t){.type = PN_STRING, .u.as_bytes = pn_bytes(strlen(msgid), msgid)});
+    pn_message_set_id(m,
+                      (pn_atom_t){.type = PN_STRING, .u.as_bytes = pn_bytes(strlen(msgid), msgid)});
   pn_data_put_binary(pn_message_body(m), pn_bytes(strlen(body), body));
   size_t len = cap;
   assert_int_equal(pn_message_encode(m, (char *)out, &len), 0);
@@ -139,8 +140,8 @@ static void test_annotate_adds_typed_annotations_and_keeps_sections(void **st) {
   (void)st;
   uint8_t m[256];
   size_t l = encode_msg(m, sizeof m, "quake-ca", "{\"mag\":4.2}", "m-1");
-  hub_evmsg_annot a = {5, 1234, 1732500000123LL, "quake-ca", 8, 9, 2000, 1732500000999LL,
-                       1732500001000LL};
+  hub_evmsg_annot a = {5, 1234, 1732500000123LL, "quake-ca",     8,
+                       9, 2000, 1732500000999LL, 1732500001000LL};
   size_t ol;
   int err;
   uint8_t *out = hub_evmsg_annotate(m, l, &a, &ol, &err);
