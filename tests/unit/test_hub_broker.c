@@ -163,7 +163,7 @@ static void pump(fixture *f) {
 
 /* ---------------- setup ---------------- */
 
-static int setup(void **state) {
+static int setup_with(void **state, bool client_sasl) {
   fixture *f = calloc(1, sizeof *f);
   f->now = T0_MS;
   f->ents[0] = (hub_entity){HUB, 4, T0_MS - 86400000, cgs, 1};
@@ -185,7 +185,8 @@ static int setup(void **state) {
   f->hc = hub_conn_new(f->b, &f->srv, on_wake, f);
   assert_int_equal(pn_connection_driver_bind(&f->srv), 0);
   assert_int_equal(pn_connection_driver_init(&f->cli, NULL, NULL), 0);
-  pn_sasl_allowed_mechs(pn_sasl(f->cli.transport), "ANONYMOUS");
+  if (client_sasl)
+    pn_sasl_allowed_mechs(pn_sasl(f->cli.transport), "ANONYMOUS");
   pn_connection_set_container(f->cli.connection, "test-client");
   pn_connection_set_hostname(f->cli.connection, "127.0.0.1");
   assert_int_equal(pn_connection_driver_bind(&f->cli), 0);
@@ -194,6 +195,9 @@ static int setup(void **state) {
   *state = f;
   return 0;
 }
+
+static int setup(void **state) { return setup_with(state, true); }
+static int setup_nosasl(void **state) { return setup_with(state, false); }
 
 static int teardown(void **state) {
   fixture *f = *state;
@@ -404,6 +408,16 @@ static void test_sasl_anonymous_and_open_succeed(void **state) {
   assert_true(pn_connection_state(f->cli.connection) & PN_REMOTE_ACTIVE);
   assert_string_equal(pn_connection_remote_container(f->cli.connection), "test-hub");
   assert_int_equal(pn_transport_get_remote_max_frame(f->cli.transport), 65536);
+  assert_string_equal(pn_sasl_get_mech(pn_sasl(f->srv.transport)), "ANONYMOUS");
+  assert_int_equal(pn_sasl_outcome(pn_sasl(f->cli.transport)), PN_SASL_OK);
+  /* proton advertises half its local idle timeout (60 s) to be safe */
+  assert_int_equal(pn_transport_get_remote_idle_timeout(f->cli.transport), 30000);
+}
+
+static void test_client_without_sasl_can_open_and_authorise(void **state) {
+  fixture *f = *state;
+  assert_true(pn_connection_state(f->cli.connection) & PN_REMOTE_ACTIVE);
+  authorise(f, AUD);
 }
 
 static void test_put_token_valid_bad_expired_wrong_audience(void **state) {
@@ -1260,6 +1274,8 @@ int main(void) {
 #define T(x) cmocka_unit_test_setup_teardown(x, setup, teardown)
   const struct CMUnitTest tests[] = {
       T(test_sasl_anonymous_and_open_succeed),
+      cmocka_unit_test_setup_teardown(test_client_without_sasl_can_open_and_authorise,
+                                      setup_nosasl, teardown),
       T(test_put_token_valid_bad_expired_wrong_audience),
       T(test_put_token_python_shape_echoes_ulong_id),
       T(test_attach_without_token_is_unauthorized),
