@@ -1092,6 +1092,8 @@ int hub_broker_new(const hub_broker_config *cfg, hub_broker **out) {
 void hub_broker_free(hub_broker *b) {
   if (!b)
     return;
+  if (b->conns)
+    QS_FATAL("hub_broker_free with live connections");
   b->cfg.store.set_listener(b->cfg.store.ctx, NULL, NULL);
   free(b);
 }
