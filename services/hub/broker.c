@@ -492,7 +492,9 @@ static void open_consumer(hub_conn *c, pn_link_t *l, const hub_addr *a) {
     rc = st->seek_seq(st->ctx, ent->name, a->part, pos.value, pos.inclusive, &seq);
     break;
   case HUB_POS_TIME:
-    rc = st->seek_time(st->ctx, ent->name, a->part, pos.value, &seq);
+    /* seek_time is exclusive; ">=" starts one millisecond earlier */
+    rc = st->seek_time(st->ctx, ent->name, a->part, pos.inclusive ? pos.value - 1 : pos.value,
+                       &seq);
     break;
   }
   if (rc < 0) {

@@ -1107,6 +1107,10 @@ static void test_receive_from_enqueued_time(void **state) {
            (long long)(T0_MS + 2000));
   pn_link_t *r = consumer(f, "t", expr, false, 50, false, 0);
   expect_seqs(f, r, 3, 2);
+  snprintf(expr, sizeof expr, "amqp.annotation.x-opt-enqueued-time >= '%lld'",
+           (long long)(T0_MS + 2000));
+  pn_link_t *r2 = consumer(f, "t2", expr, true, 50, false, 0);
+  expect_seqs(f, r2, 2, 3);
 }
 
 static void test_malformed_filter_detaches_with_error(void **state) {
