@@ -493,8 +493,8 @@ static void open_consumer(hub_conn *c, pn_link_t *l, const hub_addr *a) {
     break;
   case HUB_POS_TIME:
     /* seek_time is exclusive; ">=" starts one millisecond earlier */
-    rc = st->seek_time(st->ctx, ent->name, a->part, pos.inclusive ? pos.value - 1 : pos.value,
-                       &seq);
+    rc =
+        st->seek_time(st->ctx, ent->name, a->part, pos.inclusive ? pos.value - 1 : pos.value, &seq);
     break;
   }
   if (rc < 0) {

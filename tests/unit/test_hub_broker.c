@@ -1173,6 +1173,53 @@ static void test_close_echoes_detach_and_end(void **state) {
   assert_true(pn_session_state(s) & PN_REMOTE_CLOSED);
 }
 
+/* ---------------- tests: pure helpers ---------------- */
+
+static void test_partition_hash_is_zlib_crc32_mod_count(void **state) {
+  (void)state;
+  /* zlib.crc32(b"quake-ca") == 3737817184 */
+  assert_int_equal(hub_partition_for_key("quake-ca", 8, 4), (int)(3737817184u % 4));
+  assert_int_equal(hub_partition_for_key("quake-ca", 8, 7), (int)(3737817184u % 7));
+  assert_int_equal(hub_partition_for_key("quake-ca", 8, 1000), (int)(3737817184u % 1000));
+}
+
+static void test_addresses_parse_with_prefixes_and_any_case(void **state) {
+  (void)state;
+  hub_addr a;
+  const char *s = "amqps://127.0.0.1:5671/Earthquake-Events/ConsumerGroups/$Default/Partitions/3";
+  assert_int_equal(hub_addr_parse(s, strlen(s), &a), 0);
+  assert_int_equal(a.kind, HUB_ADDR_CG_PARTITION);
+  assert_string_equal(a.hub, "Earthquake-Events");
+  assert_string_equal(a.cg, "$Default");
+  assert_int_equal(a.part, 3);
+  assert_string_equal(a.path, "earthquake-events/consumergroups/$default/partitions/3");
+  s = "earthquake-events/PARTITIONS/2";
+  assert_int_equal(hub_addr_parse(s, strlen(s), &a), 0);
+  assert_int_equal(a.kind, HUB_ADDR_PARTITION);
+  assert_int_equal(a.part, 2);
+  s = "sb://127.0.0.1:5672/earthquake-events/$management";
+  assert_int_equal(hub_addr_parse(s, strlen(s), &a), 0);
+  assert_int_equal(a.kind, HUB_ADDR_MGMT);
+  s = "sb://ns.servicebus.windows.net/";
+  assert_int_equal(hub_addr_parse(s, strlen(s), &a), 0);
+  assert_int_equal(a.kind, HUB_ADDR_NAMESPACE);
+  assert_int_equal(hub_addr_parse("$cbs", 4, &a), 0);
+  assert_int_equal(a.kind, HUB_ADDR_CBS);
+  const char *bad[] = {"hub/Partitions/x",
+                       "hub/Partitions/-1",
+                       "hub/Partitions/99999",
+                       "hub//Partitions/1",
+                       "hub/ConsumerGroups/cg",
+                       "hub/a/b/c/d/e/f",
+                       "$other",
+                       "hub/Partitions/1/extra"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+    assert_true(hub_addr_parse(bad[i], strlen(bad[i]), &a) < 0);
+  char longp[600];
+  memset(longp, 'a', sizeof longp);
+  assert_int_equal(hub_addr_parse(longp, sizeof longp, &a), QS_ERR_TOOBIG);
+}
+
 /* ---------------- tests: real SDK bytes from the wire traces ---------------- */
 
 /* The payload of the first transfer in traces/<file> whose line contains
@@ -1277,9 +1324,11 @@ static void test_python_trace_cbs_and_management_requests_decode(void **state) {
 int main(void) {
 #define T(x) cmocka_unit_test_setup_teardown(x, setup, teardown)
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_partition_hash_is_zlib_crc32_mod_count),
+      cmocka_unit_test(test_addresses_parse_with_prefixes_and_any_case),
       T(test_sasl_anonymous_and_open_succeed),
-      cmocka_unit_test_setup_teardown(test_client_without_sasl_can_open_and_authorise,
-                                      setup_nosasl, teardown),
+      cmocka_unit_test_setup_teardown(test_client_without_sasl_can_open_and_authorise, setup_nosasl,
+                                      teardown),
       T(test_put_token_valid_bad_expired_wrong_audience),
       T(test_put_token_python_shape_echoes_ulong_id),
       T(test_attach_without_token_is_unauthorized),
