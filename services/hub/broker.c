@@ -544,6 +544,10 @@ static void deliver(hub_link *hl) {
     hub_part_info info;
     if (st->info(st->ctx, hl->ent->name, hl->part, &info) < 0)
       return;
+    if (info.empty || hl->next_seq > info.last_seq)
+      return; /* at the tail: the new-data listener wakes us */
+    if (hl->next_seq < info.begin_seq)
+      hl->next_seq = info.begin_seq; /* trimmed by retention */
     if (st->read(st->ctx, hl->ent->name, hl->part, hl->next_seq, want, HUB_READ_BYTES, recs, &n) <
             0 ||
         n == 0)
