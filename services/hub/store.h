@@ -7,6 +7,8 @@
  *  - append() is asynchronous: on a 0 return its callback fires exactly once,
  *    LATER (never inside append), when the records are durable or failed. On
  *    a negative return the callback never fires.
+ *  - append() copies the records' key and payload bytes before it returns:
+ *    the caller reuses its buffers at once.
  *  - read() returns durable records only; the pointers it fills stay valid
  *    until the next call into the store.
  *  - Sequence numbers start at 0 and are dense; offsets are opaque int64
