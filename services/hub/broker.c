@@ -742,6 +742,8 @@ static void send_reply(hub_conn *c, hub_link *out, pn_message_t *m) {
   pn_link_advance(out->l);
   if (pn_link_snd_settle_mode(out->l) == PN_SND_SETTLED)
     pn_delivery_settle(d);
+  else if (pn_link_unsettled(out->l) > HUB_MAX_UNSETTLED)
+    pn_delivery_settle(pn_unsettled_head(out->l));
   if (buf != stackbuf)
     free(buf);
 }
