@@ -2,10 +2,11 @@
  * recovery of torn tails, durability before acknowledgement, retention, back-pressure and a
  * kill -9 crash test. Every test works in its own temp directory and closes its loop clean.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+
+#include <cmocka.h>
 
 #include <fcntl.h>
 #include <ftw.h>
