@@ -43,6 +43,8 @@
 #define MAX_REC (REC_HDR + HUB_PLOG_MAX_KEY + HUB_PLOG_MAX_PAYLOAD)
 #define READ_CHUNK (64u * 1024u)
 #define MAX_READ_BYTES (16u * 1024u * 1024u)
+/* group buffers index records with uint32_t positions */
+#define MAX_PENDING_LIMIT (1024u * 1024u * 1024u)
 
 static const char SEG_MAGIC[8] = {'Q', 'S', 'P', 'L', 'O', 'G', '0', '1'};
 static const char IDX_MAGIC[8] = {'Q', 'S', 'P', 'I', 'D', 'X', '0', '1'};
@@ -829,7 +831,8 @@ int hub_plog_open(hub_plog *log, uv_loop_t *loop, const char *data_dir, const ch
     hub_plog_options_init(&log->opt);
   hub_plog_options *o = &log->opt;
   if (o->fsync_policy > HUB_PLOG_FSYNC_NEVER || o->segment_bytes < SEG_HDR + REC_HDR ||
-      o->index_interval == 0 || o->commit_bytes == 0 || o->max_pending_bytes < MAX_REC)
+      o->index_interval == 0 || o->commit_bytes == 0 || o->max_pending_bytes < MAX_REC ||
+      o->max_pending_bytes > MAX_PENDING_LIMIT)
     return QS_ERR_RANGE;
   size_t n = strlen(data_dir) + strlen(hub) + 16;
   log->dir = qs_xmalloc(n);
@@ -1236,6 +1239,10 @@ int hub_plog_close(hub_plog *log, hub_plog_close_cb cb) {
 /* ---- info, lookups, reads ---- */
 
 void hub_plog_get_info(const hub_plog *log, hub_plog_info *info) {
+  if (log->nsegs == 0) { /* not open */
+    *info = (hub_plog_info){0, -1, -1, 0, true};
+    return;
+  }
   info->begin_seq = log->segs[0].base_seq;
   info->last_seq = log->d_next_seq - 1;
   info->empty = info->last_seq < info->begin_seq;

@@ -569,6 +569,26 @@ static void test_oversized_payload_and_key_are_rejected(void **state) {
   free(big);
 }
 
+static void test_close_commits_pending_appends(void **state) {
+  fixture *f = *state;
+  f->opt.commit_interval_ms = 10000;
+  open_log(f);
+  append_n(f, 0, 3, 80);
+  append_n(f, 3, 3, 80);
+  assert_int_equal(f->acked, 0);
+  close_log(f); /* runs the loop: the pending group is committed before the close callback */
+  assert_int_equal(f->acked, 2);
+  open_log(f);
+  check_records(f, 0, 6, 80);
+  hub_plog_append_req req = {.data = f};
+  hub_plog_entry e = {.payload = "x", .payload_len = 1};
+  assert_int_equal(hub_plog_close(f->log, on_closed), 0);
+  assert_int_equal(hub_plog_append(f->log, &req, &e, 1, on_ack), QS_ERR_CLOSED);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  hub_plog_free(f->log);
+  f->log = NULL;
+}
+
 static void test_open_rejects_unsafe_hub_names(void **state) {
   fixture *f = *state;
   hub_plog *log = hub_plog_new();
@@ -719,6 +739,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_append_beyond_pending_limit_returns_full, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_oversized_payload_and_key_are_rejected, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_close_commits_pending_appends, setup, teardown),
       cmocka_unit_test_setup_teardown(test_open_rejects_unsafe_hub_names, setup, teardown),
       cmocka_unit_test_setup_teardown(test_acknowledged_records_survive_kill_9, setup, teardown),
   };
