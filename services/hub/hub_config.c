@@ -278,7 +278,7 @@ static int parse_groups(parse_ctx *c, const cJSON *v, hub_config_hub *h) {
     if (!cJSON_IsObject(g))
       rc = fail(c, QS_ERR_INVALID, "must be an object");
     else if ((rc = check_keys(c, g, keys)) == 0 &&
-             (rc = get_string(c, g, "Name", true, &name)) == 0) {
+             (rc = get_string(c, g, "Name", true, &name)) == 0 && name) {
       size_t o3 = path_key(c, "Name");
       if (strcasecmp(name, "$Default") == 0) {
         /* listed explicitly: it exists anyway */
@@ -320,6 +320,8 @@ static int parse_entity(parse_ctx *c, const cJSON *e, hub_config *cfg, hub_confi
   const char *name = NULL;
   if (rc != 0 || (rc = get_string(c, e, "Name", true, &name)) != 0)
     return rc;
+  if (!name)
+    return QS_ERR_INVALID;
   size_t old = path_key(c, "Name");
   if (!valid_entity_name(name))
     rc = fail(c, QS_ERR_INVALID,
@@ -378,6 +380,8 @@ static int parse_namespace(parse_ctx *c, const cJSON *ns, hub_config *cfg) {
   if (rc != 0 || (rc = get_string(c, ns, "Type", true, &type)) != 0 ||
       (rc = get_string(c, ns, "Name", true, &name)) != 0)
     return rc;
+  if (!type || !name) /* required: get_string failed already; keeps analyzers informed */
+    return QS_ERR_INVALID;
   size_t old;
   if (strcmp(type, "EventHub") != 0) {
     old = path_key(c, "Type");
@@ -440,6 +444,8 @@ static int parse_policies(parse_ctx *c, const cJSON *v, hub_config *cfg) {
     if ((rc = check_keys(c, p, keys)) != 0 || (rc = get_string(c, p, "Name", true, &name)) ||
         (rc = get_string(c, p, "Key", true, &key)))
       return rc;
+    if (!name || !key)
+      return QS_ERR_INVALID;
     size_t o3 = path_key(c, "Name");
     if (!valid_entity_name(name))
       return fail(c, QS_ERR_INVALID, "must be 1..256 letters, digits, '.', '-' or '_'");
