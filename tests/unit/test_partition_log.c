@@ -401,6 +401,35 @@ static void test_corrupt_sealed_segment_is_reported_not_used(void **state) {
   assert_int_equal(n, 1);
 }
 
+static void test_damaged_index_file_is_rebuilt_from_its_segment(void **state) {
+  fixture *f = *state;
+  f->opt.segment_bytes = 1024;
+  open_log(f);
+  for (int i = 0; i < 6; i++)
+    append_n(f, i * 4, 4, 100);
+  wait_acks(f, 6);
+  close_log(f);
+  char ip[160];
+  snprintf(ip, sizeof ip, "%s/eh1/0/00000000000000000000.index", f->dir);
+  int fd = open(ip, O_RDWR);
+  assert_true(fd >= 0);
+  char b = 0;
+  assert_int_equal(pread(fd, &b, 1, 60), 1);
+  b ^= 0x10;
+  assert_int_equal(pwrite(fd, &b, 1, 60), 1);
+  close(fd);
+  open_log(f);
+  assert_int_equal(hub_plog_get_stats(f->log)->corrupt_segments, 0);
+  check_records(f, 0, 24, 100);
+  int64_t s = -1;
+  assert_int_equal(hub_plog_find(f->log, HUB_PLOG_BY_SEQ, 3, true, &s), 0);
+  assert_int_equal(s, 3);
+  /* the rewritten index loads cleanly next time */
+  reopen(f);
+  assert_int_equal(hub_plog_get_stats(f->log)->corrupt_segments, 0);
+  check_records(f, 0, 24, 100);
+}
+
 static void count_sync(void *arg) { atomic_fetch_add(&((fixture *)arg)->syncs, 1); }
 
 static void test_group_commit_acks_only_after_fdatasync(void **state) {
@@ -729,6 +758,8 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_flipped_bit_in_active_segment_truncates_from_there,
                                       setup, teardown),
       cmocka_unit_test_setup_teardown(test_corrupt_sealed_segment_is_reported_not_used, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(test_damaged_index_file_is_rebuilt_from_its_segment, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_group_commit_acks_only_after_fdatasync, setup, teardown),
       cmocka_unit_test_setup_teardown(test_always_policy_syncs_each_append_call, setup, teardown),
