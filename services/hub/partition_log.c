@@ -1152,6 +1152,8 @@ static void commit_done(uv_work_t *w, int status) {
   }
   if (log->opt.on_commit)
     log->opt.on_commit(log->opt.on_commit_arg, fsync_ns, nrec, nbytes);
+  if (log->opt.on_durable)
+    log->opt.on_durable(log->opt.on_durable_arg, log->d_next_seq - 1);
   if (log->pend && !log->flight &&
       (log->commit_due || log->closing || log->opt.fsync_policy != HUB_PLOG_FSYNC_GROUP ||
        log->pend->len >= log->opt.commit_bytes))

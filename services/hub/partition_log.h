@@ -46,6 +46,10 @@ typedef struct hub_plog_options {
   /* Called on the loop thread after every commit: fsync time in ns (0 for policy never). */
   void (*on_commit)(void *arg, uint64_t fsync_ns, size_t records, size_t bytes);
   void *on_commit_arg;
+  /* Called on the loop thread after every commit's callbacks, with the new last durable
+   * sequence: the broker wakes receivers parked at the end of the partition. */
+  void (*on_durable)(void *arg, int64_t last_seq);
+  void *on_durable_arg;
   /* Test hook: called on the worker thread right after each fdatasync returned. */
   void (*after_sync_hook)(void *arg);
   void *after_sync_arg;

@@ -35,7 +35,10 @@ typedef struct fixture {
   atomic_int syncs;
   int syncs_seen_at_ack;
   bool closed;
+  int64_t durable_seq;
 } fixture;
+
+static void on_durable(void *arg, int64_t last_seq) { ((fixture *)arg)->durable_seq = last_seq; }
 
 static int64_t fake_clock(void *arg) { return ((fixture *)arg)->clock; }
 
@@ -437,6 +440,9 @@ static void test_group_commit_acks_only_after_fdatasync(void **state) {
   f->opt.after_sync_hook = count_sync;
   f->opt.after_sync_arg = f;
   f->opt.commit_interval_ms = 20;
+  f->opt.on_durable = on_durable;
+  f->opt.on_durable_arg = f;
+  f->durable_seq = -1;
   open_log(f);
   append_n(f, 0, 3, 100);
   append_n(f, 3, 3, 100);
@@ -454,6 +460,7 @@ static void test_group_commit_acks_only_after_fdatasync(void **state) {
   assert_int_equal(atomic_load(&f->syncs), 1);
   assert_int_equal(hub_plog_read(f->log, 0, 8, 1 << 20, out, &n), 0);
   assert_int_equal(n, 6);
+  assert_int_equal(f->durable_seq, 5);
 }
 
 static void test_always_policy_syncs_each_append_call(void **state) {
