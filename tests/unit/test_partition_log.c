@@ -570,6 +570,14 @@ static void test_append_beyond_pending_limit_returns_full(void **state) {
   hub_plog_flush(f->log);
   while (f->acked < ok)
     uv_run(&f->loop, UV_RUN_ONCE);
+  /* once the commit drained the buffer, appends are accepted again */
+  assert_int_equal(hub_plog_get_stats(f->log)->pending_bytes, 0);
+  reqs[7].data = f;
+  assert_int_equal(hub_plog_append(f->log, &reqs[7], &e, 1, on_ack_nofree), 0);
+  assert_int_equal(reqs[7].first_seq, 3);
+  hub_plog_flush(f->log);
+  while (f->acked < ok + 1)
+    uv_run(&f->loop, UV_RUN_ONCE);
 }
 
 static void test_oversized_payload_and_key_are_rejected(void **state) {
