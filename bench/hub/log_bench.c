@@ -2,11 +2,14 @@
  *
  * Appends N records of S bytes in batches of B per append call with the chosen fsync policy
  * (default group), keeping as many calls in flight as the pending limit allows, then reads
- * everything back in order. Prints acknowledged (durable) appends/s, reads/s and the fsync
- * latency p50/p99 of the commit groups.
+ * everything back in order. Prints acknowledged (durable) appends/s, reads/s, the fsync
+ * latency p50/p99 of the commit groups and the append-to-ack latency p50/p99 of the calls.
  *
- * usage: log_bench [records=1000000] [payload_bytes=500] [batch=100] [group|always|never] [dir]
- * The data directory (default: a fresh one under /tmp) is removed at the end.
+ * usage: log_bench [records=1000000] [payload_bytes=500] [batch=100] [group|always|never]
+ *                  [max_pending_mib=8]
+ * The bench keeps the log saturated, so append->ack latency is about max_pending / throughput
+ * (Little's law): a smaller pending limit trades throughput for latency. Data goes to a fresh
+ * directory under /tmp, removed at the end.
  */
 #include <ftw.h>
 #include <stdio.h>
@@ -17,6 +20,11 @@
 #include "partition_log.h"
 #include "qs/error.h"
 
+typedef struct timed_req {
+  hub_plog_append_req req;
+  uint64_t t0;
+} timed_req;
+
 typedef struct bench {
   uv_loop_t loop;
   hub_plog *log;
@@ -25,6 +33,8 @@ typedef struct bench {
   hub_plog_entry *entries;
   uint64_t *fsync_ns;
   size_t nfsync, capfsync;
+  uint64_t *ack_ns; /* append call -> durable ack, one per call */
+  size_t nack;
   int failed;
 } bench;
 
@@ -46,6 +56,7 @@ static void on_ack(hub_plog_append_req *req, int status) {
   if (status != 0)
     b->failed = status;
   b->acked += (long)req->count;
+  b->ack_ns[b->nack++] = uv_hrtime() - ((timed_req *)req)->t0;
   free(req);
   issue(b);
 }
@@ -54,15 +65,17 @@ static void on_ack(hub_plog_append_req *req, int status) {
 static void issue(bench *b) {
   while (b->issued < b->total && !b->failed) {
     long n = b->total - b->issued < b->batch ? b->total - b->issued : b->batch;
-    hub_plog_append_req *req = qs_xcalloc(1, sizeof *req);
+    timed_req *tr = qs_xcalloc(1, sizeof *tr);
+    hub_plog_append_req *req = &tr->req;
     req->data = b;
+    tr->t0 = uv_hrtime();
     int rc = hub_plog_append(b->log, req, b->entries, (size_t)n, on_ack);
     if (rc == QS_ERR_FULL) {
-      free(req);
+      free(tr);
       return;
     }
     if (rc != 0) {
-      free(req);
+      free(tr);
       b->failed = rc;
       return;
     }
@@ -91,15 +104,15 @@ int main(int argc, char **argv) {
   b.batch = argc > 3 ? atol(argv[3]) : 100;
   const char *policy = argc > 4 ? argv[4] : "group";
   char dir[256] = "/tmp/qs-log-bench-XXXXXX";
-  if (argc > 5)
-    snprintf(dir, sizeof dir, "%s", argv[5]);
-  else if (!mkdtemp(dir)) {
+  long max_pending_mib = argc > 5 ? atol(argv[5]) : 8;
+  if (!mkdtemp(dir)) {
     perror("mkdtemp");
     return 1;
   }
   if (b.total <= 0 || size < 0 || size > (long)HUB_PLOG_MAX_PAYLOAD || b.batch <= 0 ||
-      b.batch > 10000) {
-    fprintf(stderr, "usage: log_bench [records] [payload_bytes] [batch] [group|always|never]\n");
+      b.batch > 10000 || max_pending_mib < 2 || max_pending_mib > 1024) {
+    fprintf(stderr, "usage: log_bench [records] [payload_bytes] [batch] [group|always|never] "
+                    "[max_pending_mib]\n");
     return 2;
   }
   hub_plog_options opt;
@@ -108,6 +121,7 @@ int main(int argc, char **argv) {
     opt.fsync_policy = HUB_PLOG_FSYNC_ALWAYS;
   else if (strcmp(policy, "never") == 0)
     opt.fsync_policy = HUB_PLOG_FSYNC_NEVER;
+  opt.max_pending_bytes = (size_t)max_pending_mib * 1024 * 1024;
   opt.on_commit = on_commit;
   opt.on_commit_arg = &b;
 
@@ -118,6 +132,7 @@ int main(int argc, char **argv) {
   for (long i = 0; i < b.batch; i++)
     b.entries[i] = (hub_plog_entry){"us-west", 7, payload, (size_t)size};
 
+  b.ack_ns = qs_xcalloc((size_t)(b.total / b.batch + 1), sizeof *b.ack_ns);
   uv_loop_init(&b.loop);
   b.log = hub_plog_new();
   int rc = hub_plog_open(b.log, &b.loop, dir, "bench", 0, &opt);
@@ -157,7 +172,8 @@ int main(int argc, char **argv) {
   double p50 = b.nfsync ? (double)b.fsync_ns[b.nfsync / 2] / 1e6 : 0;
   double p99 = b.nfsync ? (double)b.fsync_ns[(b.nfsync * 99) / 100] / 1e6 : 0;
   double app_s = (double)(t1 - t0) / 1e9, rd_s = (double)(t3 - t2) / 1e9;
-  printf("policy=%s records=%ld payload=%ld batch=%ld\n", policy, b.total, size, b.batch);
+  printf("policy=%s records=%ld payload=%ld batch=%ld max_pending=%ld MiB\n", policy, b.total, size,
+         b.batch, max_pending_mib);
   printf("appends/s (acked, durable): %.0f  (%.2f s, %.1f MB/s, %llu commits, %llu fsyncs)\n",
          (double)b.total / app_s, app_s, (double)st->bytes_appended / app_s / 1e6,
          (unsigned long long)st->commits, (unsigned long long)st->fsyncs);
@@ -165,6 +181,10 @@ int main(int argc, char **argv) {
          (double)b.total / rd_s, rd_s, (unsigned long long)st->reads_from_cache,
          (unsigned long long)st->reads_from_disk, (unsigned long long)sum);
   printf("fsync latency per commit: p50 %.3f ms  p99 %.3f ms\n", p50, p99);
+  qsort(b.ack_ns, b.nack, sizeof *b.ack_ns, cmp_u64);
+  printf("append->ack latency per call: p50 %.3f ms  p99 %.3f ms\n",
+         b.nack ? (double)b.ack_ns[b.nack / 2] / 1e6 : 0,
+         b.nack ? (double)b.ack_ns[(b.nack * 99) / 100] / 1e6 : 0);
 
   hub_plog_close(b.log, on_closed);
   uv_run(&b.loop, UV_RUN_DEFAULT);
@@ -174,7 +194,7 @@ int main(int argc, char **argv) {
   free(b.entries);
   free(payload);
   free(b.fsync_ns);
-  if (argc <= 5)
-    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+  free(b.ack_ns);
+  nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
   return rc == 0 ? 0 : 1;
 }

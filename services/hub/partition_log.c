@@ -743,7 +743,7 @@ void hub_plog_options_init(hub_plog_options *opt) {
   opt->fsync_policy = HUB_PLOG_FSYNC_GROUP;
   opt->commit_interval_ms = 5;
   opt->commit_bytes = 1024 * 1024;
-  opt->max_pending_bytes = 32 * 1024 * 1024;
+  opt->max_pending_bytes = 8 * 1024 * 1024;
   opt->segment_bytes = 64ull * 1024 * 1024;
   opt->segment_age_ms = 24ull * 3600 * 1000;
   opt->retention_ms = 7ull * 24 * 3600 * 1000;

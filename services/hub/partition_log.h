@@ -34,7 +34,7 @@ typedef struct hub_plog_options {
   hub_plog_fsync fsync_policy;
   uint32_t commit_interval_ms; /* group: flush at most this long after the first append (5) */
   size_t commit_bytes;         /* group: flush at once when this much is pending (1 MiB) */
-  size_t max_pending_bytes;    /* QS_ERR_FULL beyond (32 MiB; 1 MiB + 164 B..1 GiB) */
+  size_t max_pending_bytes;    /* QS_ERR_FULL beyond (8 MiB; 1 MiB + 164 B..1 GiB) */
   uint64_t segment_bytes;      /* roll the active segment at this size (64 MiB) */
   uint64_t segment_age_ms;     /* ... or when its first record is this old (24 h; 0: never) */
   uint64_t retention_ms;       /* hub_plog_retain deletes segments older than this (7 d) */
