@@ -11,6 +11,8 @@
  */
 #include "qs/event.h"
 
+#include "qs/buf.h"
+
 #include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <math.h>
@@ -687,20 +689,13 @@ static void put_i64(writer *w, int64_t v) {
   put(w, tmp, (size_t)n);
 }
 
-/* Shortest %.Ng (N = 15..17) that strtod reads back as v. */
 static void put_double(writer *w, double v) {
   if (!isfinite(v)) {
     put(w, "null", 4);
     return;
   }
   char tmp[40];
-  int n = 0;
-  for (int prec = 15; prec <= 17; prec++) {
-    n = snprintf(tmp, sizeof tmp, "%.*g", prec, v);
-    if (prec == 17 || strtod(tmp, NULL) == v)
-      break;
-  }
-  put(w, tmp, (size_t)n);
+  put(w, tmp, qs_double_shortest(tmp, sizeof tmp, v));
 }
 
 static void put_key(writer *w, const char *key) {

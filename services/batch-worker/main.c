@@ -1,1 +1,16 @@
-int main(void) { return 0; }
+/* batch-worker — reprocesses the Capture archive into hourly and daily views.
+ * Skeleton: configuration, admin endpoints and orderly shutdown; its work lands with its issue. */
+#include "qs/service.h"
+
+static const qs_service_def def = {
+    .name = "batch-worker",
+    .summary = "reprocesses the Capture archive into hourly and daily views",
+    .admin_port = 8093,
+};
+
+int main(int argc, char **argv) {
+  qs_service svc;
+  if (qs_service_init(&svc, &def, argc, argv) != 0)
+    return svc.exit_code;
+  return qs_service_run(&svc);
+}

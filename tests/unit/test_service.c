@@ -1,11 +1,120 @@
-/* placeholder until written */
+/* test_service.c — the runtime: --help/--version exit 0, bad configuration exits 2 with a message,
+ * a signal runs the stop hook once and run() returns 0 with the loop closed. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <cmocka.h>
-static void test_placeholder(void **state) { (void)state; }
+
+#include "qs/service.h"
+
+static const qs_cfg_spec own[] = {
+    {"TEST_POLL", QS_CFG_DURATION, "5s", 1000, 60000, NULL, "how often to poll", 0},
+    {NULL},
+};
+static const qs_service_def def = {
+    .name = "tester", .summary = "a test service", .admin_port = 0, .config = own};
+
+static void clear_env(void) {
+  unsetenv("ADMIN_PORT");
+  unsetenv("ADMIN_HOST");
+  unsetenv("LOG_LEVEL");
+  unsetenv("TEST_POLL");
+  setenv("LOG_LEVEL", "error", 1); /* keep the test output quiet */
+}
+
+static void test_help_and_version_return_exit_code_0(void **state) {
+  (void)state;
+  clear_env();
+  qs_service svc;
+  char *argv1[] = {"tester", "--help", NULL};
+  assert_int_not_equal(qs_service_init(&svc, &def, 2, argv1), 0);
+  assert_int_equal(svc.exit_code, 0);
+  char *argv2[] = {"tester", "--version", NULL};
+  assert_int_not_equal(qs_service_init(&svc, &def, 2, argv2), 0);
+  assert_int_equal(svc.exit_code, 0);
+}
+
+static void test_invalid_service_variable_returns_exit_code_2(void **state) {
+  (void)state;
+  clear_env();
+  setenv("TEST_POLL", "2h", 1);
+  qs_service svc;
+  char *argv[] = {"tester", NULL};
+  assert_int_not_equal(qs_service_init(&svc, &def, 1, argv), 0);
+  assert_int_equal(svc.exit_code, 2);
+  unsetenv("TEST_POLL");
+}
+
+static void test_subcommand_arguments_are_left_for_the_service(void **state) {
+  (void)state;
+  clear_env();
+  setenv("ADMIN_PORT", "0", 1);
+  qs_service svc;
+  char *argv[] = {"tester", "replay", "feed.geojson", "--speed", "0", NULL};
+  assert_int_equal(qs_service_init(&svc, &def, 5, argv), 0);
+  assert_int_equal(svc.argc, 4);
+  assert_string_equal(svc.argv[0], "replay");
+  assert_string_equal(svc.argv[3], "0");
+  assert_int_equal(qs_config_ms(&svc.config, "TEST_POLL"), 5000);
+  qs_service_request_stop(&svc, 0);
+  assert_int_equal(qs_service_run(&svc), 0);
+}
+
+typedef struct hook_state {
+  qs_service *svc;
+  int calls;
+  uv_timer_t later;
+} hook_state;
+
+static void finish_later(uv_timer_t *t) {
+  hook_state *h = t->data;
+  uv_close((uv_handle_t *)t, NULL);
+  qs_service_stopped(h->svc); /* the hook's work completes asynchronously */
+}
+
+static void stop_hook(qs_service *svc, void *data) {
+  hook_state *h = data;
+  h->calls++;
+  assert_true(svc->admin.shutting_down); /* /readyz already says so */
+  uv_timer_init(&svc->loop, &h->later);
+  h->later.data = h;
+  uv_timer_start(&h->later, finish_later, 1, 0);
+}
+
+static void send_sigterm(uv_timer_t *t) {
+  uv_close((uv_handle_t *)t, NULL);
+  raise(SIGTERM);
+}
+
+static void test_sigterm_runs_the_stop_hook_once_and_run_returns_0(void **state) {
+  (void)state;
+  clear_env();
+  setenv("ADMIN_PORT", "0", 1);
+  qs_service svc;
+  char *argv[] = {"tester", NULL};
+  assert_int_equal(qs_service_init(&svc, &def, 1, argv), 0);
+  hook_state h = {.svc = &svc};
+  qs_service_on_stop(&svc, stop_hook, &h);
+  uv_timer_t kick;
+  uv_timer_init(&svc.loop, &kick);
+  uv_timer_start(&kick, send_sigterm, 1, 0);
+  assert_int_equal(qs_service_run(&svc), 0);
+  assert_int_equal(h.calls, 1);
+  assert_int_equal(svc.state, QS_SERVICE_STOPPED);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_placeholder)};
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_help_and_version_return_exit_code_0),
+      cmocka_unit_test(test_invalid_service_variable_returns_exit_code_2),
+      cmocka_unit_test(test_subcommand_arguments_are_left_for_the_service),
+      cmocka_unit_test(test_sigterm_runs_the_stop_hook_once_and_run_returns_0),
+  };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,81 @@
+/* buf.c — growable buffer; see buf.h for the invariants. */
+#include "qs/buf.h"
+
+#include "qs/error.h"
+#include "qs/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void qs_buf_reserve(qs_buf *b, size_t extra) {
+  if (b->len + extra + 1 <= b->cap)
+    return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + extra + 1) {
+    if (cap > SIZE_MAX / 2)
+      QS_FATAL("buffer size overflow");
+    cap *= 2;
+  }
+  b->p = qs_xrealloc(b->p, cap);
+  b->cap = cap;
+}
+
+void qs_buf_append(qs_buf *b, const void *data, size_t n) {
+  qs_buf_reserve(b, n);
+  if (n)
+    memcpy(b->p + b->len, data, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+}
+
+void qs_buf_puts(qs_buf *b, const char *s) { qs_buf_append(b, s, strlen(s)); }
+
+void qs_buf_printf(qs_buf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char small[256];
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n < 0)
+    QS_FATAL("vsnprintf failed for format %s", fmt);
+  if ((size_t)n < sizeof small) {
+    qs_buf_append(b, small, (size_t)n);
+    return;
+  }
+  qs_buf_reserve(b, (size_t)n);
+  va_start(ap, fmt);
+  vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+void qs_buf_json_str(qs_buf *b, const char *s, size_t n) {
+  /* Worst case: every byte becomes \u00XX (6 bytes) or U+FFFD (3 bytes). */
+  qs_buf_reserve(b, n * 6);
+  b->len += qs_json_escape(b->p + b->len, b->cap - b->len - 1, s, n, NULL);
+  b->p[b->len] = '\0';
+}
+
+size_t qs_double_shortest(char *out, size_t cap, double v) {
+  int n = 0;
+  for (int prec = 15; prec <= 17; prec++) {
+    n = snprintf(out, cap, "%.*g", prec, v);
+    if (prec == 17 || strtod(out, NULL) == v)
+      break;
+  }
+  return n < 0 ? 0 : (size_t)n;
+}
+
+void qs_buf_reset(qs_buf *b) {
+  b->len = 0;
+  if (b->p)
+    b->p[0] = '\0';
+}
+
+void qs_buf_free(qs_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}

@@ -1,0 +1,132 @@
+"""Shared fixtures for the integration tests: start real quakestream binaries on 127.0.0.1.
+
+A service is started with ADMIN_PORT=0 and its address is read from its own "started" log line
+(no sleeps, no port guessing). Every process started here is killed at teardown, even when the
+test fails.
+"""
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("QS_BUILD_DIR", os.path.join(ROOT, "build"))
+SERVICES = ["hub", "ingestor", "speed-aggregator", "batch-worker", "serving-api"]
+
+
+def binary(name):
+    path = os.path.join(BUILD, "services", name, name)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} is not built (run ./quakestream build)")
+    return path
+
+
+class Service:
+    """A running service process whose JSON log lines are collected on a thread."""
+
+    def __init__(self, name, env=None, args=(), start_timeout=20.0):
+        self.name = name
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "LOG_"))}
+        full_env.update({"ADMIN_HOST": "127.0.0.1", "ADMIN_PORT": "0", "LOG_LEVEL": "info"})
+        full_env.update(env or {})
+        self.proc = subprocess.Popen([binary(name), *args], env=full_env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines = []          # every stderr line, raw
+        self.logs = []           # the JSON ones, parsed
+        self._q = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        started = self.wait_for_log(lambda r: r.get("msg") == "started", start_timeout)
+        self.admin_port = started["admin_port"]
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                rec = None
+            if isinstance(rec, dict):
+                self.logs.append(rec)
+                self._q.put(rec)
+        self._q.put(None)  # EOF
+
+    def wait_for_log(self, pred, timeout=10.0):
+        """Block until a log record matching pred arrives (records seen earlier count too)."""
+        for rec in list(self.logs):
+            if pred(rec):
+                return rec
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{self.name}: no matching log line in {timeout}s; "
+                                     f"log so far:\n" + "\n".join(self.lines[-20:]))
+            try:
+                rec = self._q.get(timeout=left)
+            except queue.Empty:
+                continue
+            if rec is None:
+                raise AssertionError(f"{self.name} exited (rc={self.proc.wait()}) before the "
+                                     f"expected log line; log:\n" + "\n".join(self.lines[-20:]))
+            if pred(rec):
+                return rec
+
+    def get(self, path, timeout=5.0):
+        """GET admin path -> (status, headers, body bytes)."""
+        try:
+            with urllib.request.urlopen(self.admin + path, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=10.0):
+        rc = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@pytest.fixture
+def start_service():
+    """start_service(name, env=None, args=()) -> Service; all are killed at teardown."""
+    started = []
+
+    def start(name, env=None, args=()):
+        s = Service(name, env=env, args=args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.kill()
+
+
+def run_binary(name, args=(), env=None, timeout=20):
+    """Run a binary to completion (for --help, bad configuration) -> CompletedProcess."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "LOG_"))}
+    full_env.update(env or {})
+    return subprocess.run([binary(name), *args], env=full_env, stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=timeout)
+
+
+__all__ = ["SERVICES", "Service", "run_binary", "binary", "ROOT", "BUILD", "signal"]
