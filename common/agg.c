@@ -12,6 +12,8 @@
  */
 #include "qs/agg.h"
 
+#include "qs/timeutil.h"
+
 #include "qs/error.h"
 
 #include <cjson/cJSON.h>
@@ -235,20 +237,11 @@ int qs_agg_max_magnitude(const qs_agg *a, double *out) {
 
 /* ---- windows ---- */
 
-/* Epoch-aligned floor, correct for negative t. (Duplicates timeutil's qs_window_start; kept
- * private so this module stands alone. Callers have bounded t and len, so no overflow.) */
-static int64_t floor_to(int64_t t, int64_t len) {
-  int64_t q = t / len;
-  if (t % len < 0)
-    q--;
-  return q * len;
-}
-
 int qs_agg_window_of(int64_t t_ms, int64_t len_ms, int64_t *start_ms, int64_t *end_ms) {
   if (t_ms < QS_AGG_TIME_MIN_MS || t_ms > QS_AGG_TIME_MAX_MS || len_ms < 1 ||
       len_ms > QS_AGG_WINDOW_MAX_MS)
     return QS_ERR_RANGE;
-  int64_t s = floor_to(t_ms, len_ms);
+  int64_t s = qs_window_start(t_ms, len_ms);
   *start_ms = s;
   *end_ms = s + len_ms;
   return 0;
@@ -303,30 +296,10 @@ int qs_agg_row_rollup(qs_agg_row *dst, const qs_agg_row *src) {
 
 /* ---- ISO-8601 ---- */
 
-/* Days since 1970-01-01 -> proleptic Gregorian y/m/d (H. Hinnant's civil_from_days). */
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
-  z += 719468;
-  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  unsigned doe = (unsigned)(z - era * 146097);
-  unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  unsigned mp = (5 * doy + 2) / 153;
-  *d = doy - (153 * mp + 2) / 5 + 1;
-  *m = mp < 10 ? mp + 3 : mp - 9;
-  *y = (int64_t)yoe + era * 400 + (*m <= 2);
-}
-
 int qs_agg_format_iso8601(int64_t t_ms, char *buf, size_t size) {
   if (!time_valid(t_ms) || size < 25)
     return QS_ERR_RANGE;
-  int64_t day = floor_to(t_ms, QS_AGG_DAY_MS);
-  int64_t ms_of_day = t_ms - day;
-  int64_t y;
-  unsigned mo, d;
-  civil_from_days(day / QS_AGG_DAY_MS, &y, &mo, &d);
-  unsigned ms = (unsigned)(ms_of_day % 1000), sec = (unsigned)(ms_of_day / 1000);
-  snprintf(buf, size, "%04" PRId64 "-%02u-%02uT%02u:%02u:%02u.%03uZ", y, mo, d, sec / 3600,
-           sec / 60 % 60, sec % 60, ms);
+  qs_time_format_iso8601(t_ms, buf, size);
   return 0;
 }
 
@@ -537,7 +510,7 @@ int qs_agg_cutoff_merge_rows(qs_agg_cutoff_merge *res, int64_t cutoff_ms, const 
     return QS_ERR_RANGE;
   memset(&m, 0, sizeof m);
   qs_agg_init(&m.agg);
-  m.effective_cutoff_ms = floor_to(cutoff_ms, QS_AGG_HOUR_MS);
+  m.effective_cutoff_ms = qs_window_start(cutoff_ms, QS_AGG_HOUR_MS);
   const int64_t cut = m.effective_cutoff_ms;
 
   for (size_t i = 0; i < n_batch; i++) {

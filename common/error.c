@@ -45,6 +45,15 @@ void qs_fatal_at(const char *file, int line, const char *fmt, ...) {
   abort();
 }
 
+void qs_set_reason(char *buf, size_t cap, const char *fmt, ...) {
+  if (!buf || cap == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, cap, fmt, ap);
+  va_end(ap);
+}
+
 void *qs_xmalloc(size_t n) {
   void *p = malloc(n ? n : 1);
   if (!p)

@@ -23,18 +23,6 @@
 
 #include "qs/error.h"
 
-static void set_why(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...) {
-  if (!why || whylen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whylen, fmt, ap);
-  va_end(ap);
-}
-
 void qs_event_init(qs_event *ev) {
   ev->event_id[0] = '\0';
   ev->has_magnitude = false;
@@ -211,11 +199,11 @@ static bool utf8_valid(const unsigned char *s, size_t n) {
 static int check_text(const char *name, const char *s, size_t cap, char *why, size_t whylen) {
   size_t n = strnlen(s, cap);
   if (n == cap) {
-    set_why(why, whylen, "%s: not terminated within %zu bytes", name, cap - 1);
+    qs_set_reason(why, whylen, "%s: not terminated within %zu bytes", name, cap - 1);
     return QS_ERR_INVALID;
   }
   if (!utf8_valid((const unsigned char *)s, n)) {
-    set_why(why, whylen, "%s: not valid UTF-8", name);
+    qs_set_reason(why, whylen, "%s: not valid UTF-8", name);
     return QS_ERR_INVALID;
   }
   return 0;
@@ -223,11 +211,11 @@ static int check_text(const char *name, const char *s, size_t cap, char *why, si
 
 static int check_range(const char *name, double v, double lo, double hi, char *why, size_t whylen) {
   if (!isfinite(v)) {
-    set_why(why, whylen, "%s: not a finite number", name);
+    qs_set_reason(why, whylen, "%s: not a finite number", name);
     return QS_ERR_INVALID;
   }
   if (v < lo || v > hi) {
-    set_why(why, whylen, "%s: %.17g out of range [%g, %g]", name, v, lo, hi);
+    qs_set_reason(why, whylen, "%s: %.17g out of range [%g, %g]", name, v, lo, hi);
     return QS_ERR_INVALID;
   }
   return 0;
@@ -235,7 +223,7 @@ static int check_range(const char *name, double v, double lo, double hi, char *w
 
 static int check_time(const char *name, int64_t v, int64_t lo, char *why, size_t whylen) {
   if (v < lo || v > QS_EVENT_TIME_MAX) {
-    set_why(why, whylen, "%s: %" PRId64 " out of range [%" PRId64 ", %" PRId64 "]", name, v, lo,
+    qs_set_reason(why, whylen, "%s: %" PRId64 " out of range [%" PRId64 ", %" PRId64 "]", name, v, lo,
             QS_EVENT_TIME_MAX);
     return QS_ERR_INVALID;
   }
@@ -247,11 +235,11 @@ static int validate(const qs_event *ev, bool texts, char *why, size_t whylen) {
   int rc;
   size_t idlen = strnlen(ev->event_id, sizeof ev->event_id);
   if (idlen == 0) {
-    set_why(why, whylen, "event_id: empty");
+    qs_set_reason(why, whylen, "event_id: empty");
     return QS_ERR_INVALID;
   }
   if (!qs_event_id_is_valid(ev->event_id, idlen)) {
-    set_why(why, whylen, "event_id: must be 1..%d characters of [A-Za-z0-9_.:-]", QS_EVENT_ID_MAX);
+    qs_set_reason(why, whylen, "event_id: must be 1..%d characters of [A-Za-z0-9_.:-]", QS_EVENT_ID_MAX);
     return QS_ERR_INVALID;
   }
   if (ev->has_magnitude && (rc = check_range("magnitude", ev->magnitude, -2.0, 10.5, why, whylen)))
@@ -275,49 +263,49 @@ static int validate(const qs_event *ev, bool texts, char *why, size_t whylen) {
        (rc = check_text("source", ev->source, sizeof ev->source, why, whylen))))
     return rc;
   if ((unsigned)ev->alert_level > QS_ALERT_RED) {
-    set_why(why, whylen, "alert_level: unknown value %d", (int)ev->alert_level);
+    qs_set_reason(why, whylen, "alert_level: unknown value %d", (int)ev->alert_level);
     return QS_ERR_INVALID;
   }
   if (ev->sig < 0 || ev->sig > QS_EVENT_SIG_MAX) {
-    set_why(why, whylen, "sig: %d out of range [0, %d]", (int)ev->sig, QS_EVENT_SIG_MAX);
+    qs_set_reason(why, whylen, "sig: %d out of range [0, %d]", (int)ev->sig, QS_EVENT_SIG_MAX);
     return QS_ERR_INVALID;
   }
   if ((unsigned)ev->change > QS_EVENT_SUPERSEDED) {
-    set_why(why, whylen, "change: unknown value %d", (int)ev->change);
+    qs_set_reason(why, whylen, "change: unknown value %d", (int)ev->change);
     return QS_ERR_INVALID;
   }
   size_t suplen = strnlen(ev->superseded_by, sizeof ev->superseded_by);
   if (ev->change == QS_EVENT_SUPERSEDED) {
     if (suplen == 0) {
-      set_why(why, whylen, "superseded_by: required when change is superseded");
+      qs_set_reason(why, whylen, "superseded_by: required when change is superseded");
       return QS_ERR_INVALID;
     }
     if (!qs_event_id_is_valid(ev->superseded_by, suplen)) {
-      set_why(why, whylen, "superseded_by: must be 1..%d characters of [A-Za-z0-9_.:-]",
+      qs_set_reason(why, whylen, "superseded_by: must be 1..%d characters of [A-Za-z0-9_.:-]",
               QS_EVENT_ID_MAX);
       return QS_ERR_INVALID;
     }
     if (strcmp(ev->superseded_by, ev->event_id) == 0) {
-      set_why(why, whylen, "superseded_by: equals event_id");
+      qs_set_reason(why, whylen, "superseded_by: equals event_id");
       return QS_ERR_INVALID;
     }
   } else if (suplen != 0) {
-    set_why(why, whylen, "superseded_by: only allowed when change is superseded");
+    qs_set_reason(why, whylen, "superseded_by: only allowed when change is superseded");
     return QS_ERR_INVALID;
   }
   if (ev->ids_count > QS_EVENT_IDS_MAX || ev->ids_used > QS_EVENT_IDS_BYTES) {
-    set_why(why, whylen, "ids: more than %d entries", QS_EVENT_IDS_MAX);
+    qs_set_reason(why, whylen, "ids: more than %d entries", QS_EVENT_IDS_MAX);
     return QS_ERR_INVALID;
   }
   for (size_t i = 0; i < ev->ids_count; i++) {
     if (ev->ids_off[i] >= ev->ids_used) {
-      set_why(why, whylen, "ids[%zu]: corrupt offset", i);
+      qs_set_reason(why, whylen, "ids[%zu]: corrupt offset", i);
       return QS_ERR_INVALID;
     }
     const char *id = ev->ids_buf + ev->ids_off[i];
     size_t n = strnlen(id, (size_t)(ev->ids_used - ev->ids_off[i]));
     if (!qs_event_id_is_valid(id, n)) {
-      set_why(why, whylen, "ids[%zu]: must be 1..%d characters of [A-Za-z0-9_.:-]", i,
+      qs_set_reason(why, whylen, "ids[%zu]: must be 1..%d characters of [A-Za-z0-9_.:-]", i,
               QS_EVENT_ID_MAX);
       return QS_ERR_INVALID;
     }
@@ -394,16 +382,16 @@ static int field_lookup(const char *name) {
 static int get_text(const cJSON *it, const char *name, char *dst, size_t dstsize, char *why,
                     size_t whylen) {
   if (!cJSON_IsString(it)) {
-    set_why(why, whylen, "%s: must be a string", name);
+    qs_set_reason(why, whylen, "%s: must be a string", name);
     return QS_ERR_INVALID;
   }
   size_t n = strlen(it->valuestring);
   if (n >= dstsize) {
-    set_why(why, whylen, "%s: longer than %zu bytes", name, dstsize - 1);
+    qs_set_reason(why, whylen, "%s: longer than %zu bytes", name, dstsize - 1);
     return QS_ERR_INVALID;
   }
   if (!utf8_valid((const unsigned char *)it->valuestring, n)) {
-    set_why(why, whylen, "%s: not valid UTF-8", name);
+    qs_set_reason(why, whylen, "%s: not valid UTF-8", name);
     return QS_ERR_INVALID;
   }
   memcpy(dst, it->valuestring, n + 1);
@@ -412,11 +400,11 @@ static int get_text(const cJSON *it, const char *name, char *dst, size_t dstsize
 
 static int get_number(const cJSON *it, const char *name, double *out, char *why, size_t whylen) {
   if (!cJSON_IsNumber(it)) {
-    set_why(why, whylen, "%s: must be a number", name);
+    qs_set_reason(why, whylen, "%s: must be a number", name);
     return QS_ERR_INVALID;
   }
   if (!isfinite(it->valuedouble)) {
-    set_why(why, whylen, "%s: not a finite number", name);
+    qs_set_reason(why, whylen, "%s: not a finite number", name);
     return QS_ERR_INVALID;
   }
   *out = it->valuedouble;
@@ -431,7 +419,7 @@ static int get_nullable_number(const cJSON *it, const char *name, bool *has, dou
     return 0;
   }
   if (!cJSON_IsNumber(it)) {
-    set_why(why, whylen, "%s: must be a number or null", name);
+    qs_set_reason(why, whylen, "%s: must be a number or null", name);
     return QS_ERR_INVALID;
   }
   *has = true;
@@ -445,7 +433,7 @@ static int get_integer(const cJSON *it, const char *name, int64_t *out, char *wh
   if (rc)
     return rc;
   if (d != floor(d) || fabs(d) > 9007199254740992.0) {
-    set_why(why, whylen, "%s: must be an integer", name);
+    qs_set_reason(why, whylen, "%s: must be an integer", name);
     return QS_ERR_INVALID;
   }
   *out = (int64_t)d;
@@ -454,24 +442,24 @@ static int get_integer(const cJSON *it, const char *name, int64_t *out, char *wh
 
 static int get_ids(const cJSON *it, qs_event *ev, char *why, size_t whylen) {
   if (!cJSON_IsArray(it)) {
-    set_why(why, whylen, "ids: must be an array of strings");
+    qs_set_reason(why, whylen, "ids: must be an array of strings");
     return QS_ERR_INVALID;
   }
   size_t i = 0;
   const cJSON *e;
   cJSON_ArrayForEach(e, it) {
     if (!cJSON_IsString(e)) {
-      set_why(why, whylen, "ids[%zu]: must be a string", i);
+      qs_set_reason(why, whylen, "ids[%zu]: must be a string", i);
       return QS_ERR_INVALID;
     }
     int rc = qs_event_ids_add(ev, e->valuestring, strlen(e->valuestring));
     if (rc == QS_ERR_TOOBIG) {
-      set_why(why, whylen, "ids: more than %d entries or %d bytes, or an entry over %d bytes",
+      qs_set_reason(why, whylen, "ids: more than %d entries or %d bytes, or an entry over %d bytes",
               QS_EVENT_IDS_MAX, QS_EVENT_IDS_BYTES, QS_EVENT_ID_MAX);
       return QS_ERR_INVALID;
     }
     if (rc) {
-      set_why(why, whylen, "ids[%zu]: must be 1..%d characters of [A-Za-z0-9_.:-]", i,
+      qs_set_reason(why, whylen, "ids[%zu]: must be 1..%d characters of [A-Za-z0-9_.:-]", i,
               QS_EVENT_ID_MAX);
       return QS_ERR_INVALID;
     }
@@ -523,7 +511,7 @@ static int decode_field(qs_event *ev, int f, const cJSON *it, char *why, size_t 
     return get_text(it, name, ev->superseded_by, sizeof ev->superseded_by, why, whylen);
   case F_TSUNAMI_FLAG:
     if (!cJSON_IsBool(it)) {
-      set_why(why, whylen, "%s: must be true or false", name);
+      qs_set_reason(why, whylen, "%s: must be true or false", name);
       return QS_ERR_INVALID;
     }
     ev->tsunami_flag = cJSON_IsTrue(it);
@@ -534,7 +522,7 @@ static int decode_field(qs_event *ev, int f, const cJSON *it, char *why, size_t 
       return 0;
     }
     if (!cJSON_IsString(it) || qs_alert_level_parse(it->valuestring, &ev->alert_level) != 0) {
-      set_why(why, whylen, "%s: must be null, \"green\", \"yellow\", \"orange\" or \"red\"", name);
+      qs_set_reason(why, whylen, "%s: must be null, \"green\", \"yellow\", \"orange\" or \"red\"", name);
       return QS_ERR_INVALID;
     }
     return 0;
@@ -542,14 +530,14 @@ static int decode_field(qs_event *ev, int f, const cJSON *it, char *why, size_t 
     if ((rc = get_integer(it, name, &i64, why, whylen)))
       return rc;
     if (i64 < 0 || i64 > QS_EVENT_SIG_MAX) {
-      set_why(why, whylen, "sig: %" PRId64 " out of range [0, %d]", i64, QS_EVENT_SIG_MAX);
+      qs_set_reason(why, whylen, "sig: %" PRId64 " out of range [0, %d]", i64, QS_EVENT_SIG_MAX);
       return QS_ERR_INVALID;
     }
     ev->sig = (int32_t)i64;
     return 0;
   case F_CHANGE:
     if (!cJSON_IsString(it) || qs_event_change_parse(it->valuestring, &ev->change) != 0) {
-      set_why(why, whylen, "change: must be \"new\", \"revision\", \"deleted\" or \"superseded\"");
+      qs_set_reason(why, whylen, "change: must be \"new\", \"revision\", \"deleted\" or \"superseded\"");
       return QS_ERR_INVALID;
     }
     return 0;
@@ -569,7 +557,7 @@ static int decode_object(qs_event *ev, const cJSON *root, char *why, size_t whyl
     if (f < 0)
       continue; /* unknown members are ignored: newer producers may add fields */
     if (seen & (1u << f)) {
-      set_why(why, whylen, "%s: duplicate member", field_names[f]);
+      qs_set_reason(why, whylen, "%s: duplicate member", field_names[f]);
       return QS_ERR_INVALID;
     }
     seen |= 1u << f;
@@ -580,7 +568,7 @@ static int decode_object(qs_event *ev, const cJSON *root, char *why, size_t whyl
   if ((seen & REQUIRED_MASK) != REQUIRED_MASK) {
     for (int f = 0; f < F_COUNT; f++) {
       if ((REQUIRED_MASK & (1u << f)) && !(seen & (1u << f))) {
-        set_why(why, whylen, "%s: missing", field_names[f]);
+        qs_set_reason(why, whylen, "%s: missing", field_names[f]);
         break;
       }
     }
@@ -594,27 +582,27 @@ int qs_event_from_json(qs_event *ev, const char *json, size_t len, char *why, si
     why[0] = '\0';
   qs_event_init(ev);
   if (len > QS_EVENT_JSON_MAX) {
-    set_why(why, whylen, "event: %zu bytes, over the %d byte limit", len, QS_EVENT_JSON_MAX);
+    qs_set_reason(why, whylen, "event: %zu bytes, over the %d byte limit", len, QS_EVENT_JSON_MAX);
     return QS_ERR_TOOBIG;
   }
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
   if (!root) {
     size_t at = (end && end >= json && end <= json + len) ? (size_t)(end - json) : 0;
-    set_why(why, whylen, "event: not valid JSON (near byte %zu)", at);
+    qs_set_reason(why, whylen, "event: not valid JSON (near byte %zu)", at);
     return QS_ERR_PARSE;
   }
   int rc = 0;
   for (const char *p = end; p && p < json + len; p++) {
     if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '\0') {
-      set_why(why, whylen, "event: trailing data after the JSON value (byte %zu)",
+      qs_set_reason(why, whylen, "event: trailing data after the JSON value (byte %zu)",
               (size_t)(p - json));
       rc = QS_ERR_PARSE;
       break;
     }
   }
   if (rc == 0 && !cJSON_IsObject(root)) {
-    set_why(why, whylen, "event: must be a JSON object");
+    qs_set_reason(why, whylen, "event: must be a JSON object");
     rc = QS_ERR_PARSE;
   }
   if (rc == 0)

@@ -25,18 +25,6 @@
 
 #include "qs/error.h"
 
-static void set_why(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...) {
-  if (!why || whylen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whylen, fmt, ap);
-  va_end(ap);
-}
-
 void qs_regions_init(qs_regions *r) {
   r->rules = NULL;
   r->nrules = 0;
@@ -75,11 +63,11 @@ static int box_coord(const cJSON *box, const char *key, double lo, double hi, do
                      const char *ctx, char *why, size_t whylen) {
   const cJSON *it = cJSON_GetObjectItemCaseSensitive(box, key);
   if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble)) {
-    set_why(why, whylen, "%s: %s missing or not a number", ctx, key);
+    qs_set_reason(why, whylen, "%s: %s missing or not a number", ctx, key);
     return QS_ERR_INVALID;
   }
   if (it->valuedouble < lo || it->valuedouble > hi) {
-    set_why(why, whylen, "%s: %s %g out of range [%g, %g]", ctx, key, it->valuedouble, lo, hi);
+    qs_set_reason(why, whylen, "%s: %s %g out of range [%g, %g]", ctx, key, it->valuedouble, lo, hi);
     return QS_ERR_INVALID;
   }
   *out = it->valuedouble;
@@ -94,12 +82,12 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
   const cJSON *rules =
       cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "regions") : NULL;
   if (!cJSON_IsArray(rules)) {
-    set_why(why, whylen, "regions: the document must be an object with a \"regions\" array");
+    qs_set_reason(why, whylen, "regions: the document must be an object with a \"regions\" array");
     return QS_ERR_INVALID;
   }
   int nrules = cJSON_GetArraySize(rules);
   if (nrules < 1 || nrules > QS_REGIONS_MAX_RULES) {
-    set_why(why, whylen, "regions: %d rules, must be 1..%d", nrules, QS_REGIONS_MAX_RULES);
+    qs_set_reason(why, whylen, "regions: %d rules, must be 1..%d", nrules, QS_REGIONS_MAX_RULES);
     return QS_ERR_INVALID;
   }
   size_t nboxes = 0;
@@ -118,17 +106,17 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
     const cJSON *name =
         cJSON_IsObject(rule) ? cJSON_GetObjectItemCaseSensitive(rule, "name") : NULL;
     if (!name || !cJSON_IsString(name)) {
-      set_why(why, whylen, "regions[%zu]: name missing or not a string", ri);
+      qs_set_reason(why, whylen, "regions[%zu]: name missing or not a string", ri);
       return QS_ERR_INVALID;
     }
     if (!name_ok(name->valuestring)) {
-      set_why(why, whylen, "regions[%zu]: name must be 1..%d characters of [a-z0-9_-]", ri,
+      qs_set_reason(why, whylen, "regions[%zu]: name must be 1..%d characters of [a-z0-9_-]", ri,
               QS_REGION_NAME_MAX);
       return QS_ERR_INVALID;
     }
     for (size_t k = 0; k < ri; k++) {
       if (strcmp(out->rules[k].name, name->valuestring) == 0) {
-        set_why(why, whylen, "regions[%zu]: duplicate name \"%s\" (also regions[%zu])", ri,
+        qs_set_reason(why, whylen, "regions[%zu]: duplicate name \"%s\" (also regions[%zu])", ri,
                 name->valuestring, k);
         return QS_ERR_INVALID;
       }
@@ -137,7 +125,7 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
     const cJSON *boxes = cJSON_GetObjectItemCaseSensitive(rule, "boxes");
     int nb = cJSON_IsArray(boxes) ? cJSON_GetArraySize(boxes) : -1;
     if (nb < 1 || nb > QS_REGIONS_MAX_BOXES) {
-      set_why(why, whylen, "regions[%zu] \"%s\": boxes must be an array of 1..%d boxes", ri,
+      qs_set_reason(why, whylen, "regions[%zu] \"%s\": boxes must be an array of 1..%d boxes", ri,
               out->rules[ri].name, QS_REGIONS_MAX_BOXES);
       return QS_ERR_INVALID;
     }
@@ -146,7 +134,7 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
     cJSON_ArrayForEach(box, boxes) {
       snprintf(ctx, sizeof ctx, "regions[%zu] \"%s\": boxes[%zu]", ri, out->rules[ri].name, bi);
       if (!cJSON_IsObject(box)) {
-        set_why(why, whylen, "%s: not an object", ctx);
+        qs_set_reason(why, whylen, "%s: not an object", ctx);
         return QS_ERR_INVALID;
       }
       qs_region_box *b = &out->boxes[out->nboxes];
@@ -157,7 +145,7 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
           (rc = box_coord(box, "max_lon", -180, 180, &b->max_lon, ctx, why, whylen)))
         return rc;
       if (b->min_lat > b->max_lat) {
-        set_why(why, whylen, "%s: min_lat %g above max_lat %g", ctx, b->min_lat, b->max_lat);
+        qs_set_reason(why, whylen, "%s: min_lat %g above max_lat %g", ctx, b->min_lat, b->max_lat);
         return QS_ERR_INVALID;
       }
       b->rule = (uint32_t)ri;
@@ -172,7 +160,7 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
     if (out->boxes[i].rule == ri - 1 && covers_globe(&out->boxes[i]))
       catch_all = true;
   if (!catch_all) {
-    set_why(why, whylen,
+    qs_set_reason(why, whylen,
             "regions[%zu] \"%s\": the last rule must be a catch-all with a box "
             "{-90, 90, -180, 180}, so every point gets a region",
             ri - 1, out->rules[ri - 1].name);
@@ -185,19 +173,19 @@ int qs_regions_load_json(qs_regions *r, const char *json, size_t len, char *why,
   if (why && whylen)
     why[0] = '\0';
   if (len > QS_REGIONS_FILE_MAX) {
-    set_why(why, whylen, "regions: %zu bytes, over the %d byte limit", len, QS_REGIONS_FILE_MAX);
+    qs_set_reason(why, whylen, "regions: %zu bytes, over the %d byte limit", len, QS_REGIONS_FILE_MAX);
     return QS_ERR_TOOBIG;
   }
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
   if (!root) {
     size_t at = (end && end >= json && end <= json + len) ? (size_t)(end - json) : 0;
-    set_why(why, whylen, "regions: not valid JSON (near byte %zu)", at);
+    qs_set_reason(why, whylen, "regions: not valid JSON (near byte %zu)", at);
     return QS_ERR_PARSE;
   }
   for (const char *p = end; p < json + len; p++) {
     if (!isspace((unsigned char)*p) && *p != '\0') {
-      set_why(why, whylen, "regions: trailing data after the JSON value (byte %zu)",
+      qs_set_reason(why, whylen, "regions: trailing data after the JSON value (byte %zu)",
               (size_t)(p - json));
       cJSON_Delete(root);
       return QS_ERR_PARSE;
@@ -219,17 +207,17 @@ int qs_regions_load_json(qs_regions *r, const char *json, size_t len, char *why,
 int qs_regions_load_file(qs_regions *r, const char *path, char *why, size_t whylen) {
   FILE *f = fopen(path, "rb");
   if (!f) {
-    set_why(why, whylen, "regions file %s: %s", path, strerror(errno));
+    qs_set_reason(why, whylen, "regions file %s: %s", path, strerror(errno));
     return QS_ERR_IO;
   }
   struct stat st;
   if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    set_why(why, whylen, "regions file %s: not a regular file", path);
+    qs_set_reason(why, whylen, "regions file %s: not a regular file", path);
     fclose(f);
     return QS_ERR_IO;
   }
   if (st.st_size > QS_REGIONS_FILE_MAX) {
-    set_why(why, whylen, "regions file %s: %lld bytes, over the %d byte limit", path,
+    qs_set_reason(why, whylen, "regions file %s: %lld bytes, over the %d byte limit", path,
             (long long)st.st_size, QS_REGIONS_FILE_MAX);
     fclose(f);
     return QS_ERR_TOOBIG;
@@ -240,7 +228,7 @@ int qs_regions_load_file(qs_regions *r, const char *path, char *why, size_t whyl
   int ioerr = ferror(f);
   fclose(f);
   if (got != n || ioerr) {
-    set_why(why, whylen, "regions file %s: read failed", path);
+    qs_set_reason(why, whylen, "regions file %s: read failed", path);
     free(buf);
     return QS_ERR_IO;
   }
@@ -248,7 +236,7 @@ int qs_regions_load_file(qs_regions *r, const char *path, char *why, size_t whyl
   int rc = qs_regions_load_json(r, buf, n, inner, sizeof inner);
   free(buf);
   if (rc)
-    set_why(why, whylen, "regions file %s: %s", path, inner);
+    qs_set_reason(why, whylen, "regions file %s: %s", path, inner);
   return rc;
 }
 

@@ -18,18 +18,6 @@
 
 #include "qs/error.h"
 
-static void set_err(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_len, const char *fmt, ...) {
-  if (!err || err_len == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, err_len, fmt, ap);
-  va_end(ap);
-}
-
 /* OpenSSL's most recent queued error as text, or fallback. */
 static const char *ossl_reason(char *buf, size_t len, const char *fallback) {
   unsigned long e = ERR_peek_last_error();
@@ -61,31 +49,31 @@ int qs_tls_ctx_init_server(qs_tls_ctx *ctx, const char *cert_chain_file, const c
   char why[256];
   memset(ctx, 0, sizeof(*ctx));
   if (!cert_chain_file || !key_file || !*cert_chain_file || !*key_file) {
-    set_err(err, err_len, "TLS server needs a certificate chain file and a key file");
+    qs_set_reason(err, err_len, "TLS server needs a certificate chain file and a key file");
     return QS_ERR_INVALID;
   }
   ERR_clear_error();
   SSL_CTX *c = new_ctx(TLS_server_method());
   if (!c) {
-    set_err(err, err_len, "TLS context: %s", ossl_reason(why, sizeof(why), "SSL_CTX_new failed"));
+    qs_set_reason(err, err_len, "TLS context: %s", ossl_reason(why, sizeof(why), "SSL_CTX_new failed"));
     return QS_ERR_NOMEM;
   }
   if (SSL_CTX_use_certificate_chain_file(c, cert_chain_file) != 1) {
-    set_err(err, err_len, "TLS certificate chain %s: %s", cert_chain_file,
+    qs_set_reason(err, err_len, "TLS certificate chain %s: %s", cert_chain_file,
             ossl_reason(why, sizeof(why), "unreadable"));
     SSL_CTX_free(c);
     return QS_ERR_IO;
   }
   if (SSL_CTX_use_PrivateKey_file(c, key_file, SSL_FILETYPE_PEM) != 1) {
     bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
-    set_err(err, err_len, "TLS private key %s%s: %s", key_file,
+    qs_set_reason(err, err_len, "TLS private key %s%s: %s", key_file,
             mismatch ? " does not match the certificate" : "",
             ossl_reason(why, sizeof(why), "unreadable"));
     SSL_CTX_free(c);
     return mismatch ? QS_ERR_INVALID : QS_ERR_IO;
   }
   if (SSL_CTX_check_private_key(c) != 1) {
-    set_err(err, err_len, "TLS private key %s does not match certificate %s: %s", key_file,
+    qs_set_reason(err, err_len, "TLS private key %s does not match certificate %s: %s", key_file,
             cert_chain_file, ossl_reason(why, sizeof(why), "mismatch"));
     SSL_CTX_free(c);
     return QS_ERR_INVALID;
@@ -101,13 +89,13 @@ int qs_tls_ctx_init_client(qs_tls_ctx *ctx, const char *ca_file, char *err, size
   ERR_clear_error();
   SSL_CTX *c = new_ctx(TLS_client_method());
   if (!c) {
-    set_err(err, err_len, "TLS context: %s", ossl_reason(why, sizeof(why), "SSL_CTX_new failed"));
+    qs_set_reason(err, err_len, "TLS context: %s", ossl_reason(why, sizeof(why), "SSL_CTX_new failed"));
     return QS_ERR_NOMEM;
   }
   int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(c, ca_file, NULL)
                                : SSL_CTX_set_default_verify_paths(c);
   if (ok != 1) {
-    set_err(err, err_len, "TLS trust store %s: %s", ca_file && *ca_file ? ca_file : "(system)",
+    qs_set_reason(err, err_len, "TLS trust store %s: %s", ca_file && *ca_file ? ca_file : "(system)",
             ossl_reason(why, sizeof(why), "unreadable"));
     SSL_CTX_free(c);
     return QS_ERR_IO;

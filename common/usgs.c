@@ -23,18 +23,6 @@
 
 #include "qs/error.h"
 
-static void set_why(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...) {
-  if (!why || whylen == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(why, whylen, fmt, ap);
-  va_end(ap);
-}
-
 void qs_usgs_opts_init(qs_usgs_opts *opts) {
   opts->max_bytes = QS_USGS_DEFAULT_MAX_BYTES;
   opts->source = "usgs";
@@ -51,11 +39,11 @@ static int opt_text(const cJSON *props, const char *key, char *dst, size_t dstsi
     return 0;
   }
   if (!cJSON_IsString(it)) {
-    set_why(why, whylen, "properties.%s: must be a string or null", key);
+    qs_set_reason(why, whylen, "properties.%s: must be a string or null", key);
     return QS_ERR_INVALID;
   }
   if (qs_event_set_str(dst, dstsize, it->valuestring, strlen(it->valuestring)) != 0) {
-    set_why(why, whylen, "properties.%s: longer than %zu bytes", key, dstsize - 1);
+    qs_set_reason(why, whylen, "properties.%s: longer than %zu bytes", key, dstsize - 1);
     return QS_ERR_INVALID;
   }
   return 0;
@@ -65,7 +53,7 @@ static int req_ms(const cJSON *props, const char *key, int64_t *out, char *why, 
   const cJSON *it = cJSON_GetObjectItemCaseSensitive(props, key);
   if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) ||
       it->valuedouble != floor(it->valuedouble) || fabs(it->valuedouble) > 9007199254740992.0) {
-    set_why(why, whylen, "properties.%s: missing or not an integer (epoch ms)", key);
+    qs_set_reason(why, whylen, "properties.%s: missing or not an integer (epoch ms)", key);
     return QS_ERR_INVALID;
   }
   *out = (int64_t)it->valuedouble;
@@ -77,7 +65,7 @@ static int map_ids(const cJSON *props, qs_event *ev, char *why, size_t whylen) {
   if (!it || cJSON_IsNull(it))
     return qs_event_ids_add(ev, ev->event_id, strlen(ev->event_id));
   if (!cJSON_IsString(it)) {
-    set_why(why, whylen, "properties.ids: must be a string or null");
+    qs_set_reason(why, whylen, "properties.ids: must be a string or null");
     return QS_ERR_INVALID;
   }
   /* ",ci123,us7000abc," -> ci123, us7000abc (empty pieces dropped) */
@@ -88,7 +76,7 @@ static int map_ids(const cJSON *props, qs_event *ev, char *why, size_t whylen) {
     if (n > 0) {
       int rc = qs_event_ids_add(ev, s, n);
       if (rc) {
-        set_why(why, whylen, "properties.ids: entry \"%.*s\" %s", (int)(n > 40 ? 40 : n), s,
+        qs_set_reason(why, whylen, "properties.ids: entry \"%.*s\" %s", (int)(n > 40 ? 40 : n), s,
                 rc == QS_ERR_TOOBIG ? "exceeds the ids limits" : "is not a valid id");
         return QS_ERR_INVALID;
       }
@@ -105,23 +93,23 @@ static int map_feature(const cJSON *feat, const qs_usgs_opts *opts, qs_event *ev
   int rc;
   qs_event_init(ev);
   if (!cJSON_IsObject(feat)) {
-    set_why(why, whylen, "feature: not an object");
+    qs_set_reason(why, whylen, "feature: not an object");
     return QS_ERR_INVALID;
   }
   const cJSON *id = cJSON_GetObjectItemCaseSensitive(feat, "id");
   if (!cJSON_IsString(id)) {
-    set_why(why, whylen, "id: missing or not a string");
+    qs_set_reason(why, whylen, "id: missing or not a string");
     return QS_ERR_INVALID;
   }
   if (!qs_event_id_is_valid(id->valuestring, strlen(id->valuestring))) {
-    set_why(why, whylen, "id: must be 1..%d characters of [A-Za-z0-9_.:-]", QS_EVENT_ID_MAX);
+    qs_set_reason(why, whylen, "id: must be 1..%d characters of [A-Za-z0-9_.:-]", QS_EVENT_ID_MAX);
     return QS_ERR_INVALID;
   }
   strcpy(ev->event_id, id->valuestring); /* length checked just above */
 
   const cJSON *props = cJSON_GetObjectItemCaseSensitive(feat, "properties");
   if (!cJSON_IsObject(props)) {
-    set_why(why, whylen, "properties: missing or not an object");
+    qs_set_reason(why, whylen, "properties: missing or not an object");
     return QS_ERR_INVALID;
   }
   const cJSON *geom = cJSON_GetObjectItemCaseSensitive(feat, "geometry");
@@ -129,20 +117,20 @@ static int map_feature(const cJSON *feat, const qs_usgs_opts *opts, qs_event *ev
       cJSON_IsObject(geom) ? cJSON_GetObjectItemCaseSensitive(geom, "coordinates") : NULL;
   int ncoords = cJSON_IsArray(coords) ? cJSON_GetArraySize(coords) : -1;
   if (ncoords < 2 || ncoords > 3) {
-    set_why(why, whylen, "geometry.coordinates: missing or not [lon, lat, depth]");
+    qs_set_reason(why, whylen, "geometry.coordinates: missing or not [lon, lat, depth]");
     return QS_ERR_INVALID;
   }
   const cJSON *lon = cJSON_GetArrayItem(coords, 0), *lat = cJSON_GetArrayItem(coords, 1);
   const cJSON *depth = ncoords == 3 ? cJSON_GetArrayItem(coords, 2) : NULL;
   if (!cJSON_IsNumber(lon) || !cJSON_IsNumber(lat)) {
-    set_why(why, whylen, "geometry.coordinates: longitude and latitude must be numbers");
+    qs_set_reason(why, whylen, "geometry.coordinates: longitude and latitude must be numbers");
     return QS_ERR_INVALID;
   }
   ev->longitude = lon->valuedouble;
   ev->latitude = lat->valuedouble;
   if (depth && !cJSON_IsNull(depth)) {
     if (!cJSON_IsNumber(depth)) {
-      set_why(why, whylen, "geometry.coordinates: depth must be a number or null");
+      qs_set_reason(why, whylen, "geometry.coordinates: depth must be a number or null");
       return QS_ERR_INVALID;
     }
     ev->has_depth = true;
@@ -152,7 +140,7 @@ static int map_feature(const cJSON *feat, const qs_usgs_opts *opts, qs_event *ev
   const cJSON *mag = cJSON_GetObjectItemCaseSensitive(props, "mag");
   if (mag && !cJSON_IsNull(mag)) {
     if (!cJSON_IsNumber(mag)) {
-      set_why(why, whylen, "properties.mag: must be a number or null");
+      qs_set_reason(why, whylen, "properties.mag: must be a number or null");
       return QS_ERR_INVALID;
     }
     ev->has_magnitude = true;
@@ -179,20 +167,20 @@ static int map_feature(const cJSON *feat, const qs_usgs_opts *opts, qs_event *ev
   } else if (cJSON_IsBool(tsu)) {
     ev->tsunami_flag = cJSON_IsTrue(tsu);
   } else if (tsu && !cJSON_IsNull(tsu)) {
-    set_why(why, whylen, "properties.tsunami: must be 0, 1 or null");
+    qs_set_reason(why, whylen, "properties.tsunami: must be 0, 1 or null");
     return QS_ERR_INVALID;
   }
   const cJSON *alert = cJSON_GetObjectItemCaseSensitive(props, "alert");
   if (alert && !cJSON_IsNull(alert) &&
       (!cJSON_IsString(alert) || qs_alert_level_parse(alert->valuestring, &ev->alert_level))) {
-    set_why(why, whylen, "properties.alert: must be null, green, yellow, orange or red");
+    qs_set_reason(why, whylen, "properties.alert: must be null, green, yellow, orange or red");
     return QS_ERR_INVALID;
   }
   const cJSON *sig = cJSON_GetObjectItemCaseSensitive(props, "sig");
   if (sig && !cJSON_IsNull(sig)) {
     if (!cJSON_IsNumber(sig) || sig->valuedouble != floor(sig->valuedouble) ||
         sig->valuedouble < 0 || sig->valuedouble > QS_EVENT_SIG_MAX) {
-      set_why(why, whylen, "properties.sig: must be an integer in [0, %d]", QS_EVENT_SIG_MAX);
+      qs_set_reason(why, whylen, "properties.sig: must be an integer in [0, %d]", QS_EVENT_SIG_MAX);
       return QS_ERR_INVALID;
     }
     ev->sig = (int32_t)sig->valuedouble;
@@ -202,7 +190,7 @@ static int map_feature(const cJSON *feat, const qs_usgs_opts *opts, qs_event *ev
 
   const char *source = opts->source ? opts->source : "usgs";
   if (qs_event_set_str(ev->source, sizeof ev->source, source, strlen(source)) != 0) {
-    set_why(why, whylen, "source: option longer than %d bytes", QS_EVENT_SHORT_MAX);
+    qs_set_reason(why, whylen, "source: option longer than %d bytes", QS_EVENT_SHORT_MAX);
     return QS_ERR_INVALID;
   }
   ev->ingested_at = opts->ingested_at;
@@ -216,12 +204,12 @@ static cJSON *parse_doc(const char *doc, size_t len, char *why, size_t whylen) {
   cJSON *root = cJSON_ParseWithLengthOpts(doc, len, &end, 0);
   if (!root) {
     size_t at = (end && end >= doc && end <= doc + len) ? (size_t)(end - doc) : 0;
-    set_why(why, whylen, "not valid JSON (near byte %zu)", at);
+    qs_set_reason(why, whylen, "not valid JSON (near byte %zu)", at);
     return NULL;
   }
   for (const char *p = end; p && p < doc + len; p++) {
     if (!isspace((unsigned char)*p) && *p != '\0') {
-      set_why(why, whylen, "trailing data after the JSON value (byte %zu)", (size_t)(p - doc));
+      qs_set_reason(why, whylen, "trailing data after the JSON value (byte %zu)", (size_t)(p - doc));
       cJSON_Delete(root);
       return NULL;
     }
@@ -253,7 +241,7 @@ int qs_usgs_parse_feed(const char *doc, size_t len, const qs_usgs_opts *opts, qs
   if (why && whylen)
     why[0] = '\0';
   if (len > opts->max_bytes) {
-    set_why(why, whylen, "feed: %zu bytes, over the %zu byte limit", len, opts->max_bytes);
+    qs_set_reason(why, whylen, "feed: %zu bytes, over the %zu byte limit", len, opts->max_bytes);
     return QS_ERR_TOOBIG;
   }
   cJSON *root = parse_doc(doc, len, why, whylen);
@@ -263,7 +251,7 @@ int qs_usgs_parse_feed(const char *doc, size_t len, const qs_usgs_opts *opts, qs
   const cJSON *features = cJSON_GetObjectItemCaseSensitive(root, "features");
   if (!cJSON_IsObject(root) || !cJSON_IsString(type) ||
       strcmp(type->valuestring, "FeatureCollection") != 0 || !cJSON_IsArray(features)) {
-    set_why(why, whylen, "not a GeoJSON FeatureCollection with a features array");
+    qs_set_reason(why, whylen, "not a GeoJSON FeatureCollection with a features array");
     cJSON_Delete(root);
     return QS_ERR_PARSE;
   }
@@ -307,7 +295,7 @@ int qs_usgs_parse_feature(const char *json, size_t len, const qs_usgs_opts *opts
   if (why && whylen)
     why[0] = '\0';
   if (len > opts->max_bytes) {
-    set_why(why, whylen, "feature: %zu bytes, over the %zu byte limit", len, opts->max_bytes);
+    qs_set_reason(why, whylen, "feature: %zu bytes, over the %zu byte limit", len, opts->max_bytes);
     return QS_ERR_TOOBIG;
   }
   cJSON *root = parse_doc(json, len, why, whylen);
