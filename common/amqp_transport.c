@@ -482,6 +482,8 @@ static void on_write(uv_write_t *req, int status) {
   }
   if (status < 0)
     conn_fail(c, QS_ERR_IO, "proton:io", "write: %s", uv_strerror(status));
+  else if (c->cbs.on_written)
+    c->cbs.on_written(c, c->data);
   pump(c);
 }
 
@@ -803,6 +805,8 @@ int qs_amqp_conn_connect(uv_loop_t *loop, const char *host, int port, qs_tls_ctx
   pump(c);
   return 0;
 }
+
+pn_connection_driver_t *qs_amqp_conn_driver(qs_amqp_conn *conn) { return &conn->driver; }
 
 pn_connection_t *qs_amqp_conn_connection(qs_amqp_conn *c) { return c->driver.connection; }
 pn_transport_t *qs_amqp_conn_transport(qs_amqp_conn *c) { return c->driver.transport; }

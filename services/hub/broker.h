@@ -25,14 +25,14 @@
 
 #include <proton/connection_driver.h>
 
+#include "hub_config.h"
 #include "store.h"
 
 #define HUB_NAME_MAX 128
 #define HUB_PATH_MAX 320
 #define HUB_MAX_PARTITIONS 1024
 
-/* SAS rights a grant can carry. */
-enum { HUB_RIGHT_SEND = 1u, HUB_RIGHT_LISTEN = 2u, HUB_RIGHT_MANAGE = 4u };
+/* SAS rights a grant can carry: HUB_RIGHT_SEND | HUB_RIGHT_LISTEN | HUB_RIGHT_MANAGE (hub_config.h). */
 
 typedef struct hub_entity {
   const char *name; /* canonical hub name */

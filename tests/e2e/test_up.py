@@ -46,9 +46,10 @@ def alive(pid):
 
 @pytest.fixture
 def stack(tmp_path):
-    base = free_port_block(7)
+    base = free_port_block(8)
     env = dict(os.environ, QS_VAR_DIR=str(tmp_path / "var"), QS_PORT_BASE=str(base),
-               QS_REDIS_PORT=str(base + 5), QS_API_PORT=str(base + 6))
+               QS_REDIS_PORT=str(base + 5), QS_API_PORT=str(base + 6),
+               QS_AMQP_PORT=str(base + 7))
     proc = subprocess.Popen([os.path.join(ROOT, "quakestream"), "up"], cwd=ROOT, env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -93,6 +94,8 @@ def test_up_starts_every_part_ready_and_ctrl_c_leaves_no_process(stack):
             body = r.read()
         check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
         assert check.returncode == 0, (name, check.stdout, check.stderr)
+    # the hub holds its partitions under the stack's var directory
+    assert (stack["var"] / "hub" / "earthquake-events").is_dir()
     pids = {f.stem: int(f.read_text()) for f in (stack["var"] / "run").glob("*.pid")}
     assert set(pids) == set(PARTS) | {"redis"}
     assert all(alive(p) for p in pids.values())

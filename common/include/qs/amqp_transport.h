@@ -62,6 +62,9 @@ typedef struct qs_amqp_conn_cbs {
   void (*on_error)(qs_amqp_conn *conn, int code, const char *reason, void *data);
   /* Optional. Exactly once, last; the conn is freed right after it. */
   void (*on_closed)(qs_amqp_conn *conn, void *data);
+  /* Optional. After each completed socket write, before the pump runs: a server that caps its
+   * output per write (the hub) resumes paused deliveries here. */
+  void (*on_written)(qs_amqp_conn *conn, void *data);
 } qs_amqp_conn_cbs;
 
 /* Opens a client connection: resolves host with uv_getaddrinfo, connects
@@ -74,6 +77,8 @@ int qs_amqp_conn_connect(uv_loop_t *loop, const char *host, int port, qs_tls_ctx
                          qs_amqp_conn **out);
 
 pn_connection_t *qs_amqp_conn_connection(qs_amqp_conn *conn);
+/* The proton driver (for code that attaches per-connection state in setup). */
+pn_connection_driver_t *qs_amqp_conn_driver(qs_amqp_conn *conn);
 pn_transport_t *qs_amqp_conn_transport(qs_amqp_conn *conn);
 void *qs_amqp_conn_data(const qs_amqp_conn *conn);
 void qs_amqp_conn_set_data(qs_amqp_conn *conn, void *data);

@@ -1,4 +1,5 @@
-"""Shared fixtures for the integration tests: start real quakestream binaries on 127.0.0.1.
+"""Shared fixtures for the integration, conformance and end-to-end tests: start real quakestream
+binaries on 127.0.0.1.
 
 A service is started with ADMIN_PORT=0 and its address is read from its own "started" log line
 (no sleeps, no port guessing). Every process started here is killed at teardown, even when the
@@ -16,7 +17,7 @@ import urllib.request
 
 import pytest
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 BUILD = os.environ.get("QS_BUILD_DIR", os.path.join(ROOT, "build"))
 SERVICES = ["hub", "ingestor", "speed-aggregator", "batch-worker", "serving-api"]
 
@@ -31,7 +32,7 @@ def binary(name):
 class Service:
     """A running service process whose JSON log lines are collected on a thread."""
 
-    def __init__(self, name, env=None, args=(), start_timeout=20.0):
+    def __init__(self, name, env=None, args=(), start_timeout=30.0):
         self.name = name
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "LOG_"))}
         full_env.update({"ADMIN_HOST": "127.0.0.1", "ADMIN_PORT": "0", "LOG_LEVEL": "info"})
@@ -43,7 +44,10 @@ class Service:
         self._q = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        started = self.wait_for_log(lambda r: r.get("msg") == "started", start_timeout)
+        started = self.wait_for_log(lambda r: r.get("msg") in ("started", "stopped"),
+                                    start_timeout)
+        if started.get("msg") != "started":
+            raise AssertionError(f"{name} did not start; log:\n" + "\n".join(self.lines[-20:]))
         self.admin_port = started["admin_port"]
         self.admin = f"http://127.0.0.1:{self.admin_port}"
 
