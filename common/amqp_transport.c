@@ -48,7 +48,7 @@ struct qs_amqp_conn {
 
   qs_amqp_out_filter_fn filter;
   void *filter_state;
-  qs_amqp_begin_filter_state *own_begin_filter;
+  qs_amqp_frame_pad_state *own_pad_filter;
 
   qs_amqp_buf stage; /* plaintext out of proton (filtered), not yet encrypted */
   qs_amqp_buf wire;  /* bytes of the in-flight write (owned mode) */
@@ -103,14 +103,19 @@ static void buf_consume(qs_amqp_buf *b, size_t n) {
   b->len -= n;
 }
 
-/* ---- begin filter --------------------------------------------------------
- * Phases: HEAD collects the 8 bytes that are either a protocol header
- * ("AMQP" + 4) or a frame header; DESC collects up to the performative's
- * descriptor; BEGIN collects a whole begin frame; PASS copies the rest of a
- * frame through. */
+/* ---- frame padding filter ------------------------------------------------
+ * pyamqp (the Python SDK) reads performative fields by position and fails on
+ * the shorter lists proton 0.37 legitimately sends (trailing nulls left out):
+ * begin without handle-max, transfer without settled/more (it even expects
+ * the payload at index 11), detach without error, close/end with no fields.
+ * The filter re-encodes each performative list to its full arity with nulls
+ * (begin's handle-max with its default 0xffffffff); every other byte passes
+ * through unchanged, and a transfer's payload is streamed, never buffered.
+ * Phases: HEAD collects 8 bytes (protocol header or frame header); DESC the
+ * descriptor; LHDR the list constructor and size; LIST the whole list; PASS
+ * copies the rest of the frame. */
 
-enum { PH_HEAD = 0, PH_DESC, PH_BEGIN, PH_PASS };
-#define BEGIN_CODE 0x11u
+enum { PH_HEAD = 0, PH_DESC, PH_LHDR, PH_LIST, PH_PASS };
 
 static uint32_t get_be32(const uint8_t *p) {
   return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -123,20 +128,26 @@ static void put_be32(uint8_t *p, uint32_t v) {
   p[3] = (uint8_t)v;
 }
 
-void qs_amqp_begin_filter_init(qs_amqp_begin_filter_state *f) {
+/* Fields of each performative (AMQP 1.0 section 2.7); 0 for anything else. */
+static size_t performative_arity(uint64_t code) {
+  static const uint8_t arity[] = {10, 8, 14, 11, 11, 6, 3, 1, 1}; /* 0x10 open .. 0x18 close */
+  return code >= 0x10 && code <= 0x18 ? arity[code - 0x10] : 0;
+}
+
+void qs_amqp_frame_pad_init(qs_amqp_frame_pad_state *f) {
   memset(f, 0, sizeof(*f));
   f->phase = PH_HEAD;
   f->need = 8;
 }
 
-static void filter_next_frame(qs_amqp_begin_filter_state *f) {
+static void filter_next_frame(qs_amqp_frame_pad_state *f) {
   f->phase = PH_HEAD;
   f->acc_len = 0;
   f->need = 8;
 }
 
-/* Emits the buffered head and passes the remaining bytes of the frame. */
-static void filter_pass_rest(qs_amqp_begin_filter_state *f, qs_amqp_buf *out) {
+/* Emits the buffered bytes and passes the remaining bytes of the frame. */
+static void filter_pass_rest(qs_amqp_frame_pad_state *f, qs_amqp_buf *out) {
   uint32_t size = get_be32(f->acc);
   qs_amqp_buf_append(out, f->acc, f->acc_len);
   f->pass_left = size - f->acc_len;
@@ -147,43 +158,22 @@ static void filter_pass_rest(qs_amqp_begin_filter_state *f, qs_amqp_buf *out) {
     f->phase = PH_PASS;
 }
 
-/* Re-encodes the buffered begin frame with eight list fields. */
-static int filter_rewrite_begin(qs_amqp_begin_filter_state *f, qs_amqp_buf *out) {
+/* acc holds the frame up to the end of its performative list (list at f->list_at, elements
+ * from `elems` for elems_len bytes, count fields): writes the frame header and the list padded
+ * to the performative's arity, then passes the rest of the frame (e.g. a payload) through. */
+static void filter_rewrite(qs_amqp_frame_pad_state *f, qs_amqp_buf *out, size_t count,
+                           size_t elems, size_t elems_len) {
   const uint8_t *fr = f->acc;
   uint32_t size = get_be32(fr);
-  size_t off = (size_t)fr[4] * 4;
-  size_t p = off + (fr[off + 1] == 0x53 ? 3 : 10); /* after the descriptor */
-  if (p >= size)
-    return QS_ERR_PARSE;
-  size_t count, elems, elems_len, end;
-  switch (fr[p]) {
-  case 0x45: /* list0 */
-    count = 0, elems = p + 1, elems_len = 0, end = p + 1;
-    break;
-  case 0xc0:
-    if (p + 3 > size || fr[p + 1] < 1)
-      return QS_ERR_PARSE;
-    count = fr[p + 2], elems = p + 3, elems_len = fr[p + 1] - 1u, end = p + 2 + fr[p + 1];
-    break;
-  case 0xd0:
-    if (p + 9 > size || get_be32(fr + p + 1) < 4)
-      return QS_ERR_PARSE;
-    count = get_be32(fr + p + 5), elems = p + 9, elems_len = get_be32(fr + p + 1) - 4u;
-    end = p + 5 + (size_t)get_be32(fr + p + 1);
-    break;
-  default:
-    return QS_ERR_PARSE;
-  }
-  if (end > size)
-    return QS_ERR_PARSE;
-  if (count >= 8) {
-    qs_amqp_buf_append(out, fr, size);
-    return 0;
+  size_t p = f->list_at, end = f->acc_len, arity = f->arity;
+  if (count >= arity) {
+    filter_pass_rest(f, out);
+    return;
   }
   uint8_t extra[16];
   size_t extra_len = 0;
-  for (size_t i = count; i < 8; i++) {
-    if (i == 4) { /* handle-max: the spec default, written out */
+  for (size_t i = count; i < arity; i++) {
+    if (f->code == 0x11 && i == 4) { /* begin's handle-max: the spec default, written out */
       static const uint8_t hmax[] = {0x70, 0xff, 0xff, 0xff, 0xff};
       memcpy(extra + extra_len, hmax, sizeof(hmax));
       extra_len += sizeof(hmax);
@@ -195,11 +185,11 @@ static int filter_rewrite_begin(qs_amqp_begin_filter_state *f, qs_amqp_buf *out)
   uint8_t lhdr[9];
   size_t lhdr_len;
   if (new_elems + 1 <= 255) {
-    lhdr[0] = 0xc0, lhdr[1] = (uint8_t)(new_elems + 1), lhdr[2] = 8, lhdr_len = 3;
+    lhdr[0] = 0xc0, lhdr[1] = (uint8_t)(new_elems + 1), lhdr[2] = (uint8_t)arity, lhdr_len = 3;
   } else {
     lhdr[0] = 0xd0;
     put_be32(lhdr + 1, (uint32_t)(new_elems + 4));
-    put_be32(lhdr + 5, 8);
+    put_be32(lhdr + 5, (uint32_t)arity);
     lhdr_len = 9;
   }
   size_t new_size = p + lhdr_len + new_elems + (size - end);
@@ -210,63 +200,94 @@ static int filter_rewrite_begin(qs_amqp_begin_filter_state *f, qs_amqp_buf *out)
   qs_amqp_buf_append(out, lhdr, lhdr_len);
   qs_amqp_buf_append(out, fr + elems, elems_len);
   qs_amqp_buf_append(out, extra, extra_len);
-  qs_amqp_buf_append(out, fr + end, size - end);
-  return 0;
+  f->pass_left = size - end;
+  f->acc_len = 0;
+  if (f->pass_left == 0)
+    filter_next_frame(f);
+  else
+    f->phase = PH_PASS;
 }
 
 /* Decides what to do once `need` bytes are buffered. */
-static int filter_decide(qs_amqp_begin_filter_state *f, qs_amqp_buf *out) {
+static int filter_decide(qs_amqp_frame_pad_state *f, qs_amqp_buf *out) {
   const uint8_t *a = f->acc;
-  if (f->phase == PH_HEAD) {
+  uint32_t size = f->phase == PH_HEAD && memcmp(a, "AMQP", 4) == 0 ? 8 : get_be32(a);
+  size_t doff = (size_t)a[4] * 4;
+  switch (f->phase) {
+  case PH_HEAD:
     if (memcmp(a, "AMQP", 4) == 0) {
       qs_amqp_buf_append(out, a, 8);
       filter_next_frame(f);
       return 0;
     }
-    uint32_t size = get_be32(a);
-    size_t doff = (size_t)a[4] * 4;
     if (size < 8 || doff < 8 || doff > size)
       return QS_ERR_PARSE;
-    /* Only an AMQP frame (type 0) with a body can be a begin. */
-    if (a[5] != 0 || size < doff + 3) {
+    if (a[5] != 0 || size < doff + 3) { /* SASL frame, or an empty (heartbeat) frame */
       filter_pass_rest(f, out);
       return 0;
     }
     f->phase = PH_DESC;
     f->need = doff + 3;
     return 0;
-  }
-  if (f->phase == PH_DESC) {
-    uint32_t size = get_be32(a);
-    size_t doff = (size_t)a[4] * 4;
-    bool is_begin = false;
+  case PH_DESC:
+    f->code = 0;
     if (a[doff] == 0x00 && a[doff + 1] == 0x53) {
-      is_begin = a[doff + 2] == BEGIN_CODE;
+      f->code = a[doff + 2];
+      f->list_at = doff + 3;
     } else if (a[doff] == 0x00 && a[doff + 1] == 0x80 && size >= doff + 10) {
       if (f->need < doff + 10) {
         f->need = doff + 10;
         return 0;
       }
-      is_begin = get_be32(a + doff + 2) == 0 && get_be32(a + doff + 6) == BEGIN_CODE;
+      f->code = (uint64_t)get_be32(a + doff + 2) << 32 | get_be32(a + doff + 6);
+      f->list_at = doff + 10;
     }
-    if (!is_begin) {
+    f->arity = performative_arity(f->code);
+    if (f->arity == 0 || f->list_at >= size) {
       filter_pass_rest(f, out);
       return 0;
     }
-    if (size > sizeof(f->acc))
-      return QS_ERR_TOOBIG;
-    f->phase = PH_BEGIN;
-    f->need = size;
+    f->phase = PH_LHDR;
+    f->need = f->list_at + 1;
+    return 0;
+  case PH_LHDR: {
+    size_t p = f->list_at;
+    size_t hdr = a[p] == 0x45 ? 1 : a[p] == 0xc0 ? 3 : a[p] == 0xd0 ? 9 : 0;
+    if (hdr == 0 || p + hdr > size)
+      return QS_ERR_PARSE;
+    if (f->need < p + hdr) {
+      f->need = p + hdr;
+      return 0;
+    }
+    size_t end = a[p] == 0x45 ? p + 1
+                 : a[p] == 0xc0 ? p + 2 + (size_t)a[p + 1]
+                                : p + 5 + (size_t)get_be32(a + p + 1);
+    if (end > size || (a[p] == 0xc0 && a[p + 1] < 1) || (a[p] == 0xd0 && get_be32(a + p + 1) < 4))
+      return QS_ERR_PARSE;
+    if (end > sizeof(f->acc)) { /* a huge list (never seen): leave the frame as it is */
+      filter_pass_rest(f, out);
+      return 0;
+    }
+    f->phase = PH_LIST;
+    f->need = end;
     return 0;
   }
-  /* PH_BEGIN: the whole frame is here. */
-  int rc = filter_rewrite_begin(f, out);
-  filter_next_frame(f);
-  return rc;
+  case PH_LIST: {
+    size_t p = f->list_at;
+    if (a[p] == 0x45)
+      filter_rewrite(f, out, 0, p + 1, 0);
+    else if (a[p] == 0xc0)
+      filter_rewrite(f, out, a[p + 2], p + 3, (size_t)a[p + 1] - 1u);
+    else
+      filter_rewrite(f, out, get_be32(a + p + 5), p + 9, (size_t)get_be32(a + p + 1) - 4u);
+    return 0;
+  }
+  }
+  return QS_ERR_PARSE;
 }
 
-int qs_amqp_begin_filter(void *state, const uint8_t *in, size_t n, qs_amqp_buf *out) {
-  qs_amqp_begin_filter_state *f = state;
+int qs_amqp_frame_pad(void *state, const uint8_t *in, size_t n, qs_amqp_buf *out) {
+  qs_amqp_frame_pad_state *f = state;
   while (n > 0) {
     if (f->phase == PH_PASS) {
       size_t take = n < f->pass_left ? n : f->pass_left;
@@ -353,7 +374,7 @@ static void finalize(qs_amqp_conn *c) {
   if (c->use_tls)
     qs_tls_close(&c->tls);
   free(c->tls_inbuf);
-  free(c->own_begin_filter);
+  free(c->own_pad_filter);
   qs_amqp_buf_free(&c->stage);
   qs_amqp_buf_free(&c->wire);
   if (c->addrs)
@@ -837,11 +858,11 @@ void qs_amqp_conn_set_out_filter(qs_amqp_conn *c, qs_amqp_out_filter_fn fn, void
   c->filter_state = state;
 }
 
-void qs_amqp_conn_use_begin_filter(qs_amqp_conn *c) {
-  if (!c->own_begin_filter)
-    c->own_begin_filter = qs_xmalloc(sizeof(qs_amqp_begin_filter_state));
-  qs_amqp_begin_filter_init(c->own_begin_filter);
-  qs_amqp_conn_set_out_filter(c, qs_amqp_begin_filter, c->own_begin_filter);
+void qs_amqp_conn_use_frame_padding(qs_amqp_conn *c) {
+  if (!c->own_pad_filter)
+    c->own_pad_filter = qs_xmalloc(sizeof(qs_amqp_frame_pad_state));
+  qs_amqp_frame_pad_init(c->own_pad_filter);
+  qs_amqp_conn_set_out_filter(c, qs_amqp_frame_pad, c->own_pad_filter);
 }
 
 /* ---- listener ----------------------------------------------------------- */

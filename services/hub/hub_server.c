@@ -294,7 +294,7 @@ static int conn_setup(qs_amqp_conn *conn, void *data) {
     free(c);
     return QS_ERR_NOMEM;
   }
-  qs_amqp_conn_use_begin_filter(conn); /* pyamqp needs complete begin frames */
+  qs_amqp_conn_use_frame_padding(conn); /* pyamqp reads performative fields by position */
   qs_amqp_conn_set_data(conn, c);
   c->next = s->conns;
   if (s->conns)

@@ -1,7 +1,7 @@
 /* test_amqp_transport.c — the AMQP transport glue.
  *
  * (1) in memory: two pn_connection_drivers pumped into each other (proton's
- *     driver_pair idea) with the begin filter on the server's output;
+ *     driver_pair idea) with the frame padding filter on the server's output;
  * (2) loopback TCP: listener + client in one loop, 10,000 messages with
  *     credit, clean close, uv_loop_close() == 0;
  * (3) the same over TLS with a CA and server cert generated at run time;
@@ -98,7 +98,7 @@ typedef struct app {
   int to_send;
   size_t body_size;
   uint32_t idle_timeout_ms;
-  bool begin_filter;
+  bool frame_padding;
   /* client */
   int sent, acked, wakes;
   bool client_closed;
@@ -150,8 +150,8 @@ static int broker_setup(qs_amqp_conn *c, void *data) {
   if (a->idle_timeout_ms)
     pn_transport_set_idle_timeout(t, a->idle_timeout_ms);
   pn_connection_set_container(qs_amqp_conn_connection(c), "qs-test-broker");
-  if (a->begin_filter)
-    qs_amqp_conn_use_begin_filter(c);
+  if (a->frame_padding)
+    qs_amqp_conn_use_frame_padding(c);
   if (a->reject_in_setup)
     return QS_ERR_FULL;
   a->server_conns_open++;
@@ -363,12 +363,12 @@ static void test_loopback_transfers_10000_messages_and_closes_clean(void **state
   free(a);
 }
 
-static void test_loopback_with_begin_filter_still_works(void **state) {
+static void test_loopback_with_frame_padding_still_works(void **state) {
   (void)state;
   app *a = calloc(1, sizeof(*a));
   a->to_send = 100;
   a->body_size = 500;
-  a->begin_filter = true;
+  a->frame_padding = true;
   run_transfer(a, NULL, NULL, NULL);
   assert_int_equal(a->received, 100);
   assert_int_equal(a->acked, 100);
@@ -388,7 +388,7 @@ static void test_tls_loopback_transfers_10000_messages(void **state) {
   app *a = calloc(1, sizeof(*a));
   a->to_send = 10000;
   a->body_size = 20;
-  a->begin_filter = true; /* the hub's TLS listener filters, as for pyamqp */
+  a->frame_padding = true; /* the hub's TLS listener filters, as for pyamqp */
   run_transfer(a, &sctx, &cctx, "localhost");
   assert_int_equal(a->received, 10000);
   assert_int_equal(a->acked, 10000);
@@ -442,7 +442,7 @@ static void test_tls_large_multi_frame_messages_pass_through_filter(void **state
   app *a = calloc(1, sizeof(*a));
   a->to_send = 300;
   a->body_size = 60000; /* 60 KB messages over 64 KiB frames, staged and encrypted */
-  a->begin_filter = true;
+  a->frame_padding = true;
   run_transfer(a, &sctx, &cctx, "localhost");
   assert_int_equal(a->received, 300);
   assert_int_equal(a->acked, 300);
@@ -657,7 +657,7 @@ static void test_heartbeats_keep_quiet_connection_alive(void **state) {
   free(a);
 }
 
-/* ---- (1) in memory: driver pair and the begin filter -------------------- */
+/* ---- (1) in memory: driver pair and the frame padding filter -------------------- */
 
 typedef struct side {
   pn_connection_driver_t d;
@@ -665,7 +665,7 @@ typedef struct side {
   qs_amqp_buf sent;    /* what the peer received (after the filter) */
   qs_amqp_buf pending; /* filtered bytes not yet read by the peer */
   bool filter;
-  qs_amqp_begin_filter_state bf;
+  qs_amqp_frame_pad_state bf;
 } side;
 
 typedef void (*handler_fn)(pn_event_t *e, void *ctx);
@@ -681,7 +681,7 @@ static bool move_bytes(side *from, side *to) {
       size_t n = wb.size - off < 7 ? wb.size - off : 7;
       if (from->filter)
         assert_int_equal(
-            qs_amqp_begin_filter(&from->bf, (const uint8_t *)wb.start + off, n, &from->pending), 0);
+            qs_amqp_frame_pad(&from->bf, (const uint8_t *)wb.start + off, n, &from->pending), 0);
       else
         qs_amqp_buf_append(&from->pending, wb.start + off, n);
       off += n;
@@ -773,7 +773,7 @@ static void pair_server(pn_event_t *e, pair_state *ps) {
 }
 
 /* A client and a server driver, both with SASL ANONYMOUS; the server's
- * output goes through the begin filter (as the hub's does). */
+ * output goes through the frame padding filter (as the hub's does). */
 static void run_pair(side *cli, side *srv, pair_state *ps, int sessions) {
   memset(cli, 0, sizeof(*cli));
   memset(srv, 0, sizeof(*srv));
@@ -784,7 +784,7 @@ static void run_pair(side *cli, side *srv, pair_state *ps, int sessions) {
   pn_sasl_allowed_mechs(pn_sasl(cli->d.transport), "ANONYMOUS");
   pn_transport_set_max_frame(srv->d.transport, 65536);
   srv->filter = true;
-  qs_amqp_begin_filter_init(&srv->bf);
+  qs_amqp_frame_pad_init(&srv->bf);
   pn_connection_driver_bind(&cli->d);
   pn_connection_driver_bind(&srv->d);
   pn_connection_open(cli->d.connection);
@@ -848,14 +848,40 @@ static size_t split_frames(const qs_amqp_buf *b, frame *out, size_t max) {
   return n;
 }
 
-static bool is_begin(const frame *f) {
+/* A performative frame's list: descriptor code, field count, element bytes and what follows. */
+typedef struct plist {
+  unsigned code;
+  size_t count;
+  const uint8_t *elems;
+  size_t elems_len;
+  const uint8_t *rest; /* after the list (a transfer's payload) */
+  size_t rest_len;
+} plist;
+
+static bool parse_performative(const frame *f, plist *l) {
   if (f->len < 11 || memcmp(f->p, "AMQP", 4) == 0 || f->p[5] != 0)
     return false;
-  const uint8_t *body = f->p + f->p[4] * 4;
-  return body[0] == 0x00 && body[1] == 0x53 && body[2] == 0x11;
+  const uint8_t *body = f->p + f->p[4] * 4, *end = f->p + f->len;
+  if (body + 3 > end || body[0] != 0x00 || body[1] != 0x53)
+    return false;
+  l->code = body[2];
+  const uint8_t *p = body + 3;
+  if (p[0] == 0x45) {
+    l->count = 0, l->elems = p + 1, l->elems_len = 0;
+  } else if (p[0] == 0xc0) {
+    l->count = p[2], l->elems = p + 3, l->elems_len = (size_t)p[1] - 1;
+  } else {
+    assert_int_equal(p[0], 0xd0);
+    l->count = (size_t)p[5] << 24 | (size_t)p[6] << 16 | (size_t)p[7] << 8 | p[8];
+    l->elems = p + 9;
+    l->elems_len = ((size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4]) - 4;
+  }
+  l->rest = l->elems + l->elems_len;
+  l->rest_len = (size_t)(end - l->rest);
+  return true;
 }
 
-static void test_driver_pair_begin_filter_pads_begin_and_keeps_flow(void **state) {
+static void test_driver_pair_padding_completes_every_performative_and_keeps_flow(void **state) {
   (void)state;
   side *cli = calloc(1, sizeof(*cli)), *srv = calloc(1, sizeof(*srv));
   pair_state ps = {0};
@@ -868,44 +894,51 @@ static void test_driver_pair_begin_filter_pads_begin_and_keeps_flow(void **state
   assert_int_equal(ps.received, 5);
   assert_int_equal(ps.acked, 5);
 
+  static const size_t arity[] = {10, 8, 14, 11, 11, 6, 3, 1, 1}; /* open .. close */
   frame raw[64], out[64];
   size_t nraw = split_frames(&srv->raw, raw, 64);
   size_t nout = split_frames(&srv->sent, out, 64);
   assert_int_equal(nraw, nout);
-  int begins = 0;
+  int begins = 0, padded = 0;
   for (size_t i = 0; i < nraw; i++) {
-    if (!is_begin(&raw[i])) { /* every other frame: byte-identical */
+    plist r, o;
+    if (!parse_performative(&raw[i], &r)) { /* headers, SASL, heartbeats: byte-identical */
       assert_int_equal(raw[i].len, out[i].len);
       assert_memory_equal(raw[i].p, out[i].p, raw[i].len);
       continue;
     }
-    begins++;
-    assert_true(is_begin(&out[i]));
-    const uint8_t *l = out[i].p + out[i].p[4] * 4 + 3;
-    assert_int_equal(l[0], 0xc0);
-    assert_int_equal(l[2], 8); /* eight fields */
-    assert_int_equal(out[i].len, (size_t)(out[i].p[4] * 4 + 3 + 2 + l[1]));
-    /* proton 0.37 sent 4 fields; handle-max follows them, then 3 nulls */
-    const uint8_t *tail = out[i].p + out[i].len - 8;
-    static const uint8_t want_tail[] = {0x70, 0xff, 0xff, 0xff, 0xff, 0x40, 0x40, 0x40};
-    assert_memory_equal(tail, want_tail, 8);
+    assert_true(parse_performative(&out[i], &o));
+    assert_int_equal(o.code, r.code);
+    assert_true(r.code >= 0x10 && r.code <= 0x18);
+    assert_int_equal(o.count, arity[r.code - 0x10]); /* every field present */
+    assert_true(o.elems_len >= r.elems_len);          /* the sent fields, unchanged, first */
+    assert_memory_equal(o.elems, r.elems, r.elems_len);
+    assert_int_equal(o.rest_len, r.rest_len); /* payload untouched */
+    assert_memory_equal(o.rest, r.rest, r.rest_len);
+    padded += o.count > r.count;
+    if (r.code == 0x11) { /* proton 0.37 sent 4 fields; handle-max follows, then 3 nulls */
+      begins++;
+      static const uint8_t want_tail[] = {0x70, 0xff, 0xff, 0xff, 0xff, 0x40, 0x40, 0x40};
+      assert_memory_equal(o.elems + o.elems_len - 8, want_tail, 8);
+    }
   }
   assert_int_equal(begins, 2);
+  assert_true(padded >= 5);
   free_pair(cli, srv);
   free(cli);
   free(srv);
 }
 
 static void run_filter(const uint8_t *in, size_t n, size_t chunk, qs_amqp_buf *out) {
-  qs_amqp_begin_filter_state f;
-  qs_amqp_begin_filter_init(&f);
+  qs_amqp_frame_pad_state f;
+  qs_amqp_frame_pad_init(&f);
   for (size_t off = 0; off < n; off += chunk) {
     size_t k = n - off < chunk ? n - off : chunk;
-    assert_int_equal(qs_amqp_begin_filter(&f, in + off, k, out), 0);
+    assert_int_equal(qs_amqp_frame_pad(&f, in + off, k, out), 0);
   }
 }
 
-static void test_begin_filter_output_is_independent_of_splits(void **state) {
+static void test_frame_padding_output_is_independent_of_splits(void **state) {
   (void)state;
   side *cli = calloc(1, sizeof(*cli)), *srv = calloc(1, sizeof(*srv));
   pair_state ps = {0};
@@ -935,7 +968,7 @@ static void test_begin_filter_output_is_independent_of_splits(void **state) {
   free(srv);
 }
 
-static void test_begin_filter_handles_ulong_descriptor_and_full_begin(void **state) {
+static void test_frame_padding_handles_ulong_descriptor_and_full_begin(void **state) {
   (void)state;
   /* begin with an 8-byte ulong descriptor, list8 of 3 fields, channel 1 */
   static const uint8_t ulong_begin[] = {
@@ -970,31 +1003,31 @@ static void test_begin_filter_handles_ulong_descriptor_and_full_begin(void **sta
   qs_amqp_buf_free(&o2);
 }
 
-static void test_begin_filter_rejects_malformed_frame_header(void **state) {
+static void test_frame_padding_rejects_malformed_frame_header(void **state) {
   (void)state;
   static const uint8_t bad_size[] = {0, 0, 0, 4, 2, 0, 0, 0};
   static const uint8_t bad_doff[] = {0, 0, 0, 16, 1, 0, 0, 0};
   static const uint8_t bad_list[] = {0, 0, 0, 12, 2, 0, 0, 0, 0x00, 0x53, 0x11, 0xa1};
-  qs_amqp_begin_filter_state f;
+  qs_amqp_frame_pad_state f;
   qs_amqp_buf out = {0};
-  qs_amqp_begin_filter_init(&f);
-  assert_int_equal(qs_amqp_begin_filter(&f, bad_size, sizeof(bad_size), &out), QS_ERR_PARSE);
-  qs_amqp_begin_filter_init(&f);
-  assert_int_equal(qs_amqp_begin_filter(&f, bad_doff, sizeof(bad_doff), &out), QS_ERR_PARSE);
-  qs_amqp_begin_filter_init(&f);
-  assert_int_equal(qs_amqp_begin_filter(&f, bad_list, sizeof(bad_list), &out), QS_ERR_PARSE);
+  qs_amqp_frame_pad_init(&f);
+  assert_int_equal(qs_amqp_frame_pad(&f, bad_size, sizeof(bad_size), &out), QS_ERR_PARSE);
+  qs_amqp_frame_pad_init(&f);
+  assert_int_equal(qs_amqp_frame_pad(&f, bad_doff, sizeof(bad_doff), &out), QS_ERR_PARSE);
+  qs_amqp_frame_pad_init(&f);
+  assert_int_equal(qs_amqp_frame_pad(&f, bad_list, sizeof(bad_list), &out), QS_ERR_PARSE);
   qs_amqp_buf_free(&out);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_driver_pair_begin_filter_pads_begin_and_keeps_flow),
-      cmocka_unit_test(test_begin_filter_output_is_independent_of_splits),
-      cmocka_unit_test(test_begin_filter_handles_ulong_descriptor_and_full_begin),
-      cmocka_unit_test(test_begin_filter_rejects_malformed_frame_header),
+      cmocka_unit_test(test_driver_pair_padding_completes_every_performative_and_keeps_flow),
+      cmocka_unit_test(test_frame_padding_output_is_independent_of_splits),
+      cmocka_unit_test(test_frame_padding_handles_ulong_descriptor_and_full_begin),
+      cmocka_unit_test(test_frame_padding_rejects_malformed_frame_header),
       cmocka_unit_test(test_connect_rejects_bad_arguments_without_callbacks),
       cmocka_unit_test(test_loopback_transfers_10000_messages_and_closes_clean),
-      cmocka_unit_test(test_loopback_with_begin_filter_still_works),
+      cmocka_unit_test(test_loopback_with_frame_padding_still_works),
       cmocka_unit_test(test_tls_loopback_transfers_10000_messages),
       cmocka_unit_test(test_tls_name_mismatch_fails_with_verification_reason),
       cmocka_unit_test(test_tls_large_multi_frame_messages_pass_through_filter),

@@ -115,25 +115,28 @@ typedef int (*qs_amqp_out_filter_fn)(void *state, const uint8_t *in, size_t n, q
 /* Installs a filter (in setup). state is owned by the caller and must live
  * until on_closed. */
 void qs_amqp_conn_set_out_filter(qs_amqp_conn *conn, qs_amqp_out_filter_fn fn, void *state);
-/* Installs the ready-made begin filter below, owned by the connection. */
-void qs_amqp_conn_use_begin_filter(qs_amqp_conn *conn);
+/* Installs the ready-made frame padding filter below, owned by the connection. */
+void qs_amqp_conn_use_frame_padding(qs_amqp_conn *conn);
 
-/* The begin filter: re-encodes every AMQP `begin` performative (frame type
- * 0, descriptor 0x11) with all eight fields — a missing handle-max becomes
- * 0xffffffff, other missing fields null — adjusting the frame size. Protocol
- * headers, SASL frames and every other frame pass through byte-identical.
- * Needed by pyamqp, which indexes begin fields by position (proton 0.37
- * omits trailing fields and cannot set handle-max). */
-typedef struct qs_amqp_begin_filter_state {
+/* The frame padding filter: re-encodes every AMQP performative (frame type 0, descriptors
+ * 0x10 open .. 0x18 close) whose field list is shorter than the performative's arity, padding
+ * it with nulls (begin's handle-max with 0xffffffff) and adjusting the frame size; a transfer's
+ * payload streams through untouched. Protocol headers, SASL and empty frames pass byte-identical.
+ * Needed by pyamqp, which indexes performative fields by position (a transfer's payload must sit
+ * at index 11), while proton 0.37 omits trailing null fields and cannot set handle-max. */
+typedef struct qs_amqp_frame_pad_state {
   int phase;         /* internal: what the buffered bytes are */
   size_t pass_left;  /* bytes of the current frame to copy through */
-  uint8_t acc[2048]; /* head of the current frame or a whole begin frame */
+  uint8_t acc[2048]; /* head of the current frame, up to the end of its performative list */
   size_t acc_len;
-  size_t need; /* bytes acc must hold before the next decision */
-} qs_amqp_begin_filter_state;
+  size_t need;    /* bytes acc must hold before the next decision */
+  uint64_t code;  /* descriptor of the current performative */
+  size_t arity;   /* its number of fields */
+  size_t list_at; /* where its list starts in acc */
+} qs_amqp_frame_pad_state;
 
-void qs_amqp_begin_filter_init(qs_amqp_begin_filter_state *f);
-int qs_amqp_begin_filter(void *state, const uint8_t *in, size_t n, qs_amqp_buf *out);
+void qs_amqp_frame_pad_init(qs_amqp_frame_pad_state *f);
+int qs_amqp_frame_pad(void *state, const uint8_t *in, size_t n, qs_amqp_buf *out);
 
 /* ---- Listener ----------------------------------------------------------- */
 typedef struct qs_amqp_listener qs_amqp_listener;
