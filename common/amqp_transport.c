@@ -161,8 +161,8 @@ static void filter_pass_rest(qs_amqp_frame_pad_state *f, qs_amqp_buf *out) {
 /* acc holds the frame up to the end of its performative list (list at f->list_at, elements
  * from `elems` for elems_len bytes, count fields): writes the frame header and the list padded
  * to the performative's arity, then passes the rest of the frame (e.g. a payload) through. */
-static void filter_rewrite(qs_amqp_frame_pad_state *f, qs_amqp_buf *out, size_t count,
-                           size_t elems, size_t elems_len) {
+static void filter_rewrite(qs_amqp_frame_pad_state *f, qs_amqp_buf *out, size_t count, size_t elems,
+                           size_t elems_len) {
   const uint8_t *fr = f->acc;
   uint32_t size = get_be32(fr);
   size_t p = f->list_at, end = f->acc_len, arity = f->arity;
@@ -259,7 +259,7 @@ static int filter_decide(qs_amqp_frame_pad_state *f, qs_amqp_buf *out) {
       f->need = p + hdr;
       return 0;
     }
-    size_t end = a[p] == 0x45 ? p + 1
+    size_t end = a[p] == 0x45   ? p + 1
                  : a[p] == 0xc0 ? p + 2 + (size_t)a[p + 1]
                                 : p + 5 + (size_t)get_be32(a + p + 1);
     if (end > size || (a[p] == 0xc0 && a[p + 1] < 1) || (a[p] == 0xd0 && get_be32(a + p + 1) < 4))

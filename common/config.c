@@ -35,14 +35,16 @@ static const char *type_name(qs_cfg_type t) {
   return "?";
 }
 
-static int fail(char *err, size_t errlen, const qs_cfg_spec *s, const char *text, const char *what) {
+static int fail(char *err, size_t errlen, const qs_cfg_spec *s, const char *text,
+                const char *what) {
   if (s->flags & QS_CFG_SECRET)
     text = "***";
   snprintf(err, errlen, "%s=\"%.200s\": %s", s->name, text, what);
   return QS_ERR_INVALID;
 }
 
-/* Format what is allowed, then fail with it: keeps every message's format checked by the compiler. */
+/* Format what is allowed, then fail with it: keeps every message's format checked by the compiler.
+ */
 #define FAIL(...)                                                                                  \
   do {                                                                                             \
     char what_[256];                                                                               \

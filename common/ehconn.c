@@ -117,8 +117,8 @@ int qs_ehconn_parse(const char *s, qs_ehconn *out, char *err, size_t errlen) {
   else if (out->key[0] && !out->key_name[0])
     rc = fail(err, errlen, "SharedAccessKey needs SharedAccessKeyName", NULL);
   else if (!out->key[0] && !out->sas[0])
-    rc = fail(err, errlen, "connection string has neither SharedAccessKey nor SharedAccessSignature",
-              NULL);
+    rc = fail(err, errlen,
+              "connection string has neither SharedAccessKey nor SharedAccessSignature", NULL);
   if (rc != 0) {
     memset(out, 0, sizeof *out);
     return rc;

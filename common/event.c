@@ -223,8 +223,8 @@ static int check_range(const char *name, double v, double lo, double hi, char *w
 
 static int check_time(const char *name, int64_t v, int64_t lo, char *why, size_t whylen) {
   if (v < lo || v > QS_EVENT_TIME_MAX) {
-    qs_set_reason(why, whylen, "%s: %" PRId64 " out of range [%" PRId64 ", %" PRId64 "]", name, v, lo,
-            QS_EVENT_TIME_MAX);
+    qs_set_reason(why, whylen, "%s: %" PRId64 " out of range [%" PRId64 ", %" PRId64 "]", name, v,
+                  lo, QS_EVENT_TIME_MAX);
     return QS_ERR_INVALID;
   }
   return 0;
@@ -239,7 +239,8 @@ static int validate(const qs_event *ev, bool texts, char *why, size_t whylen) {
     return QS_ERR_INVALID;
   }
   if (!qs_event_id_is_valid(ev->event_id, idlen)) {
-    qs_set_reason(why, whylen, "event_id: must be 1..%d characters of [A-Za-z0-9_.:-]", QS_EVENT_ID_MAX);
+    qs_set_reason(why, whylen, "event_id: must be 1..%d characters of [A-Za-z0-9_.:-]",
+                  QS_EVENT_ID_MAX);
     return QS_ERR_INVALID;
   }
   if (ev->has_magnitude && (rc = check_range("magnitude", ev->magnitude, -2.0, 10.5, why, whylen)))
@@ -282,7 +283,7 @@ static int validate(const qs_event *ev, bool texts, char *why, size_t whylen) {
     }
     if (!qs_event_id_is_valid(ev->superseded_by, suplen)) {
       qs_set_reason(why, whylen, "superseded_by: must be 1..%d characters of [A-Za-z0-9_.:-]",
-              QS_EVENT_ID_MAX);
+                    QS_EVENT_ID_MAX);
       return QS_ERR_INVALID;
     }
     if (strcmp(ev->superseded_by, ev->event_id) == 0) {
@@ -306,7 +307,7 @@ static int validate(const qs_event *ev, bool texts, char *why, size_t whylen) {
     size_t n = strnlen(id, (size_t)(ev->ids_used - ev->ids_off[i]));
     if (!qs_event_id_is_valid(id, n)) {
       qs_set_reason(why, whylen, "ids[%zu]: must be 1..%d characters of [A-Za-z0-9_.:-]", i,
-              QS_EVENT_ID_MAX);
+                    QS_EVENT_ID_MAX);
       return QS_ERR_INVALID;
     }
   }
@@ -455,12 +456,12 @@ static int get_ids(const cJSON *it, qs_event *ev, char *why, size_t whylen) {
     int rc = qs_event_ids_add(ev, e->valuestring, strlen(e->valuestring));
     if (rc == QS_ERR_TOOBIG) {
       qs_set_reason(why, whylen, "ids: more than %d entries or %d bytes, or an entry over %d bytes",
-              QS_EVENT_IDS_MAX, QS_EVENT_IDS_BYTES, QS_EVENT_ID_MAX);
+                    QS_EVENT_IDS_MAX, QS_EVENT_IDS_BYTES, QS_EVENT_ID_MAX);
       return QS_ERR_INVALID;
     }
     if (rc) {
       qs_set_reason(why, whylen, "ids[%zu]: must be 1..%d characters of [A-Za-z0-9_.:-]", i,
-              QS_EVENT_ID_MAX);
+                    QS_EVENT_ID_MAX);
       return QS_ERR_INVALID;
     }
     i++;
@@ -522,7 +523,8 @@ static int decode_field(qs_event *ev, int f, const cJSON *it, char *why, size_t 
       return 0;
     }
     if (!cJSON_IsString(it) || qs_alert_level_parse(it->valuestring, &ev->alert_level) != 0) {
-      qs_set_reason(why, whylen, "%s: must be null, \"green\", \"yellow\", \"orange\" or \"red\"", name);
+      qs_set_reason(why, whylen, "%s: must be null, \"green\", \"yellow\", \"orange\" or \"red\"",
+                    name);
       return QS_ERR_INVALID;
     }
     return 0;
@@ -537,7 +539,8 @@ static int decode_field(qs_event *ev, int f, const cJSON *it, char *why, size_t 
     return 0;
   case F_CHANGE:
     if (!cJSON_IsString(it) || qs_event_change_parse(it->valuestring, &ev->change) != 0) {
-      qs_set_reason(why, whylen, "change: must be \"new\", \"revision\", \"deleted\" or \"superseded\"");
+      qs_set_reason(why, whylen,
+                    "change: must be \"new\", \"revision\", \"deleted\" or \"superseded\"");
       return QS_ERR_INVALID;
     }
     return 0;
@@ -596,7 +599,7 @@ int qs_event_from_json(qs_event *ev, const char *json, size_t len, char *why, si
   for (const char *p = end; p && p < json + len; p++) {
     if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '\0') {
       qs_set_reason(why, whylen, "event: trailing data after the JSON value (byte %zu)",
-              (size_t)(p - json));
+                    (size_t)(p - json));
       rc = QS_ERR_PARSE;
       break;
     }

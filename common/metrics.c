@@ -98,9 +98,9 @@ void qs_metrics_init(qs_metrics *m, const char *service, const char *version) {
   snprintf(m->service, sizeof m->service, "%s", service);
   snprintf(m->version, sizeof m->version, "%s", version);
   m->start_time_s = (double)qs_time_now_ms() / 1000.0;
-  m->dropped = qs_metric_series(
-      qs_metrics_counter(m, "quakestream_metrics_dropped_series_total",
-                         "Metric updates sent to the sink because a family hit its series cap", NULL));
+  m->dropped = qs_metric_series(qs_metrics_counter(
+      m, "quakestream_metrics_dropped_series_total",
+      "Metric updates sent to the sink because a family hit its series cap", NULL));
   static qs_metric_family sink_family; /* never rendered; holds the shape only */
   m->sink = qs_xcalloc(1, sizeof *m->sink);
   m->sink->family = &sink_family;
@@ -326,8 +326,9 @@ static void render_process(qs_buf *b, const qs_metrics *m) {
       if (e->d_name[0] != '.')
         n++;
     closedir(d);
-    qs_buf_printf(b, "# HELP process_open_fds Number of open file descriptors.\n"
-                     "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n",
+    qs_buf_printf(b,
+                  "# HELP process_open_fds Number of open file descriptors.\n"
+                  "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n",
                   n);
   }
 }

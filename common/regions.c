@@ -67,7 +67,8 @@ static int box_coord(const cJSON *box, const char *key, double lo, double hi, do
     return QS_ERR_INVALID;
   }
   if (it->valuedouble < lo || it->valuedouble > hi) {
-    qs_set_reason(why, whylen, "%s: %s %g out of range [%g, %g]", ctx, key, it->valuedouble, lo, hi);
+    qs_set_reason(why, whylen, "%s: %s %g out of range [%g, %g]", ctx, key, it->valuedouble, lo,
+                  hi);
     return QS_ERR_INVALID;
   }
   *out = it->valuedouble;
@@ -111,13 +112,13 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
     }
     if (!name_ok(name->valuestring)) {
       qs_set_reason(why, whylen, "regions[%zu]: name must be 1..%d characters of [a-z0-9_-]", ri,
-              QS_REGION_NAME_MAX);
+                    QS_REGION_NAME_MAX);
       return QS_ERR_INVALID;
     }
     for (size_t k = 0; k < ri; k++) {
       if (strcmp(out->rules[k].name, name->valuestring) == 0) {
         qs_set_reason(why, whylen, "regions[%zu]: duplicate name \"%s\" (also regions[%zu])", ri,
-                name->valuestring, k);
+                      name->valuestring, k);
         return QS_ERR_INVALID;
       }
     }
@@ -126,7 +127,7 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
     int nb = cJSON_IsArray(boxes) ? cJSON_GetArraySize(boxes) : -1;
     if (nb < 1 || nb > QS_REGIONS_MAX_BOXES) {
       qs_set_reason(why, whylen, "regions[%zu] \"%s\": boxes must be an array of 1..%d boxes", ri,
-              out->rules[ri].name, QS_REGIONS_MAX_BOXES);
+                    out->rules[ri].name, QS_REGIONS_MAX_BOXES);
       return QS_ERR_INVALID;
     }
     size_t bi = 0;
@@ -161,9 +162,9 @@ static int load_tree(qs_regions *out, const cJSON *root, char *why, size_t whyle
       catch_all = true;
   if (!catch_all) {
     qs_set_reason(why, whylen,
-            "regions[%zu] \"%s\": the last rule must be a catch-all with a box "
-            "{-90, 90, -180, 180}, so every point gets a region",
-            ri - 1, out->rules[ri - 1].name);
+                  "regions[%zu] \"%s\": the last rule must be a catch-all with a box "
+                  "{-90, 90, -180, 180}, so every point gets a region",
+                  ri - 1, out->rules[ri - 1].name);
     return QS_ERR_INVALID;
   }
   return 0;
@@ -173,7 +174,8 @@ int qs_regions_load_json(qs_regions *r, const char *json, size_t len, char *why,
   if (why && whylen)
     why[0] = '\0';
   if (len > QS_REGIONS_FILE_MAX) {
-    qs_set_reason(why, whylen, "regions: %zu bytes, over the %d byte limit", len, QS_REGIONS_FILE_MAX);
+    qs_set_reason(why, whylen, "regions: %zu bytes, over the %d byte limit", len,
+                  QS_REGIONS_FILE_MAX);
     return QS_ERR_TOOBIG;
   }
   const char *end = NULL;
@@ -186,7 +188,7 @@ int qs_regions_load_json(qs_regions *r, const char *json, size_t len, char *why,
   for (const char *p = end; p < json + len; p++) {
     if (!isspace((unsigned char)*p) && *p != '\0') {
       qs_set_reason(why, whylen, "regions: trailing data after the JSON value (byte %zu)",
-              (size_t)(p - json));
+                    (size_t)(p - json));
       cJSON_Delete(root);
       return QS_ERR_PARSE;
     }
@@ -218,7 +220,7 @@ int qs_regions_load_file(qs_regions *r, const char *path, char *why, size_t whyl
   }
   if (st.st_size > QS_REGIONS_FILE_MAX) {
     qs_set_reason(why, whylen, "regions file %s: %lld bytes, over the %d byte limit", path,
-            (long long)st.st_size, QS_REGIONS_FILE_MAX);
+                  (long long)st.st_size, QS_REGIONS_FILE_MAX);
     fclose(f);
     return QS_ERR_TOOBIG;
   }

@@ -55,26 +55,27 @@ int qs_tls_ctx_init_server(qs_tls_ctx *ctx, const char *cert_chain_file, const c
   ERR_clear_error();
   SSL_CTX *c = new_ctx(TLS_server_method());
   if (!c) {
-    qs_set_reason(err, err_len, "TLS context: %s", ossl_reason(why, sizeof(why), "SSL_CTX_new failed"));
+    qs_set_reason(err, err_len, "TLS context: %s",
+                  ossl_reason(why, sizeof(why), "SSL_CTX_new failed"));
     return QS_ERR_NOMEM;
   }
   if (SSL_CTX_use_certificate_chain_file(c, cert_chain_file) != 1) {
     qs_set_reason(err, err_len, "TLS certificate chain %s: %s", cert_chain_file,
-            ossl_reason(why, sizeof(why), "unreadable"));
+                  ossl_reason(why, sizeof(why), "unreadable"));
     SSL_CTX_free(c);
     return QS_ERR_IO;
   }
   if (SSL_CTX_use_PrivateKey_file(c, key_file, SSL_FILETYPE_PEM) != 1) {
     bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
     qs_set_reason(err, err_len, "TLS private key %s%s: %s", key_file,
-            mismatch ? " does not match the certificate" : "",
-            ossl_reason(why, sizeof(why), "unreadable"));
+                  mismatch ? " does not match the certificate" : "",
+                  ossl_reason(why, sizeof(why), "unreadable"));
     SSL_CTX_free(c);
     return mismatch ? QS_ERR_INVALID : QS_ERR_IO;
   }
   if (SSL_CTX_check_private_key(c) != 1) {
     qs_set_reason(err, err_len, "TLS private key %s does not match certificate %s: %s", key_file,
-            cert_chain_file, ossl_reason(why, sizeof(why), "mismatch"));
+                  cert_chain_file, ossl_reason(why, sizeof(why), "mismatch"));
     SSL_CTX_free(c);
     return QS_ERR_INVALID;
   }
@@ -89,14 +90,16 @@ int qs_tls_ctx_init_client(qs_tls_ctx *ctx, const char *ca_file, char *err, size
   ERR_clear_error();
   SSL_CTX *c = new_ctx(TLS_client_method());
   if (!c) {
-    qs_set_reason(err, err_len, "TLS context: %s", ossl_reason(why, sizeof(why), "SSL_CTX_new failed"));
+    qs_set_reason(err, err_len, "TLS context: %s",
+                  ossl_reason(why, sizeof(why), "SSL_CTX_new failed"));
     return QS_ERR_NOMEM;
   }
   int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(c, ca_file, NULL)
                                : SSL_CTX_set_default_verify_paths(c);
   if (ok != 1) {
-    qs_set_reason(err, err_len, "TLS trust store %s: %s", ca_file && *ca_file ? ca_file : "(system)",
-            ossl_reason(why, sizeof(why), "unreadable"));
+    qs_set_reason(err, err_len, "TLS trust store %s: %s",
+                  ca_file && *ca_file ? ca_file : "(system)",
+                  ossl_reason(why, sizeof(why), "unreadable"));
     SSL_CTX_free(c);
     return QS_ERR_IO;
   }

@@ -77,7 +77,7 @@ static int map_ids(const cJSON *props, qs_event *ev, char *why, size_t whylen) {
       int rc = qs_event_ids_add(ev, s, n);
       if (rc) {
         qs_set_reason(why, whylen, "properties.ids: entry \"%.*s\" %s", (int)(n > 40 ? 40 : n), s,
-                rc == QS_ERR_TOOBIG ? "exceeds the ids limits" : "is not a valid id");
+                      rc == QS_ERR_TOOBIG ? "exceeds the ids limits" : "is not a valid id");
         return QS_ERR_INVALID;
       }
     }
@@ -209,7 +209,8 @@ static cJSON *parse_doc(const char *doc, size_t len, char *why, size_t whylen) {
   }
   for (const char *p = end; p && p < doc + len; p++) {
     if (!isspace((unsigned char)*p) && *p != '\0') {
-      qs_set_reason(why, whylen, "trailing data after the JSON value (byte %zu)", (size_t)(p - doc));
+      qs_set_reason(why, whylen, "trailing data after the JSON value (byte %zu)",
+                    (size_t)(p - doc));
       cJSON_Delete(root);
       return NULL;
     }

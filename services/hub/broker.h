@@ -32,7 +32,8 @@
 #define HUB_PATH_MAX 320
 #define HUB_MAX_PARTITIONS 1024
 
-/* SAS rights a grant can carry: HUB_RIGHT_SEND | HUB_RIGHT_LISTEN | HUB_RIGHT_MANAGE (hub_config.h). */
+/* SAS rights a grant can carry: HUB_RIGHT_SEND | HUB_RIGHT_LISTEN | HUB_RIGHT_MANAGE
+ * (hub_config.h). */
 
 typedef struct hub_entity {
   const char *name; /* canonical hub name */

@@ -19,9 +19,9 @@
 #include "hub_config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <proton/condition.h>
 #include <proton/connection.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,8 +76,8 @@ struct hub_server {
   int listeners_open;
   hconn *conns;
   size_t n_conns;
-  uv_timer_t tick;     /* CBS deadlines and token expiry of every connection; retention */
-  uv_timer_t grace;    /* shutdown: abort connections that do not close */
+  uv_timer_t tick;  /* CBS deadlines and token expiry of every connection; retention */
+  uv_timer_t grace; /* shutdown: abort connections that do not close */
   int64_t last_retain_ms;
   size_t logs_open;
   bool stopping, teardown;
@@ -211,12 +211,9 @@ static int st_read(void *ctx, const char *hub, int part, int64_t from_seq, size_
   if (rc != 0)
     return rc;
   for (size_t i = 0; i < n; i++)
-    out[i] = (hub_stored){recs[i].seq,
-                          recs[i].offset,
-                          recs[i].enqueued_ms,
-                          recs[i].key_len ? (const char *)recs[i].key : NULL,
-                          recs[i].key_len,
-                          recs[i].payload,
+    out[i] = (hub_stored){recs[i].seq,         recs[i].offset,
+                          recs[i].enqueued_ms, recs[i].key_len ? (const char *)recs[i].key : NULL,
+                          recs[i].key_len,     recs[i].payload,
                           recs[i].payload_len};
   *n_out = n;
   return 0;
@@ -408,11 +405,11 @@ static int open_logs(hub_server *s, char *err, size_t errlen) {
   s->n_hubs = s->cfg.n_hubs;
   s->hubs = qs_xcalloc(s->n_hubs, sizeof *s->hubs);
   static const char *const part_labels[] = {"hub", "partition", NULL};
-  qs_metric_family *fin = qs_metrics_counter(s->opt.metrics, "hub_events_in_total",
-                                             "Events accepted for appending, per partition",
-                                             part_labels);
-  qs_metric_family *fbytes = qs_metrics_counter(
-      s->opt.metrics, "hub_bytes_in_total", "Event bytes accepted, per partition", part_labels);
+  qs_metric_family *fin =
+      qs_metrics_counter(s->opt.metrics, "hub_events_in_total",
+                         "Events accepted for appending, per partition", part_labels);
+  qs_metric_family *fbytes = qs_metrics_counter(s->opt.metrics, "hub_bytes_in_total",
+                                                "Event bytes accepted, per partition", part_labels);
   for (size_t i = 0; i < s->n_hubs; i++) {
     const hub_config_hub *ch = &s->cfg.hubs[i];
     hhub *h = &s->hubs[i];
@@ -495,10 +492,11 @@ int hub_server_start(hub_server **out, uv_loop_t *loop, const hub_server_options
                                   qs_hub_config_default_json_len, err, errlen);
   s->m_connections = qs_metric_series(
       qs_metrics_gauge(o->metrics, "hub_connections", "Open AMQP connections", NULL));
-  s->m_rejected = qs_metric_series(qs_metrics_counter(
-      o->metrics, "hub_connections_rejected_total", "Connections refused (limit or stopping)", NULL));
-  s->m_auth_failures = qs_metric_series(qs_metrics_counter(
-      o->metrics, "hub_auth_failures_total", "SAS tokens refused", NULL));
+  s->m_rejected =
+      qs_metric_series(qs_metrics_counter(o->metrics, "hub_connections_rejected_total",
+                                          "Connections refused (limit or stopping)", NULL));
+  s->m_auth_failures = qs_metric_series(
+      qs_metrics_counter(o->metrics, "hub_auth_failures_total", "SAS tokens refused", NULL));
   double bounds[14];
   qs_metrics_exp_buckets(bounds, 0.0001, 2, 14);
   s->m_fsync = qs_metric_series(qs_metrics_histogram(
@@ -537,9 +535,8 @@ int hub_server_start(hub_server **out, uv_loop_t *loop, const hub_server_options
   s->last_retain_ms = 0;
   qs_log_info(o->log, "hub listening", QS_LSTR("host", o->amqp_host),
               QS_LINT("amqp_port", hub_server_amqp_port(s)),
-              QS_LINT("amqps_port", hub_server_amqps_port(s)),
-              QS_LINT("hubs", (int64_t)s->n_hubs), QS_LINT("partitions", (int64_t)s->logs_open),
-              QS_LSTR("data_dir", o->data_dir));
+              QS_LINT("amqps_port", hub_server_amqps_port(s)), QS_LINT("hubs", (int64_t)s->n_hubs),
+              QS_LINT("partitions", (int64_t)s->logs_open), QS_LSTR("data_dir", o->data_dir));
   if (!s->tls_on)
     qs_log_info(o->log, "TLS listener off: set TLS_CERT and TLS_KEY to enable it");
   return 0;

@@ -911,7 +911,7 @@ static void test_driver_pair_padding_completes_every_performative_and_keeps_flow
     assert_int_equal(o.code, r.code);
     assert_true(r.code >= 0x10 && r.code <= 0x18);
     assert_int_equal(o.count, arity[r.code - 0x10]); /* every field present */
-    assert_true(o.elems_len >= r.elems_len);          /* the sent fields, unchanged, first */
+    assert_true(o.elems_len >= r.elems_len);         /* the sent fields, unchanged, first */
     assert_memory_equal(o.elems, r.elems, r.elems_len);
     assert_int_equal(o.rest_len, r.rest_len); /* payload untouched */
     assert_memory_equal(o.rest, r.rest, r.rest_len);

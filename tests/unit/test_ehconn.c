@@ -20,10 +20,11 @@ static void test_emulator_connection_string_selects_plain_tcp_on_5672(void **sta
   (void)state;
   qs_ehconn c;
   char err[256];
-  assert_int_equal(qs_ehconn_parse("Endpoint=sb://127.0.0.1;SharedAccessKeyName=RootManageSharedAccessKey;"
-                                   "SharedAccessKey=" KEY ";UseDevelopmentEmulator=true;",
-                                   &c, err, sizeof err),
-                   0);
+  assert_int_equal(
+      qs_ehconn_parse("Endpoint=sb://127.0.0.1;SharedAccessKeyName=RootManageSharedAccessKey;"
+                      "SharedAccessKey=" KEY ";UseDevelopmentEmulator=true;",
+                      &c, err, sizeof err),
+      0);
   assert_string_equal(c.host, "127.0.0.1");
   assert_int_equal(c.port, 5672);
   assert_false(c.use_tls);
@@ -44,10 +45,11 @@ static void test_azure_connection_string_uses_tls_5671_keys_case_insensitive(voi
   assert_int_equal(c.port, 5671);
   assert_true(c.use_tls);
   assert_string_equal(c.entity_path, "earthquake-events");
-  assert_int_equal(qs_ehconn_parse("Endpoint=sb://h:15672/;SharedAccessSignature=SharedAccessSignature "
-                                   "sr=x&sig=y&se=1&skn=z",
-                                   &c, err, sizeof err),
-                   0);
+  assert_int_equal(
+      qs_ehconn_parse("Endpoint=sb://h:15672/;SharedAccessSignature=SharedAccessSignature "
+                      "sr=x&sig=y&se=1&skn=z",
+                      &c, err, sizeof err),
+      0);
   assert_int_equal(c.port, 15672);
   assert_string_equal(c.sas, "SharedAccessSignature sr=x&sig=y&se=1&skn=z");
 }
@@ -93,8 +95,9 @@ static void test_url_encoding_matches_encode_uri_component(void **state) {
 /* base64(HMAC-SHA256) by the openssl CLI, as an independent reference. */
 static void openssl_sign(const char *key, const char *msg, char *out, size_t cap) {
   char cmd[1024];
-  snprintf(cmd, sizeof cmd, "printf '%%s' '%s' | openssl dgst -sha256 -hmac '%s' -binary | openssl base64",
-           msg, key);
+  snprintf(cmd, sizeof cmd,
+           "printf '%%s' '%s' | openssl dgst -sha256 -hmac '%s' -binary | openssl base64", msg,
+           key);
   FILE *p = popen(cmd, "r");
   assert_non_null(p);
   assert_non_null(fgets(out, (int)cap, p));
@@ -106,9 +109,8 @@ static void test_token_signature_equals_openssl_cli_hmac(void **state) {
   (void)state;
   char tok[1024];
   const char *res = "sb://127.0.0.1:5672/earthquake-events";
-  assert_int_equal(qs_sas_token_make(res, "RootManageSharedAccessKey", KEY, 1800000000, tok,
-                                     sizeof tok),
-                   0);
+  assert_int_equal(
+      qs_sas_token_make(res, "RootManageSharedAccessKey", KEY, 1800000000, tok, sizeof tok), 0);
   char want_sig[128];
   /* the string to sign has a real newline between the encoded resource and the expiry */
   openssl_sign(KEY, "sb%3A%2F%2F127.0.0.1%3A5672%2Fearthquake-events\n1800000000", want_sig,
@@ -134,24 +136,24 @@ static void test_verify_accepts_good_and_rejects_tampered_expired_and_foreign_to
   assert_int_equal(qs_sas_token_parse(tok, &t, err, sizeof err), 0);
   assert_string_equal(t.key_name, "listen");
   assert_string_equal(t.resource, "sb://127.0.0.1:5672/earthquake-events");
-  assert_int_equal(qs_sas_token_verify(&t, KEY, "sb://127.0.0.1:5672/earthquake-events/Partitions/2",
-                                       1000, err, sizeof err),
+  assert_int_equal(qs_sas_token_verify(&t, KEY,
+                                       "sb://127.0.0.1:5672/earthquake-events/Partitions/2", 1000,
+                                       err, sizeof err),
                    0);
   assert_int_equal(qs_sas_token_verify(&t, "other-key", NULL, 1000, err, sizeof err), QS_ERR_AUTH);
   assert_non_null(strstr(err, "signature"));
   assert_int_equal(qs_sas_token_verify(&t, KEY, NULL, 2000, err, sizeof err), QS_ERR_EXPIRED);
-  assert_int_equal(qs_sas_token_verify(&t, KEY, "sb://127.0.0.1:5672/weather-events", 1000, err,
-                                       sizeof err),
-                   QS_ERR_AUTH);
+  assert_int_equal(
+      qs_sas_token_verify(&t, KEY, "sb://127.0.0.1:5672/weather-events", 1000, err, sizeof err),
+      QS_ERR_AUTH);
   assert_non_null(strstr(err, "does not cover"));
   t.sig[3] ^= 1;
   assert_int_equal(qs_sas_token_verify(&t, KEY, NULL, 1000, err, sizeof err), QS_ERR_AUTH);
   assert_int_not_equal(qs_sas_token_parse("Bearer xyz", &t, err, sizeof err), 0);
   assert_int_not_equal(qs_sas_token_parse("SharedAccessSignature sr=a&sig=b", &t, err, sizeof err),
                        0);
-  assert_int_not_equal(qs_sas_token_parse("SharedAccessSignature sr=%zz&sig=b&se=1&skn=k", &t, err,
-                                          sizeof err),
-                       0);
+  assert_int_not_equal(
+      qs_sas_token_parse("SharedAccessSignature sr=%zz&sig=b&se=1&skn=k", &t, err, sizeof err), 0);
 }
 
 static void test_audience_rule_is_segment_prefix_ignoring_case_scheme_and_port(void **state) {

@@ -1,13 +1,13 @@
 /* test_httpd.c — the h2o server and admin endpoints on a real loop: status codes, bodies, content
  * types, readiness failures, and a clean close (uv_loop_close == 0). A client thread makes blocking
  * requests while the test thread runs the loop; it wakes the loop with uv_async when done. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

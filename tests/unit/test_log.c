@@ -1,4 +1,5 @@
 /* test_log.c — JSON log lines: shape, escaping, types, level threshold, truncation. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include <math.h>
 
 #include <cJSON.h>
 #include <cmocka.h>

@@ -38,7 +38,8 @@ static void test_counter_and_gauge_render_exactly(void **state) {
   qs_metric_add(p1, 0.5);
   qs_metric_add(p1, -3); /* counters never go down */
   assert_ptr_equal(qs_metric_get(in, (const char *[]){"earthquake-events", "0"}), p0);
-  qs_metric *g = qs_metric_series(qs_metrics_gauge(&m, "hub_connections", "Open connections", NULL));
+  qs_metric *g =
+      qs_metric_series(qs_metrics_gauge(&m, "hub_connections", "Open connections", NULL));
   qs_metric_set(g, 3);
   qs_buf b = QS_BUF_INIT;
   qs_metrics_render(&m, &b);
@@ -82,8 +83,8 @@ static void test_histogram_buckets_are_cumulative_with_inf_sum_and_count(void **
   qs_metrics m;
   qs_metrics_init(&m, "s", "v");
   const double bounds[] = {0.001, 0.01, 0.1};
-  qs_metric *h = qs_metric_series(
-      qs_metrics_histogram(&m, "fsync_seconds", "fsync latency", NULL, bounds, 3));
+  qs_metric *h =
+      qs_metric_series(qs_metrics_histogram(&m, "fsync_seconds", "fsync latency", NULL, bounds, 3));
   qs_metric_observe(h, 0.0005);
   qs_metric_observe(h, 0.001); /* on the bound: le is inclusive */
   qs_metric_observe(h, 0.05);

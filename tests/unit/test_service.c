@@ -1,10 +1,10 @@
 /* test_service.c — the runtime: --help/--version exit 0, bad configuration exits 2 with a message,
  * a signal runs the stop hook once and run() returns 0 with the loop closed. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

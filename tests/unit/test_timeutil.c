@@ -47,7 +47,7 @@ static void test_iso8601_rejects_garbage_and_impossible_dates(void **state) {
                               "2026-04-31T00:00:00Z",
                               "2026-11-25T24:00:00Z",
                               "2026-11-25T06:60:00Z",
-                              "2026-11-25T06:40:00",  /* no zone */
+                              "2026-11-25T06:40:00", /* no zone */
                               "2026-11-25T06:40:00ZZ",
                               "2026-11-25T06:40:00.Z",
                               "26-11-25T06:40:00Z",
@@ -87,8 +87,7 @@ static void test_capture_timestamps_parse_and_format_with_am_pm(void **state) {
       {"12/7/2018 10:22:49 AM", 1544178169000LL}, /* the real capture file's form */
       {"1/1/2020 12:00:00 AM", 1577836800000LL},  /* midnight */
       {"1/1/2020 12:30:00 PM", 1577881800000LL},  /* just after noon */
-      {"2/29/2024 11:59:59 PM", 1709251199000LL},
-      {"11/25/2026 6:40:00 AM", 1795588800000LL},
+      {"2/29/2024 11:59:59 PM", 1709251199000LL}, {"11/25/2026 6:40:00 AM", 1795588800000LL},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     int64_t ms;
@@ -101,8 +100,8 @@ static void test_capture_timestamps_parse_and_format_with_am_pm(void **state) {
     assert_string_equal(buf, cases[i].s);
   }
   static const char *bad[] = {"13/1/2020 1:00:00 AM", "1/1/2020 13:00:00 PM",
-                              "1/1/2020 0:00:00 AM", "2/30/2020 1:00:00 AM", "1/1/2020 1:00:00",
-                              "1/1/2020 1:00:00 am"};
+                              "1/1/2020 0:00:00 AM",  "2/30/2020 1:00:00 AM",
+                              "1/1/2020 1:00:00",     "1/1/2020 1:00:00 am"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t ms;
     if (qs_time_parse_capture(bad[i], &ms) == 0)
@@ -127,15 +126,15 @@ static void test_durations_parse_with_units(void **state) {
   static const struct {
     const char *s;
     int64_t ms;
-  } ok[] = {{"250ms", 250}, {"90s", 90000},  {"30m", 1800000}, {"1h", 3600000},
+  } ok[] = {{"250ms", 250},    {"90s", 90000},  {"30m", 1800000}, {"1h", 3600000},
             {"7d", 604800000}, {"300", 300000}, {"0", 0}};
   for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
     int64_t ms;
     assert_int_equal(qs_duration_parse_ms(ok[i].s, &ms), 0);
     assert_int_equal(ms, ok[i].ms);
   }
-  static const char *bad[] = {"", "-1s", "1.5h", "1 h", "1w", "h", "99999999999999999999d",
-                              "9223372036854775807d"};
+  static const char *bad[] = {
+      "", "-1s", "1.5h", "1 h", "1w", "h", "99999999999999999999d", "9223372036854775807d"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     int64_t ms;
     if (qs_duration_parse_ms(bad[i], &ms) == 0)

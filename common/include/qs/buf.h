@@ -14,7 +14,8 @@ typedef struct qs_buf {
   size_t len, cap;
 } qs_buf;
 
-#define QS_BUF_INIT {NULL, 0, 0}
+#define QS_BUF_INIT                                                                                \
+  { NULL, 0, 0 }
 
 void qs_buf_reserve(qs_buf *b, size_t extra);
 void qs_buf_append(qs_buf *b, const void *data, size_t n);

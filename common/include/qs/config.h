@@ -24,7 +24,8 @@ typedef enum qs_cfg_type {
   QS_CFG_INT,      /* integer in [min, max] */
   QS_CFG_DOUBLE,   /* finite number in [min, max] */
   QS_CFG_BOOL,     /* true/false, 1/0, yes/no, on/off */
-  QS_CFG_DURATION, /* integer + unit ms|s|m|h|d (bare integer = seconds), stored as ms, in [min, max] ms */
+  QS_CFG_DURATION, /* integer + unit ms|s|m|h|d (bare integer = seconds), stored as ms, in [min,
+                      max] ms */
   QS_CFG_ENUM,     /* one of `allowed`, "a|b|c" (case-sensitive) */
   QS_CFG_PORT,     /* TCP port 0..65535 */
 } qs_cfg_type;
@@ -35,7 +36,7 @@ enum {
 };
 
 typedef struct qs_cfg_spec {
-  const char *name;    /* NULL ends a table */
+  const char *name; /* NULL ends a table */
   qs_cfg_type type;
   const char *def;     /* default as text; NULL or "" = unset */
   double min, max;     /* numeric bounds; for STR, max = max length (0 = 4096) */

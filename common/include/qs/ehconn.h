@@ -1,10 +1,10 @@
 /* ehconn.h — Event Hubs connection strings and Shared Access Signature tokens.
  *
  * Connection string: `Endpoint=sb://host[:port]/;SharedAccessKeyName=..;SharedAccessKey=..;
- * EntityPath=..;UseDevelopmentEmulator=true` or `..;SharedAccessSignature=SharedAccessSignature sr=..`.
- * Keys compare case-insensitively (as the Azure SDKs do); values may contain '='; whitespace around
- * parts and a trailing ';' are ignored. The port defaults to 5671 (TLS), or 5672 with
- * UseDevelopmentEmulator=true, which also selects plain TCP.
+ * EntityPath=..;UseDevelopmentEmulator=true` or `..;SharedAccessSignature=SharedAccessSignature
+ * sr=..`. Keys compare case-insensitively (as the Azure SDKs do); values may contain '=';
+ * whitespace around parts and a trailing ';' are ignored. The port defaults to 5671 (TLS), or 5672
+ * with UseDevelopmentEmulator=true, which also selects plain TCP.
  *
  * SAS token: `SharedAccessSignature sr=<enc(resource)>&sig=<enc(base64(HMAC-SHA256(key bytes,
  * enc(resource) + "\n" + expiry)))>&se=<expiry>&skn=<key name>`, where enc is JavaScript's

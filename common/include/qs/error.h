@@ -41,7 +41,8 @@ _Noreturn void qs_fatal_at(const char *file, int line, const char *fmt, ...)
 
 /* Format a reason into a caller's buffer (NULL or 0-sized buffers are fine: nothing is written).
  * The one helper behind every "why"/"err" out-parameter. */
-void qs_set_reason(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void qs_set_reason(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Allocation that never returns NULL (QS_FATAL on OOM). */
 void *qs_xmalloc(size_t n);

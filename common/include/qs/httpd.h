@@ -8,8 +8,8 @@
  * h2o's internal handles are unreferenced, so an idle server never keeps the loop alive by itself;
  * its listener and connections do.
  *
- * Routes match by path prefix, longest first (h2o's rule); a handler returns 0 when it responded and
- * -1 to fall through to the next route (the last resort is a 404 problem document).
+ * Routes match by path prefix, longest first (h2o's rule); a handler returns 0 when it responded
+ * and -1 to fall through to the next route (the last resort is a 404 problem document).
  */
 #ifndef QS_HTTPD_H
 #define QS_HTTPD_H
@@ -32,11 +32,11 @@ typedef int (*qs_httpd_handler_fn)(void *data, h2o_req_t *req);
 typedef void (*qs_httpd_close_cb)(qs_httpd *h);
 
 typedef struct qs_httpd_options {
-  const char *host;       /* IP literal to bind, e.g. "127.0.0.1" or "0.0.0.0" */
-  int port;               /* 0 = any free port */
-  bool keepalive;         /* false: every response closes its connection (admin endpoints) */
+  const char *host;        /* IP literal to bind, e.g. "127.0.0.1" or "0.0.0.0" */
+  int port;                /* 0 = any free port */
+  bool keepalive;          /* false: every response closes its connection (admin endpoints) */
   uint64_t req_timeout_ms; /* idle/slow request timeout (h2o http1 req_timeout) */
-  size_t max_connections; /* accepted connections beyond this are closed at once */
+  size_t max_connections;  /* accepted connections beyond this are closed at once */
 } qs_httpd_options;
 
 struct qs_httpd {

@@ -78,9 +78,9 @@ void qs_log_write(const qs_log *log, qs_log_level level, const char *msg,
 #define qs_log_warn(log, msg, ...) QS_LOG_AT(log, QS_LOG_WARN, msg, __VA_ARGS__)
 #define qs_log_error(log, msg, ...) QS_LOG_AT(log, QS_LOG_ERROR, msg, __VA_ARGS__)
 
-/* JSON-escape the n bytes at s into out (not NUL-terminated); returns bytes written. Stops before an
- * escape or character that would not fit; *consumed (may be NULL) says how many input bytes made it.
- * Control characters become \uXXXX, invalid UTF-8 becomes U+FFFD. */
+/* JSON-escape the n bytes at s into out (not NUL-terminated); returns bytes written. Stops before
+ * an escape or character that would not fit; *consumed (may be NULL) says how many input bytes made
+ * it. Control characters become \uXXXX, invalid UTF-8 becomes U+FFFD. */
 size_t qs_json_escape(char *out, size_t cap, const char *s, size_t n, size_t *consumed);
 
 #endif

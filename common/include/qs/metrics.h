@@ -60,10 +60,10 @@ qs_metric *qs_metric_get(qs_metric_family *f, const char *const *values);
 qs_metric *qs_metric_series(qs_metric_family *f);
 
 void qs_metric_inc(qs_metric *s);
-void qs_metric_add(qs_metric *s, double v); /* counters: v >= 0 */
-void qs_metric_set(qs_metric *s, double v); /* gauges */
+void qs_metric_add(qs_metric *s, double v);     /* counters: v >= 0 */
+void qs_metric_set(qs_metric *s, double v);     /* gauges */
 void qs_metric_observe(qs_metric *s, double v); /* histograms */
-double qs_metric_value(const qs_metric *s);      /* counter/gauge value; histogram count */
+double qs_metric_value(const qs_metric *s);     /* counter/gauge value; histogram count */
 
 /* Render the whole registry in Prometheus text format 0.0.4. */
 void qs_metrics_render(qs_metrics *m, qs_buf *out);

@@ -31,10 +31,10 @@ typedef struct qs_service qs_service;
 typedef void (*qs_service_stop_fn)(qs_service *svc, void *data);
 
 typedef struct qs_service_def {
-  const char *name;    /* "hub", "ingestor", ... */
-  const char *summary; /* one line for --help */
-  const char *usage;   /* extra usage text (subcommands), or NULL */
-  int admin_port;      /* default ADMIN_PORT */
+  const char *name;          /* "hub", "ingestor", ... */
+  const char *summary;       /* one line for --help */
+  const char *usage;         /* extra usage text (subcommands), or NULL */
+  int admin_port;            /* default ADMIN_PORT */
   const qs_cfg_spec *config; /* the service's own variables (NULL-name terminated), or NULL */
 } qs_service_def;
 
@@ -52,7 +52,7 @@ struct qs_service {
   void *stop_data;
   enum qs_service_state state;
   int exit_code;
-  int argc;    /* arguments left after options the runtime understands (subcommands) */
+  int argc; /* arguments left after options the runtime understands (subcommands) */
   char **argv;
   /* The common table with this service's ADMIN_PORT default. */
   qs_cfg_spec common[4];

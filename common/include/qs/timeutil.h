@@ -22,8 +22,8 @@ int64_t qs_time_now_ms(void);
 int64_t qs_days_from_civil(int64_t y, unsigned m, unsigned d);
 void qs_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d);
 
-/* "2026-11-25T06:40:00.123Z" (always milliseconds, always Z) into buf (>= 32 bytes); returns length.
- * Years outside 0000..9999 are clamped by the caller's validation, not here. */
+/* "2026-11-25T06:40:00.123Z" (always milliseconds, always Z) into buf (>= 32 bytes); returns
+ * length. Years outside 0000..9999 are clamped by the caller's validation, not here. */
 size_t qs_time_format_iso8601(int64_t ms, char *buf, size_t cap);
 
 /* ISO-8601 date-time: YYYY-MM-DD('T'|' ')hh:mm[:ss[.fraction]](Z|±hh:mm|±hhmm); also a bare date
