@@ -66,6 +66,9 @@ int qs_service_init(qs_service *svc, const qs_service_def *def, int argc, char *
     svc->argv[svc->argc++] = argv[i]; /* compacted in place: subcommands and their flags */
   }
 
+  /* A peer that closes while we write must cost an EPIPE on that socket, not the process:
+   * libuv writes with write(2), which raises SIGPIPE by default. */
+  signal(SIGPIPE, SIG_IGN);
   qs_log_init(&svc->log, def->name, QS_LOG_INFO, STDERR_FILENO);
   char err[512];
   if (qs_config_load(&svc->config, svc->tables, env_get, NULL, err, sizeof err) != 0) {

@@ -134,3 +134,11 @@ def run_binary(name, args=(), env=None, timeout=20):
 
 
 __all__ = ["SERVICES", "Service", "run_binary", "binary", "ROOT", "BUILD", "signal"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's outcome to fixtures (item.rep_call), to dump a server's log on failure."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

@@ -109,12 +109,29 @@ static void test_sigterm_runs_the_stop_hook_once_and_run_returns_0(void **state)
   assert_int_equal(svc.state, QS_SERVICE_STOPPED);
 }
 
+static void test_init_ignores_sigpipe_so_a_closed_peer_cannot_kill_the_process(void **state) {
+  (void)state;
+  clear_env();
+  setenv("ADMIN_PORT", "0", 1);
+  signal(SIGPIPE, SIG_DFL);
+  qs_service svc;
+  char *argv[] = {"tester", NULL};
+  assert_int_equal(qs_service_init(&svc, &def, 1, argv), 0);
+  struct sigaction sa;
+  sigaction(SIGPIPE, NULL, &sa);
+  assert_true(sa.sa_handler == SIG_IGN);
+  raise(SIGPIPE); /* would end the test binary if it were not ignored */
+  qs_service_request_stop(&svc, 0);
+  assert_int_equal(qs_service_run(&svc), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_help_and_version_return_exit_code_0),
       cmocka_unit_test(test_invalid_service_variable_returns_exit_code_2),
       cmocka_unit_test(test_subcommand_arguments_are_left_for_the_service),
       cmocka_unit_test(test_sigterm_runs_the_stop_hook_once_and_run_returns_0),
+      cmocka_unit_test(test_init_ignores_sigpipe_so_a_closed_peer_cannot_kill_the_process),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

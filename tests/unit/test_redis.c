@@ -1,0 +1,307 @@
+/* test_redis.c — qs_redis against a real redis-server on a free port in a
+ * temp dir: commands, bounded pending, readiness, kill/restart reconnect,
+ * AUTH/SELECT, URL parsing, clean close (uv_loop_close == 0). The server is
+ * always killed (teardown and atexit). Skips if redis-server is absent. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "qs/error.h"
+#include "qs/redis.h"
+
+static pid_t server_pid = -1;
+static char server_dir[64];
+
+static void kill_server(void) {
+  if (server_pid > 0) {
+    kill(server_pid, SIGKILL);
+    waitpid(server_pid, NULL, 0);
+    server_pid = -1;
+  }
+}
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* Starts redis-server and waits until it accepts a connection. */
+static int start_server(int port, const char *pass) {
+  char portstr[16];
+  snprintf(portstr, sizeof portstr, "%d", port);
+  kill_server(); /* one server at a time: a failed test may have left one */
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    const char *argv[16] = {"redis-server", "--port",    portstr,        "--bind", "127.0.0.1",
+                            "--save",       "",          "--appendonly", "no",     "--dir",
+                            server_dir,     "--logfile", "/dev/null",    NULL};
+    if (pass) {
+      argv[13] = "--requirepass";
+      argv[14] = pass;
+      argv[15] = NULL;
+    }
+    execvp("redis-server", (char *const *)argv);
+    _exit(127);
+  }
+  server_pid = pid;
+  for (int i = 0; i < 500; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    if (ok)
+      return 0;
+    if (waitpid(pid, NULL, WNOHANG) == pid) {
+      server_pid = -1;
+      return -1;
+    }
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* poll interval while the server starts, not a sync */
+  }
+  return -1;
+}
+
+static int setup(void **state) {
+  (void)state;
+  snprintf(server_dir, sizeof server_dir, "/tmp/qs_redis_XXXXXX");
+  if (!mkdtemp(server_dir))
+    return -1;
+  if (system("command -v redis-server >/dev/null 2>&1") != 0)
+    server_dir[0] = '\0';
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  kill_server();
+  if (server_dir[0] == '/')
+    rmdir(server_dir);
+  return 0;
+}
+
+static int kill_after_test(void **state) {
+  (void)state;
+  kill_server();
+  return 0;
+}
+
+static void wake(uv_timer_t *t) { (void)t; }
+
+typedef int (*pred_fn)(void *);
+
+/* Runs the loop until pred(arg) or timeout_ms elapse. */
+static int run_until(uv_loop_t *loop, pred_fn pred, void *arg, uint64_t timeout_ms) {
+  uv_timer_t t;
+  uv_timer_init(loop, &t);
+  uv_timer_start(&t, wake, 10, 10);
+  uint64_t end = uv_now(loop) + timeout_ms;
+  int ok;
+  while (!(ok = pred(arg)) && uv_now(loop) < end)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return ok;
+}
+
+static int is_ready(void *a) { return qs_redis_ready(a, NULL); }
+static int not_ready(void *a) { return !qs_redis_ready(a, NULL); }
+static int auth_failed(void *a) { return strstr(((qs_redis *)a)->reason, "AUTH failed") != NULL; }
+static int no_pending(void *a) { return ((qs_redis *)a)->pending == 0; }
+
+struct result {
+  int calls, status, type;
+  char str[64];
+  long long integer;
+};
+
+static void record(qs_redis *r, redisReply *reply, int status, void *ud) {
+  (void)r;
+  struct result *res = ud;
+  res->calls++;
+  res->status = status;
+  res->type = reply ? reply->type : -1;
+  if (reply && reply->str)
+    snprintf(res->str, sizeof res->str, "%s", reply->str);
+  if (reply)
+    res->integer = reply->integer;
+}
+
+static int closed;
+static void on_closed(qs_redis *r) {
+  (void)r;
+  closed++;
+}
+static int is_closed(void *a) {
+  (void)a;
+  return closed > 0;
+}
+
+static void close_and_check(uv_loop_t *loop, qs_redis *r) {
+  closed = 0;
+  qs_redis_close(r, on_closed);
+  assert_true(run_until(loop, is_closed, NULL, 5000));
+  assert_int_equal(closed, 1);
+  assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static void test_url_parse_accepts_forms_and_rejects_bad(void **state) {
+  (void)state;
+  qs_redis_url u;
+  char err[128];
+  assert_int_equal(qs_redis_url_parse(&u, "redis://localhost", err, sizeof err), 0);
+  assert_string_equal(u.host, "localhost");
+  assert_int_equal(u.port, 6379);
+  assert_int_equal(u.db, 0);
+  assert_string_equal(u.password, "");
+  assert_int_equal(qs_redis_url_parse(&u, "redis://:s3cr:et@10.0.0.1:6380/3", err, sizeof err), 0);
+  assert_string_equal(u.password, "s3cr:et");
+  assert_string_equal(u.user, "");
+  assert_string_equal(u.host, "10.0.0.1");
+  assert_int_equal(u.port, 6380);
+  assert_int_equal(u.db, 3);
+  assert_int_equal(qs_redis_url_parse(&u, "redis://bob:pw@h/", err, sizeof err), 0);
+  assert_string_equal(u.user, "bob");
+  assert_int_equal(qs_redis_url_parse(&u, "rediss://h:6380", err, sizeof err), QS_ERR_UNSUPPORTED);
+  assert_non_null(strstr(err, "TLS"));
+  const char *bad[] = {"http://h",     "redis://",       "redis://h:0",  "redis://h:70000",
+                       "redis://h:x",  "redis://h/abc",  "redis://pw@h", "redis://:@h",
+                       "redis://h/1x", "redis://h:6379x"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    if (qs_redis_url_parse(&u, bad[i], err, sizeof err) != QS_ERR_PARSE)
+      fail_msg("accepted '%s'", bad[i]);
+  }
+}
+
+static void test_commands_bounded_pending_kill_and_reconnect(void **state) {
+  (void)state;
+  if (!server_dir[0])
+    skip();
+  int port = free_port();
+  assert_int_equal(start_server(port, NULL), 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  qs_redis r;
+  char url[64], err[128];
+  snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+  qs_redis_opts o = {
+      .max_pending = 3, .ping_interval_ms = 50, .backoff_min_ms = 20, .backoff_max_ms = 200};
+  assert_int_equal(qs_redis_init(&r, &loop, url, &o, err, sizeof err), 0);
+  assert_true(run_until(&loop, is_ready, &r, 5000));
+
+  struct result a = {0}, b = {0}, c = {0}, d = {0};
+  assert_int_equal(qs_redis_command(&r, record, &a, "SET %s %s", "k", "v1"), 0);
+  assert_int_equal(qs_redis_command(&r, record, &b, "GET %s", "k"), 0);
+  assert_int_equal(qs_redis_command(&r, record, &c, "INCR %s", "n"), 0);
+  assert_int_equal(qs_redis_command(&r, record, &d, "GET %s", "k"), QS_ERR_FULL);
+  assert_true(run_until(&loop, no_pending, &r, 5000));
+  assert_int_equal(a.calls, 1);
+  assert_string_equal(a.str, "OK");
+  assert_int_equal(b.calls, 1);
+  assert_string_equal(b.str, "v1");
+  assert_int_equal(c.type, REDIS_REPLY_INTEGER);
+  assert_int_equal(c.integer, 1);
+  assert_int_equal(d.calls, 0);
+
+  /* Server dies: ready goes false with a reason, commands fail via callback. */
+  kill_server();
+  assert_true(run_until(&loop, not_ready, &r, 5000));
+  const char *why = NULL;
+  assert_false(qs_redis_ready(&r, &why));
+  assert_non_null(strstr(why, "127.0.0.1"));
+  struct result e = {0};
+  assert_int_equal(qs_redis_command(&r, record, &e, "GET %s", "k"), 0);
+  assert_true(run_until(&loop, no_pending, &r, 5000));
+  assert_int_equal(e.calls, 1);
+  assert_int_equal(e.type, -1);
+  assert_true(e.status < 0);
+
+  /* Server returns: the client reconnects by itself. */
+  assert_int_equal(start_server(port, NULL), 0);
+  if (!run_until(&loop, is_ready, &r, 10000))
+    fail_msg("no reconnect: %s (ac %p, connected %d)", r.reason, (void *)r.ac, r.connected);
+  assert_true(r.reconnects > 0);
+  struct result f = {0};
+  assert_int_equal(qs_redis_command(&r, record, &f, "PING"), 0);
+  assert_true(run_until(&loop, no_pending, &r, 5000));
+  assert_int_equal(f.calls, 1);
+  assert_string_equal(f.str, "PONG");
+
+  /* A command in flight at close still gets exactly one callback. */
+  struct result g = {0};
+  assert_int_equal(qs_redis_command(&r, record, &g, "GET %s", "k"), 0);
+  close_and_check(&loop, &r);
+  assert_int_equal(g.calls, 1);
+  assert_int_equal(qs_redis_command(&r, record, &g, "GET %s", "k"), QS_ERR_CLOSED);
+  kill_server();
+}
+
+static void test_auth_and_select_applied(void **state) {
+  (void)state;
+  if (!server_dir[0])
+    skip();
+  int port = free_port();
+  assert_int_equal(start_server(port, "s3cret"), 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  qs_redis_opts o = {.ping_interval_ms = 50, .backoff_min_ms = 20, .backoff_max_ms = 100};
+  char url[96], err[128];
+
+  qs_redis bad;
+  snprintf(url, sizeof url, "redis://:wrong@127.0.0.1:%d", port);
+  assert_int_equal(qs_redis_init(&bad, &loop, url, &o, err, sizeof err), 0);
+  const char *why = NULL;
+  assert_true(run_until(&loop, auth_failed, &bad, 5000));
+  assert_false(qs_redis_ready(&bad, &why));
+  assert_non_null(strstr(why, "AUTH failed"));
+  closed = 0;
+  qs_redis_close(&bad, on_closed);
+  assert_true(run_until(&loop, is_closed, NULL, 5000));
+
+  qs_redis r;
+  snprintf(url, sizeof url, "redis://:s3cret@127.0.0.1:%d/2", port);
+  assert_int_equal(qs_redis_init(&r, &loop, url, &o, err, sizeof err), 0);
+  assert_true(run_until(&loop, is_ready, &r, 5000));
+  struct result a = {0}, b = {0}, c = {0};
+  assert_int_equal(qs_redis_command(&r, record, &a, "SET dbkey here"), 0);
+  assert_int_equal(qs_redis_command(&r, record, &b, "SELECT 0"), 0);
+  assert_int_equal(qs_redis_command(&r, record, &c, "EXISTS dbkey"), 0);
+  assert_true(run_until(&loop, no_pending, &r, 5000));
+  assert_string_equal(a.str, "OK");
+  assert_int_equal(c.integer, 0); /* the SET went to db 2 */
+  close_and_check(&loop, &r);
+  kill_server();
+}
+
+int main(void) {
+  atexit(kill_server);
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_url_parse_accepts_forms_and_rejects_bad),
+      cmocka_unit_test_teardown(test_commands_bounded_pending_kill_and_reconnect, kill_after_test),
+      cmocka_unit_test_teardown(test_auth_and_select_applied, kill_after_test),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
