@@ -16,6 +16,7 @@
 #include "qs/tls.h"
 
 #include "broker.h"
+#include "capture_sched.h"
 #include "hub_config.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ typedef struct hpart {
   const char *hub; /* canonical name, owned by the config */
   int part;
   hub_plog *log;
+  hub_capture *cap; /* NULL when the hub has no Capture */
   bool open;
   qs_metric *in_events, *in_bytes;
 } hpart;
@@ -80,12 +82,13 @@ struct hub_server {
   uv_timer_t grace; /* shutdown: abort connections that do not close */
   int64_t last_retain_ms;
   size_t logs_open;
+  size_t caps_open;
   bool stopping, teardown;
   hub_server_stopped_cb stopped_cb;
   void *stopped_arg;
   int handles_open; /* tick + grace timers */
   qs_metric *m_connections, *m_rejected, *m_auth_failures;
-  qs_metric *m_fsync;
+  qs_metric *m_fsync, *m_capture_errors;
 };
 
 void hub_server_options_init(hub_server_options *o) {
@@ -94,6 +97,7 @@ void hub_server_options_init(hub_server_options *o) {
   o->amqp_port = 5672;
   o->amqps_port = 5671;
   o->data_dir = "var/hub";
+  o->capture_dir = "var/capture";
   o->fsync_policy = HUB_PLOG_FSYNC_GROUP;
   o->commit_interval_ms = 5;
   o->max_connections = 1000;
@@ -261,6 +265,8 @@ static void st_set_listener(void *ctx, hub_newdata_cb cb, void *arg) {
 static void on_durable(void *arg, int64_t last_seq) {
   (void)last_seq;
   hpart *p = arg;
+  if (p->cap)
+    hub_capture_poke(p->cap);
   if (p->srv->newdata)
     p->srv->newdata(p->srv->newdata_arg, p->hub, p->part);
 }
@@ -410,6 +416,13 @@ static int open_logs(hub_server *s, char *err, size_t errlen) {
                          "Events accepted for appending, per partition", part_labels);
   qs_metric_family *fbytes = qs_metrics_counter(s->opt.metrics, "hub_bytes_in_total",
                                                 "Event bytes accepted, per partition", part_labels);
+  qs_metric_family *cfiles =
+      qs_metrics_counter(s->opt.metrics, "hub_capture_files_total",
+                         "Capture files written, per partition", part_labels);
+  qs_metric_family *cevents = qs_metrics_counter(s->opt.metrics, "hub_capture_events_total",
+                                                 "Events written to Capture files", part_labels);
+  s->m_capture_errors = qs_metric_series(qs_metrics_counter(
+      s->opt.metrics, "hub_capture_errors_total", "Capture files that failed (retried)", NULL));
   for (size_t i = 0; i < s->n_hubs; i++) {
     const hub_config_hub *ch = &s->cfg.hubs[i];
     hhub *h = &s->hubs[i];
@@ -440,6 +453,8 @@ static int open_logs(hub_server *s, char *err, size_t errlen) {
       po.on_durable_arg = hp;
       po.on_commit = on_commit;
       po.on_commit_arg = hp;
+      char ps[16];
+      snprintf(ps, sizeof ps, "%d", p);
       hp->log = hub_plog_new();
       hub_plog_set_data(hp->log, hp);
       rc = hub_plog_open(hp->log, s->loop, s->opt.data_dir, ch->name, p, &po);
@@ -450,10 +465,29 @@ static int open_logs(hub_server *s, char *err, size_t errlen) {
       }
       hp->open = true;
       s->logs_open++;
-      char ps[16];
-      snprintf(ps, sizeof ps, "%d", p);
       hp->in_events = qs_metric_get(fin, (const char *[]){ch->name, ps});
       hp->in_bytes = qs_metric_get(fbytes, (const char *[]){ch->name, ps});
+      if (ch->capture.enabled) {
+        hub_capture_options co = {
+            .capture_dir = s->opt.capture_dir,
+            .data_dir = s->opt.data_dir,
+            .namespace_name = s->cfg.namespace_name,
+            .hub = ch->name,
+            .partition = p,
+            .interval_s = ch->capture.interval_s,
+            .size_limit_bytes = ch->capture.size_limit_bytes,
+            .skip_empty = ch->capture.skip_empty_archives,
+            .log = hp->log,
+            .qlog = s->opt.log,
+            .files = qs_metric_get(cfiles, (const char *[]){ch->name, ps}),
+            .events = qs_metric_get(cevents, (const char *[]){ch->name, ps}),
+            .errors = s->m_capture_errors,
+        };
+        rc = hub_capture_start(&hp->cap, s->loop, &co, err, errlen);
+        if (rc != 0)
+          return rc;
+        s->caps_open++;
+      }
       const hub_plog_stats *st = hub_plog_get_stats(hp->log);
       if (st->recovered_truncated_bytes || st->corrupt_segments)
         qs_log_warn(s->opt.log, "partition log recovered", QS_LSTR("hub", ch->name),
@@ -595,6 +629,28 @@ static void release(hub_server *s) {
   hub_config_close(&s->cfg);
 }
 
+static void close_logs(hub_server *s) {
+  for (size_t i = 0; i < s->n_hubs; i++)
+    for (int p = 0; s->hubs[i].parts && p < s->hubs[i].entity.partition_count; p++) {
+      hpart *hp = &s->hubs[i].parts[p];
+      if (hp->log && hp->open) {
+        hp->open = false;
+        hub_plog_close(hp->log, log_closed); /* commits what is pending */
+      } else if (hp->log) {
+        hub_plog_free(hp->log); /* its open failed */
+        hp->log = NULL;
+      }
+    }
+}
+
+static void capture_stopped(void *arg) {
+  hpart *hp = arg;
+  hub_server *s = hp->srv;
+  hp->cap = NULL;
+  if (--s->caps_open == 0)
+    close_logs(s);
+}
+
 static void maybe_finish_stop(hub_server *s) {
   if (!s->stopping || s->n_conns > 0 || s->listeners_open > 0)
     return;
@@ -605,20 +661,15 @@ static void maybe_finish_stop(hub_server *s) {
     s->broker = NULL;
     uv_close((uv_handle_t *)&s->tick, handle_closed);
     uv_close((uv_handle_t *)&s->grace, handle_closed);
-    for (size_t i = 0; i < s->n_hubs; i++)
-      for (int p = 0; s->hubs[i].parts && p < s->hubs[i].entity.partition_count; p++) {
-        hpart *hp = &s->hubs[i].parts[p];
-        if (hp->log && hp->open) {
-          hp->open = false;
-          hub_plog_close(hp->log, log_closed); /* commits what is pending */
-        } else if (hp->log) {
-          hub_plog_free(hp->log); /* its open failed */
-          hp->log = NULL;
-        }
-      }
+    if (s->caps_open == 0)
+      close_logs(s);
+    for (size_t i = 0; i < s->n_hubs; i++) /* captures first: they read the logs */
+      for (int p = 0; s->hubs[i].parts && p < s->hubs[i].entity.partition_count; p++)
+        if (s->hubs[i].parts[p].cap)
+          hub_capture_stop(s->hubs[i].parts[p].cap, capture_stopped, &s->hubs[i].parts[p]);
     return;
   }
-  if (s->logs_open > 0 || s->handles_open > 0 || !s->stopped_cb)
+  if (s->caps_open > 0 || s->logs_open > 0 || s->handles_open > 0 || !s->stopped_cb)
     return;
   hub_server_stopped_cb cb = s->stopped_cb;
   void *arg = s->stopped_arg;

@@ -28,6 +28,7 @@ typedef struct hub_server_options {
   int amqps_port; /* used when tls_cert and tls_key are set; 0 = any free port */
   const char *tls_cert, *tls_key;
   const char *data_dir;
+  const char *capture_dir; /* Capture Avro files of hubs with Capture enabled */
   hub_plog_fsync fsync_policy;
   uint32_t commit_interval_ms;
   size_t max_connections;

@@ -20,6 +20,8 @@ static const qs_cfg_spec hub_config[] = {
     {"TLS_KEY", QS_CFG_STR, "", 0, 1024, NULL, "PEM private key of the TLS listener", 0},
     {"DATA_DIR", QS_CFG_STR, "var/hub", 1, 1024, NULL,
      "where the partition logs live (one directory per hub and partition)", 0},
+    {"CAPTURE_DIR", QS_CFG_STR, "var/capture", 1, 1024, NULL,
+     "where Capture Avro files of hubs with Capture enabled are written", 0},
     {"FSYNC", QS_CFG_ENUM, "group", 0, 0, "group|always|never",
      "when an event is durable before it is acknowledged: group commit, every append, or never "
      "(unsafe)",
@@ -64,6 +66,7 @@ int main(int argc, char **argv) {
   o.tls_cert = qs_config_str(c, "TLS_CERT");
   o.tls_key = qs_config_str(c, "TLS_KEY");
   o.data_dir = qs_config_str(c, "DATA_DIR");
+  o.capture_dir = qs_config_str(c, "CAPTURE_DIR");
   const char *fs = qs_config_str(c, "FSYNC");
   o.fsync_policy = strcmp(fs, "always") == 0  ? HUB_PLOG_FSYNC_ALWAYS
                    : strcmp(fs, "never") == 0 ? HUB_PLOG_FSYNC_NEVER

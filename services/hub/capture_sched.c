@@ -1,0 +1,374 @@
+/* capture_sched.c — windows of a partition's durable records written as Capture Avro files.
+ *
+ * Invariants: at most one file is being written per partition (c->job); next_seq only moves after
+ * that file was renamed into place and the checkpoint replaced; window starts strictly increase by
+ * at least one second, so two windows never share a path; enqueued times never decrease within a
+ * partition (the log guarantees it), so a window is a contiguous sequence range.
+ */
+#include "capture_sched.h"
+
+#include "qs/capture.h"
+#include "qs/error.h"
+#include "qs/timeutil.h"
+
+#include "evmsg.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define READ_BATCH 256
+#define RETRY_MS 5000
+
+typedef struct job_rec {
+  int64_t seq, offset, enqueued_ms;
+  size_t key_off, key_len, body_off, body_len;
+  bool has_body;
+} job_rec;
+
+typedef struct job {
+  uv_work_t work;
+  hub_capture *c;
+  char path[1024];
+  job_rec *recs;
+  size_t n, cap;
+  uint8_t *bytes; /* keys and bodies of the records */
+  size_t len, bytes_cap;
+  int64_t end_seq, win_start;
+  int rc;
+  char err[QS_CAPTURE_ERR_MAX];
+} job;
+
+struct hub_capture {
+  uv_loop_t *loop;
+  hub_capture_options o;
+  char *ckpt_path;
+  uv_timer_t timer;
+  int64_t next_seq;       /* first sequence not yet captured */
+  int64_t last_win_start; /* start of the last window written, -1 none */
+  int64_t win_start;      /* open window, -1 none */
+  int64_t scan_seq;       /* next record to look at in the open window */
+  uint64_t win_bytes;
+  job *job;
+  bool stopping;
+  hub_capture_stopped_cb stopped_cb;
+  void *stopped_arg;
+};
+
+/* The metrics are optional (tests leave them out). */
+static void count(qs_metric *m, double v) {
+  if (m)
+    qs_metric_add(m, v);
+}
+
+static int64_t now_ms(const hub_capture *c) {
+  return c->o.now_ms ? c->o.now_ms() : qs_time_now_ms();
+}
+
+/* The event body of a stored AMQP message: its data section(s), else the encoded amqp-value. */
+static bool message_body(const uint8_t *msg, size_t len, const uint8_t **body, size_t *blen) {
+  size_t pos = 0;
+  hub_evmsg_section sec;
+  while (hub_evmsg_next(msg, len, &pos, &sec) == 1) {
+    if (sec.code == HUB_SEC_DATA && sec.value_len >= 2) {
+      const uint8_t *v = sec.value;
+      if (v[0] == 0xa0 && sec.value_len >= 2) {
+        *body = v + 2, *blen = v[1];
+        return 2 + (size_t)v[1] <= sec.value_len;
+      }
+      if (v[0] == 0xb0 && sec.value_len >= 5) {
+        size_t n = (size_t)v[1] << 24 | (size_t)v[2] << 16 | (size_t)v[3] << 8 | v[4];
+        *body = v + 5, *blen = n;
+        return 5 + n <= sec.value_len;
+      }
+    } else if (sec.code == HUB_SEC_VALUE) {
+      *body = sec.value, *blen = sec.value_len;
+      return true;
+    }
+  }
+  return false;
+}
+
+static void job_add(job *j, const hub_plog_record *r) {
+  if (j->n == j->cap) {
+    j->cap = j->cap ? j->cap * 2 : 256;
+    j->recs = qs_xrealloc(j->recs, j->cap * sizeof *j->recs);
+  }
+  const uint8_t *body = NULL;
+  size_t blen = 0;
+  bool has = message_body(r->payload, r->payload_len, &body, &blen);
+  size_t need = j->len + r->key_len + blen;
+  if (need > j->bytes_cap) {
+    j->bytes_cap = need * 2;
+    j->bytes = qs_xrealloc(j->bytes, j->bytes_cap);
+  }
+  job_rec *jr = &j->recs[j->n++];
+  *jr = (job_rec){r->seq, r->offset, r->enqueued_ms, j->len, r->key_len, 0, 0, has};
+  if (r->key_len)
+    memcpy(j->bytes + j->len, r->key, r->key_len);
+  j->len += r->key_len;
+  jr->body_off = j->len;
+  jr->body_len = has ? blen : 0;
+  if (has && blen)
+    memcpy(j->bytes + j->len, body, blen);
+  j->len += jr->body_len;
+}
+
+static int mkdirs_for(const char *file) {
+  char tmp[1024];
+  snprintf(tmp, sizeof tmp, "%s", file);
+  for (char *p = tmp + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+      return -errno;
+    *p = '/';
+  }
+  return 0;
+}
+
+/* Worker thread: encode and write the window's file (temp name, fsync, rename). */
+static void job_write(uv_work_t *w) {
+  job *j = w->data;
+  qs_capture_writer wr;
+  int rc = mkdirs_for(j->path);
+  if (rc != 0) {
+    snprintf(j->err, sizeof j->err, "cannot create directories for %.180s: %s", j->path,
+             strerror(-rc));
+    j->rc = QS_ERR_IO;
+    return;
+  }
+  rc = qs_capture_writer_open(&wr, j->path, NULL);
+  for (size_t i = 0; rc == 0 && i < j->n; i++) {
+    const job_rec *r = &j->recs[i];
+    qs_capture_record rec = {0};
+    rec.sequence_number = r->seq;
+    snprintf(rec.offset, sizeof rec.offset, "%" PRId64, r->offset);
+    qs_time_format_capture(r->enqueued_ms, rec.enqueued_time, sizeof rec.enqueued_time);
+    rec.partition_key = r->key_len ? (const char *)j->bytes + r->key_off : NULL;
+    rec.partition_key_len = r->key_len;
+    rec.has_body = r->has_body;
+    rec.body = j->bytes + r->body_off;
+    rec.body_len = r->body_len;
+    rc = qs_capture_writer_append(&wr, &rec);
+  }
+  if (rc == 0)
+    rc = qs_capture_writer_close(&wr);
+  else
+    qs_capture_writer_abort(&wr);
+  if (rc != 0)
+    snprintf(j->err, sizeof j->err, "writing %.200s: %s", j->path, qs_strerror(rc));
+  j->rc = rc;
+}
+
+static int write_checkpoint(hub_capture *c, int64_t next_seq, int64_t last_win_start) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s.tmp", c->ckpt_path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0)
+    return -errno;
+  char line[64];
+  int n = snprintf(line, sizeof line, "%" PRId64 " %" PRId64 "\n", next_seq, last_win_start);
+  int rc = (write(fd, line, (size_t)n) == n && fdatasync(fd) == 0) ? 0 : -errno;
+  close(fd);
+  if (rc == 0 && rename(tmp, c->ckpt_path) != 0)
+    rc = -errno;
+  return rc;
+}
+
+static void poke(hub_capture *c);
+static void on_timer(uv_timer_t *t);
+static void finish_stop(hub_capture *c);
+
+static void job_done(uv_work_t *w, int status) {
+  job *j = w->data;
+  hub_capture *c = j->c;
+  c->job = NULL;
+  int rc = status < 0 ? status : j->rc;
+  if (rc == 0) {
+    rc = write_checkpoint(c, j->end_seq, j->win_start);
+    if (rc != 0)
+      snprintf(j->err, sizeof j->err, "checkpoint %.200s: %s", c->ckpt_path, strerror(-rc));
+  }
+  if (rc == 0) {
+    c->next_seq = j->end_seq;
+    c->last_win_start = j->win_start;
+    c->win_start = -1;
+    count(c->o.files, 1);
+    count(c->o.events, (double)j->n);
+    qs_log_debug(c->o.qlog, "capture file written", QS_LSTR("path", j->path),
+                 QS_LINT("events", (int64_t)j->n));
+  } else {
+    count(c->o.errors, 1);
+    qs_log_error(c->o.qlog, "capture failed; retrying", QS_LSTR("error", j->err),
+                 QS_LINT("retry_ms", RETRY_MS));
+  }
+  free(j->recs);
+  free(j->bytes);
+  free(j);
+  if (c->stopping) {
+    finish_stop(c);
+    return;
+  }
+  if (rc != 0)
+    uv_timer_start(&c->timer, on_timer, RETRY_MS, 0);
+  else
+    poke(c);
+}
+
+/* Write [next_seq, end_seq) as the window starting at win_start. */
+static void close_window(hub_capture *c, int64_t end_seq, int64_t win_start) {
+  job *j = qs_xcalloc(1, sizeof *j);
+  j->c = c;
+  j->end_seq = end_seq;
+  j->win_start = win_start;
+  int64_t day = qs_window_start(win_start, QS_MS_PER_DAY), y;
+  unsigned mo, d, sec = (unsigned)((win_start - day) / 1000);
+  qs_civil_from_days(day / QS_MS_PER_DAY, &y, &mo, &d);
+  char part[16];
+  snprintf(part, sizeof part, "%d", c->o.partition);
+  qs_capture_path_parts pp = {c->o.namespace_name, c->o.hub,      part,    (int)y, (int)mo, (int)d,
+                              sec / 3600,          sec / 60 % 60, sec % 60};
+  char rel[900];
+  if (qs_capture_path_build(rel, sizeof rel, &pp) < 0) {
+    qs_log_error(c->o.qlog, "capture path invalid", QS_LSTR("hub", c->o.hub));
+    free(j);
+    return;
+  }
+  snprintf(j->path, sizeof j->path, "%s/%s", c->o.capture_dir, rel);
+  for (int64_t s = c->next_seq; s < end_seq;) {
+    hub_plog_record recs[READ_BATCH];
+    size_t n = 0;
+    if (hub_plog_read(c->o.log, s,
+                      (size_t)(end_seq - s) < READ_BATCH ? (size_t)(end_seq - s) : READ_BATCH,
+                      SIZE_MAX, recs, &n) != 0 ||
+        n == 0)
+      break;
+    for (size_t i = 0; i < n && recs[i].seq < end_seq; i++)
+      job_add(j, &recs[i]);
+    s = recs[n - 1].seq + 1;
+  }
+  c->job = j;
+  uv_timer_stop(&c->timer);
+  j->work.data = j;
+  uv_queue_work(c->loop, &j->work, job_write, job_done);
+}
+
+static void on_timer(uv_timer_t *t) { poke(t->data); }
+
+static void arm(hub_capture *c, int64_t at_ms) {
+  int64_t now = now_ms(c);
+  uv_timer_start(&c->timer, on_timer, at_ms > now ? (uint64_t)(at_ms - now) : 0, 0);
+}
+
+static void poke(hub_capture *c) {
+  if (c->job || c->stopping)
+    return;
+  const int64_t interval = (int64_t)c->o.interval_s * 1000, now = now_ms(c);
+  hub_plog_record recs[READ_BATCH];
+  size_t n = 0;
+  if (c->win_start < 0) {
+    if (hub_plog_read(c->o.log, c->next_seq, 1, SIZE_MAX, recs, &n) != 0 || n == 0) {
+      if (!c->o.skip_empty) { /* an empty file per interval without events */
+        int64_t start = c->last_win_start < 0 ? now - interval : c->last_win_start + interval;
+        if (now >= start + interval)
+          close_window(c, c->next_seq, start);
+        else
+          arm(c, start + interval);
+      }
+      return;
+    }
+    int64_t first = recs[0].enqueued_ms, after = c->last_win_start + 1000;
+    if (recs[0].seq > c->next_seq)
+      c->next_seq = recs[0].seq; /* retention removed what was never captured */
+    c->win_start = c->last_win_start >= 0 && after > first ? after : first;
+    c->scan_seq = c->next_seq;
+    c->win_bytes = 0;
+  }
+  const int64_t end = c->win_start + interval;
+  for (;;) {
+    n = 0;
+    if (hub_plog_read(c->o.log, c->scan_seq, READ_BATCH, SIZE_MAX, recs, &n) != 0 || n == 0)
+      break;
+    for (size_t i = 0; i < n; i++) {
+      if (recs[i].enqueued_ms >= end) { /* the window ended before this record */
+        close_window(c, recs[i].seq, c->win_start);
+        return;
+      }
+      c->win_bytes += recs[i].payload_len;
+      c->scan_seq = recs[i].seq + 1;
+      if (c->win_bytes >= c->o.size_limit_bytes) {
+        close_window(c, c->scan_seq, c->win_start);
+        return;
+      }
+    }
+  }
+  if (now >= end)
+    close_window(c, c->scan_seq, c->win_start);
+  else
+    arm(c, end);
+}
+
+void hub_capture_poke(hub_capture *c) { poke(c); }
+
+int64_t hub_capture_next_seq(const hub_capture *c) { return c->next_seq; }
+
+int hub_capture_start(hub_capture **out, uv_loop_t *loop, const hub_capture_options *o, char *err,
+                      size_t errlen) {
+  hub_capture *c = qs_xcalloc(1, sizeof *c);
+  c->loop = loop;
+  c->o = *o;
+  c->last_win_start = -1;
+  c->win_start = -1;
+  char path[1024];
+  snprintf(path, sizeof path, "%s/%s/%d/capture.checkpoint", o->data_dir, o->hub, o->partition);
+  c->ckpt_path = qs_xstrdup(path);
+  hub_plog_info info;
+  hub_plog_get_info(o->log, &info);
+  c->next_seq = info.begin_seq;
+  FILE *f = fopen(path, "r");
+  if (f) {
+    long long next, last;
+    if (fscanf(f, "%lld %lld", &next, &last) != 2 || next < 0) {
+      fclose(f);
+      qs_set_reason(err, errlen, "capture checkpoint %s is damaged", path);
+      free(c->ckpt_path);
+      free(c);
+      return QS_ERR_PARSE;
+    }
+    fclose(f);
+    c->next_seq = next > info.begin_seq ? next : info.begin_seq;
+    c->last_win_start = last;
+  }
+  uv_timer_init(loop, &c->timer);
+  c->timer.data = c;
+  *out = c;
+  uv_timer_start(&c->timer, on_timer, 0, 0); /* catch up on what is already durable */
+  return 0;
+}
+
+static void timer_closed(uv_handle_t *h) {
+  hub_capture *c = h->data;
+  hub_capture_stopped_cb cb = c->stopped_cb;
+  void *arg = c->stopped_arg;
+  free(c->ckpt_path);
+  free(c);
+  cb(arg);
+}
+
+static void finish_stop(hub_capture *c) { uv_close((uv_handle_t *)&c->timer, timer_closed); }
+
+void hub_capture_stop(hub_capture *c, hub_capture_stopped_cb cb, void *arg) {
+  c->stopping = true;
+  c->stopped_cb = cb;
+  c->stopped_arg = arg;
+  uv_timer_stop(&c->timer);
+  if (!c->job)
+    finish_stop(c);
+}
