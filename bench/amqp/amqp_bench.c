@@ -37,7 +37,7 @@ static int srv_setup(qs_amqp_conn *c, void *data) {
   (void)data;
   pn_sasl_allowed_mechs(pn_sasl(qs_amqp_conn_transport(c)), "ANONYMOUS");
   pn_transport_set_max_frame(qs_amqp_conn_transport(c), 65536);
-  qs_amqp_conn_use_begin_filter(c);
+  qs_amqp_conn_use_frame_padding(c);
   return 0;
 }
 
