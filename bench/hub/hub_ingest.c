@@ -6,6 +6,9 @@
  *
  * Usage: hub_ingest HOST PORT KEY [events=200000] [bytes=500] [window=2000] [partition=0]
  * (bench/hub/run.sh starts a hub on free ports and runs this against it.)
+ * Peer mode, for a side-by-side run against another AMQP 1.0 broker: KEY = plain:USER:PASSWORD
+ * uses SASL PLAIN instead of CBS, addresses /queue/qs-bench-<partition> (RabbitMQ's AMQP 1.0
+ * plugin syntax) and no start filter; events are sent durable in both modes.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -29,6 +32,8 @@
 
 typedef struct bench {
   const char *host, *key;
+  bool peer; /* another broker: SASL PLAIN, queue addresses, no CBS */
+  char user[64], password[64];
   int port, partition;
   long events, window, bytes;
   pn_link_t *cbs_out, *cbs_in, *sender, *receiver;
@@ -48,9 +53,14 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static int setup(qs_amqp_conn *c, void *data) {
-  (void)data;
+  bench *b = data;
   pn_transport_t *t = qs_amqp_conn_transport(c);
-  pn_sasl_allowed_mechs(pn_sasl(t), "ANONYMOUS");
+  pn_sasl_allowed_mechs(pn_sasl(t), b->peer ? "PLAIN" : "ANONYMOUS");
+  if (b->peer) { /* PLAIN over loopback TCP; credentials must be set before the transport binds */
+    pn_sasl_set_allow_insecure_mechs(pn_sasl(t), true);
+    pn_connection_set_user(qs_amqp_conn_connection(c), b->user);
+    pn_connection_set_password(qs_amqp_conn_connection(c), b->password);
+  }
   pn_transport_set_max_frame(t, 65536);
   return 0;
 }
@@ -97,10 +107,19 @@ static void send_some(bench *b) {
 
 static void open_receiver(bench *b, pn_session_t *s) {
   char addr[128];
-  snprintf(addr, sizeof addr, "earthquake-events/ConsumerGroups/$Default/Partitions/%d",
-           b->partition);
+  if (b->peer)
+    snprintf(addr, sizeof addr, "/queue/qs-bench-%d", b->partition);
+  else
+    snprintf(addr, sizeof addr, "earthquake-events/ConsumerGroups/$Default/Partitions/%d",
+             b->partition);
   b->receiver = pn_receiver(s, "bench-recv");
   pn_terminus_set_address(pn_link_source(b->receiver), addr);
+  if (b->peer) {
+    pn_link_open(b->receiver);
+    pn_link_flow(b->receiver, 5000);
+    b->t_recv0 = uv_hrtime();
+    return;
+  }
   pn_data_t *f = pn_terminus_filter(pn_link_source(b->receiver));
   pn_data_put_map(f);
   pn_data_enter(f);
@@ -128,6 +147,15 @@ static void on_event(qs_amqp_conn *c, pn_event_t *e, void *data) {
     pn_connection_open(pc);
     pn_session_t *s = pn_session(pc);
     pn_session_open(s);
+    if (b->peer) { /* no CBS: straight to the queue */
+      char addr[64];
+      snprintf(addr, sizeof addr, "/queue/qs-bench-%d", b->partition);
+      b->sender = pn_sender(s, "bench-send");
+      pn_terminus_set_address(pn_link_target(b->sender), addr);
+      pn_link_open(b->sender);
+      b->t_send0 = uv_hrtime();
+      break;
+    }
     b->cbs_out = pn_sender(s, "cbs-out");
     pn_terminus_set_address(pn_link_target(b->cbs_out), "$cbs");
     pn_link_open(b->cbs_out);
@@ -251,6 +279,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   bench b = {.host = argv[1], .port = atoi(argv[2]), .key = argv[3]};
+  if (strncmp(b.key, "plain:", 6) == 0) {
+    b.peer = true;
+    if (sscanf(b.key + 6, "%63[^:]:%63s", b.user, b.password) != 2) {
+      fprintf(stderr, "peer mode: KEY must be plain:USER:PASSWORD\n");
+      return 2;
+    }
+  }
   b.events = argc > 4 ? atol(argv[4]) : 200000;
   b.bytes = argc > 5 ? atol(argv[5]) : 500;
   b.window = argc > 6 ? atol(argv[6]) : 2000;
@@ -265,6 +300,7 @@ int main(int argc, char **argv) {
   memset(body, 'q', (size_t)b.bytes);
   pn_data_put_binary(pn_message_body(m), pn_bytes((size_t)b.bytes, body));
   pn_message_set_inferred(m, true);
+  pn_message_set_durable(m, true); /* a peer broker must persist it before accepting */
   b.msg = malloc((size_t)b.bytes + 256);
   b.msg_len = (size_t)b.bytes + 256;
   pn_message_encode(m, b.msg, &b.msg_len);
@@ -292,8 +328,8 @@ int main(int argc, char **argv) {
   qsort(b.lat_ms, (size_t)b.acked, sizeof *b.lat_ms, cmp_double);
   double send_s = (double)(b.t_send1 - b.t_send0) / 1e9,
          recv_s = (double)(b.t_recv1 - b.t_recv0) / 1e9;
-  printf("hub ingest: %ld events of %ld bytes, window %ld, partition %d\n", b.events, b.bytes,
-         b.window, b.partition);
+  printf("%s ingest: %ld events of %ld bytes, window %ld, partition %d\n", b.peer ? "peer" : "hub",
+         b.events, b.bytes, b.window, b.partition);
   printf("  send (acked, durable): %.0f events/s (%.2f s)\n", (double)b.events / send_s, send_s);
   printf("  publish->ack latency:  p50 %.2f ms  p99 %.2f ms\n", b.lat_ms[b.acked / 2],
          b.lat_ms[(size_t)((double)b.acked * 0.99)]);
