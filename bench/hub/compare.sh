@@ -13,7 +13,9 @@ fi
 work=$(mktemp -d)
 cleanup() {
   kill "${hub:-}" 2>/dev/null || true
-  pkill -f "qsbench-$$@localhost" 2>/dev/null || true
+  kill -TERM -- "-${rmq:-0}" 2>/dev/null || true  # rabbitmq-server and its Erlang VM
+  epmd -kill >/dev/null 2>&1 || true             # the Erlang port mapper it started
+  wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -28,7 +30,8 @@ echo "[rabbitmq_amqp1_0]." >"$work/rmq/plugins"
 HOME="$work/rmq" RABBITMQ_MNESIA_BASE="$work/rmq" RABBITMQ_LOG_BASE="$work/rmq" \
   RABBITMQ_NODE_PORT="$rport" RABBITMQ_DIST_PORT="$(free_port)" RABBITMQ_NODENAME="qsbench-$$@localhost" \
   RABBITMQ_ENABLED_PLUGINS_FILE="$work/rmq/plugins" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-  /usr/lib/rabbitmq/bin/rabbitmq-server >"$work/rmq.log" 2>&1 &
+  setsid /usr/lib/rabbitmq/bin/rabbitmq-server >"$work/rmq.log" 2>&1 &
+rmq=$!
 hport=""
 for _ in $(seq 1 600); do  # both name or open their ports when ready
   hport=${hport:-$(grep -o '"amqp_port":[0-9]*' "$work/hub.log" | head -1 | cut -d: -f2 || true)}
