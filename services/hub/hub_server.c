@@ -41,7 +41,7 @@ typedef struct hpart {
   hub_plog *log;
   hub_capture *cap; /* NULL when the hub has no Capture */
   bool open;
-  qs_metric *in_events, *in_bytes;
+  qs_metric *in_events, *in_bytes, *out_events;
 } hpart;
 
 typedef struct hhub {
@@ -53,6 +53,7 @@ typedef struct hconn {
   struct hub_server *srv;
   qs_amqp_conn *conn;
   hub_conn *hc;
+  int64_t links; /* links of this connection not yet final */
   struct hconn *prev, *next;
 } hconn;
 
@@ -88,7 +89,8 @@ struct hub_server {
   void *stopped_arg;
   int handles_open; /* tick + grace timers */
   qs_metric *m_connections, *m_rejected, *m_auth_failures;
-  qs_metric *m_fsync, *m_capture_errors;
+  qs_metric *m_fsync, *m_capture_errors, *m_links;
+  int64_t links;
 };
 
 void hub_server_options_init(hub_server_options *o) {
@@ -214,6 +216,7 @@ static int st_read(void *ctx, const char *hub, int part, int64_t from_seq, size_
   int rc = hub_plog_read(p->log, from_seq, max_n, max_bytes, recs, &n);
   if (rc != 0)
     return rc;
+  qs_metric_add(p->out_events, (double)n);
   for (size_t i = 0; i < n; i++)
     out[i] = (hub_stored){recs[i].seq,         recs[i].offset,
                           recs[i].enqueued_ms, recs[i].key_len ? (const char *)recs[i].key : NULL,
@@ -310,7 +313,20 @@ static int conn_setup(qs_amqp_conn *conn, void *data) {
 
 static void conn_event(qs_amqp_conn *conn, pn_event_t *ev, void *data) {
   (void)conn;
-  hub_conn_handle(((hconn *)data)->hc, ev);
+  hconn *c = data;
+  switch (pn_event_type(ev)) { /* every link, $cbs and $management included, init to final */
+  case PN_LINK_INIT:
+    c->links++;
+    qs_metric_set(c->srv->m_links, (double)++c->srv->links);
+    break;
+  case PN_LINK_FINAL:
+    c->links--;
+    qs_metric_set(c->srv->m_links, (double)--c->srv->links);
+    break;
+  default:
+    break;
+  }
+  hub_conn_handle(c->hc, ev);
 }
 
 static void conn_written(qs_amqp_conn *conn, void *data) {
@@ -333,6 +349,8 @@ static void conn_closed(qs_amqp_conn *conn, void *data) {
   hconn *c = data;
   hub_server *s = c->srv;
   hub_conn_free(c->hc);
+  s->links -= c->links; /* proton frees the rest with the driver, after this callback */
+  qs_metric_set(s->m_links, (double)s->links);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -416,6 +434,9 @@ static int open_logs(hub_server *s, char *err, size_t errlen) {
                          "Events accepted for appending, per partition", part_labels);
   qs_metric_family *fbytes = qs_metrics_counter(s->opt.metrics, "hub_bytes_in_total",
                                                 "Event bytes accepted, per partition", part_labels);
+  qs_metric_family *fout =
+      qs_metrics_counter(s->opt.metrics, "hub_events_out_total",
+                         "Events read for delivery to consumers, per partition", part_labels);
   qs_metric_family *cfiles =
       qs_metrics_counter(s->opt.metrics, "hub_capture_files_total",
                          "Capture files written, per partition", part_labels);
@@ -467,6 +488,7 @@ static int open_logs(hub_server *s, char *err, size_t errlen) {
       s->logs_open++;
       hp->in_events = qs_metric_get(fin, (const char *[]){ch->name, ps});
       hp->in_bytes = qs_metric_get(fbytes, (const char *[]){ch->name, ps});
+      hp->out_events = qs_metric_get(fout, (const char *[]){ch->name, ps});
       if (ch->capture.enabled) {
         hub_capture_options co = {
             .capture_dir = s->opt.capture_dir,
@@ -526,6 +548,8 @@ int hub_server_start(hub_server **out, uv_loop_t *loop, const hub_server_options
                                   qs_hub_config_default_json_len, err, errlen);
   s->m_connections = qs_metric_series(
       qs_metrics_gauge(o->metrics, "hub_connections", "Open AMQP connections", NULL));
+  s->m_links = qs_metric_series(qs_metrics_gauge(
+      o->metrics, "hub_links", "Open AMQP links ($cbs and $management included)", NULL));
   s->m_rejected =
       qs_metric_series(qs_metrics_counter(o->metrics, "hub_connections_rejected_total",
                                           "Connections refused (limit or stopping)", NULL));

@@ -124,3 +124,25 @@ def test_sigterm_after_sdk_traffic_commits_and_exits_0(hub):
     hub.signal(signal.SIGTERM)
     assert hub.wait(timeout=10) == 0, "\n".join(hub.lines[-20:])  # under ASan: no leak either
     assert not [r for r in hub.logs if r.get("level") == "error"], hub.lines
+
+
+def metric(hub, line_prefix):
+    status, _, body = hub.get("/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(line_prefix + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{line_prefix} not in /metrics")
+
+
+def test_metrics_count_events_in_and_out_per_partition_connections_and_links(hub):
+    send(hub, [{"body": f"m{i}", "partitionId": "0"} for i in range(7)])
+    assert metric(hub, 'hub_events_in_total{hub="earthquake-events",partition="0"}') == 7
+    assert metric(hub, 'hub_events_out_total{hub="earthquake-events",partition="0"}') == 0
+    assert len(receive(hub, "0", "earliest", 7)) == 7
+    assert metric(hub, 'hub_events_out_total{hub="earthquake-events",partition="0"}') >= 7
+    assert metric(hub, 'hub_events_in_total{hub="earthquake-events",partition="1"}') == 0
+    # every SDK client has closed: no connection or link is left open
+    assert metric(hub, "hub_connections") == 0
+    assert metric(hub, "hub_links") == 0
+    assert metric(hub, "hub_fsync_seconds_count") >= 1
