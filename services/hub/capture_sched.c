@@ -25,10 +25,13 @@
 #define READ_BATCH 256
 #define RETRY_MS 5000
 
+#define MAX_PROPS 64 /* application properties copied per event; more are dropped */
+
 typedef struct job_rec {
   int64_t seq, offset, enqueued_ms;
   size_t key_off, key_len, body_off, body_len;
   bool has_body;
+  size_t props_at, n_props; /* into job.props */
 } job_rec;
 
 typedef struct job {
@@ -39,6 +42,8 @@ typedef struct job {
   size_t n, cap;
   uint8_t *bytes; /* keys and bodies of the records */
   size_t len, bytes_cap;
+  qs_capture_prop *props; /* application properties; data pointers are offsets until written */
+  size_t n_props, props_cap;
   int64_t end_seq, win_start;
   int rc;
   char err[QS_CAPTURE_ERR_MAX];
@@ -94,6 +99,133 @@ static bool message_body(const uint8_t *msg, size_t len, const uint8_t **body, s
   return false;
 }
 
+static uint64_t be(const uint8_t *p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++)
+    v = v << 8 | p[i];
+  return v;
+}
+
+/* One AMQP simple value as a Capture property value; false for types Capture cannot hold. */
+static bool decode_prop_value(const uint8_t *v, size_t n, qs_capture_prop *out) {
+  if (n < 1)
+    return false;
+  uint8_t t = v[0];
+  switch (t) {
+  case 0x40:
+    out->type = QS_CAPTURE_NULL;
+    return true;
+  case 0x41:
+  case 0x42:
+  case 0x56: /* booleans as 0/1 */
+    out->type = QS_CAPTURE_LONG;
+    out->l = t == 0x41 || (t == 0x56 && n > 1 && v[1]);
+    return true;
+  case 0x43: /* uint0 */
+  case 0x44: /* ulong0 */
+    out->type = QS_CAPTURE_LONG;
+    out->l = 0;
+    return true;
+  case 0x50: /* ubyte */
+  case 0x52: /* smalluint */
+  case 0x53: /* smallulong */
+    out->type = QS_CAPTURE_LONG;
+    out->l = n > 1 ? v[1] : 0;
+    return n >= 2;
+  case 0x51: /* byte */
+  case 0x54: /* smallint */
+  case 0x55: /* smalllong */
+    out->type = QS_CAPTURE_LONG;
+    out->l = n > 1 ? (int8_t)v[1] : 0;
+    return n >= 2;
+  case 0x60:
+  case 0x61:
+    out->type = QS_CAPTURE_LONG;
+    out->l = t == 0x61 ? (int16_t)be(v + 1, 2) : (int64_t)be(v + 1, 2);
+    return n >= 3;
+  case 0x70:
+  case 0x71:
+    out->type = QS_CAPTURE_LONG;
+    out->l = t == 0x71 ? (int32_t)be(v + 1, 4) : (int64_t)be(v + 1, 4);
+    return n >= 5;
+  case 0x80:
+  case 0x81:
+  case 0x83: /* ulong, long, timestamp */
+    out->type = QS_CAPTURE_LONG;
+    out->l = (int64_t)be(v + 1, 8);
+    return n >= 9;
+  case 0x72: {
+    uint32_t u = (uint32_t)be(v + 1, 4);
+    float f;
+    memcpy(&f, &u, 4);
+    out->type = QS_CAPTURE_DOUBLE;
+    out->d = f;
+    return n >= 5;
+  }
+  case 0x82: {
+    uint64_t u = be(v + 1, 8);
+    out->type = QS_CAPTURE_DOUBLE;
+    memcpy(&out->d, &u, 8);
+    return n >= 9;
+  }
+  case 0xa0:
+  case 0xa1:
+  case 0xa3:
+  case 0xb0:
+  case 0xb1:
+  case 0xb3: {
+    size_t w = t >= 0xb0 ? 4 : 1;
+    if (n < 1 + w)
+      return false;
+    out->type = (t & 0x0f) == 0 ? QS_CAPTURE_BYTES : QS_CAPTURE_STRING;
+    out->len = (size_t)be(v + 1, w);
+    out->data = v + 1 + w;
+    return 1 + w + out->len <= n;
+  }
+  default:
+    return false;
+  }
+}
+
+/* The application-properties section (a map with string keys) into j->props; data pointers
+ * point into the stored message for now and are made relative to j->bytes by the caller. */
+static void add_props(job *j, const uint8_t *msg, size_t len, job_rec *jr) {
+  size_t pos = 0;
+  hub_evmsg_section sec;
+  jr->props_at = j->n_props;
+  jr->n_props = 0;
+  while (hub_evmsg_next(msg, len, &pos, &sec) == 1) {
+    if (sec.code != HUB_SEC_APP_PROPS)
+      continue;
+    const uint8_t *v = sec.value, *end = sec.value + sec.value_len;
+    size_t hdr = v[0] == 0xc1 ? 3 : v[0] == 0xd1 ? 9 : 0;
+    if (hdr == 0 || sec.value_len < hdr)
+      return;
+    size_t count = hdr == 3 ? v[2] : (size_t)be(v + 5, 4);
+    const uint8_t *p = v + hdr;
+    for (size_t i = 0; i + 1 < count; i += 2) { /* count: keys and values */
+      size_t klen, vlen;
+      if (hub_evmsg_skip(p, (size_t)(end - p), &klen) != 0 ||
+          hub_evmsg_skip(p + klen, (size_t)(end - p - klen), &vlen) != 0)
+        return;
+      qs_capture_prop key = {0}, val = {0};
+      if (jr->n_props < MAX_PROPS && decode_prop_value(p, klen, &key) &&
+          key.type == QS_CAPTURE_STRING && decode_prop_value(p + klen, vlen, &val)) {
+        if (j->n_props == j->props_cap) {
+          j->props_cap = j->props_cap ? j->props_cap * 2 : 256;
+          j->props = qs_xrealloc(j->props, j->props_cap * sizeof *j->props);
+        }
+        val.key = (const char *)key.data;
+        val.key_len = key.len;
+        j->props[j->n_props++] = val;
+        jr->n_props++;
+      }
+      p += klen + vlen;
+    }
+    return;
+  }
+}
+
 static void job_add(job *j, const hub_plog_record *r) {
   if (j->n == j->cap) {
     j->cap = j->cap ? j->cap * 2 : 256;
@@ -108,7 +240,7 @@ static void job_add(job *j, const hub_plog_record *r) {
     j->bytes = qs_xrealloc(j->bytes, j->bytes_cap);
   }
   job_rec *jr = &j->recs[j->n++];
-  *jr = (job_rec){r->seq, r->offset, r->enqueued_ms, j->len, r->key_len, 0, 0, has};
+  *jr = (job_rec){r->seq, r->offset, r->enqueued_ms, j->len, r->key_len, 0, 0, has, 0, 0};
   if (r->key_len)
     memcpy(j->bytes + j->len, r->key, r->key_len);
   j->len += r->key_len;
@@ -117,6 +249,22 @@ static void job_add(job *j, const hub_plog_record *r) {
   if (has && blen)
     memcpy(j->bytes + j->len, body, blen);
   j->len += jr->body_len;
+  add_props(j, r->payload, r->payload_len, jr);
+  for (size_t i = jr->props_at; i < jr->props_at + jr->n_props; i++) { /* copy, keep offsets */
+    qs_capture_prop *pr = &j->props[i];
+    size_t dlen = pr->type == QS_CAPTURE_STRING || pr->type == QS_CAPTURE_BYTES ? pr->len : 0;
+    if (j->len + pr->key_len + dlen > j->bytes_cap) {
+      j->bytes_cap = (j->len + pr->key_len + dlen) * 2;
+      j->bytes = qs_xrealloc(j->bytes, j->bytes_cap);
+    }
+    memcpy(j->bytes + j->len, pr->key, pr->key_len);
+    pr->key = (const char *)(uintptr_t)j->len;
+    j->len += pr->key_len;
+    if (dlen)
+      memcpy(j->bytes + j->len, pr->data, dlen);
+    pr->data = (const uint8_t *)(uintptr_t)j->len;
+    j->len += dlen;
+  }
 }
 
 static int mkdirs_for(const char *file) {
@@ -144,6 +292,10 @@ static void job_write(uv_work_t *w) {
     j->rc = QS_ERR_IO;
     return;
   }
+  for (size_t i = 0; i < j->n_props; i++) { /* offsets into j->bytes become pointers */
+    j->props[i].key = (const char *)j->bytes + (uintptr_t)j->props[i].key;
+    j->props[i].data = j->bytes + (uintptr_t)j->props[i].data;
+  }
   rc = qs_capture_writer_open(&wr, j->path, NULL);
   for (size_t i = 0; rc == 0 && i < j->n; i++) {
     const job_rec *r = &j->recs[i];
@@ -156,6 +308,8 @@ static void job_write(uv_work_t *w) {
     rec.has_body = r->has_body;
     rec.body = j->bytes + r->body_off;
     rec.body_len = r->body_len;
+    rec.props = j->props + r->props_at;
+    rec.n_props = r->n_props;
     rc = qs_capture_writer_append(&wr, &rec);
   }
   if (rc == 0)
@@ -211,6 +365,7 @@ static void job_done(uv_work_t *w, int status) {
   }
   free(j->recs);
   free(j->bytes);
+  free(j->props);
   free(j);
   if (c->stopping) {
     finish_stop(c);

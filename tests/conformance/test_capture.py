@@ -48,7 +48,8 @@ def read_avro(path):
 
 def test_capture_files_hold_every_event_with_the_capture_schema(capture_hub):
     bodies = [{"event_id": f"us{i}", "mag": 4.0 + i / 10} for i in range(12)]
-    send(capture_hub, [{"body": b, "partitionId": "2"} for b in bodies])
+    props = {"source": "usgs", "revision": 3, "ratio": 0.5}
+    send(capture_hub, [{"body": b, "partitionId": "2", "properties": props} for b in bodies])
     # The hub logs each file it renames into place: wait for that, not for time.
     rec = capture_hub.wait_for_log(lambda r: r.get("msg") == "capture file written", timeout=30)
     assert rec["events"] == 12
@@ -59,6 +60,7 @@ def test_capture_files_hold_every_event_with_the_capture_schema(capture_hub):
     want = json.load(open(os.path.join(ROOT, "proto", "capture.avsc")))
     assert schema == want
     assert [json.loads(r["Body"]) for r in records] == bodies
+    assert all(r["Properties"] == props for r in records)  # application properties kept
     assert [r["SequenceNumber"] for r in records] == list(range(12))
     offsets = [int(r["Offset"]) for r in records]
     assert offsets == sorted(offsets) and offsets[0] == 0

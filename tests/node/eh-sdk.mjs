@@ -45,7 +45,8 @@ async function send() {
     for (const [k, list] of groups) {
       const opts = JSON.parse(k);
       const batch = await p.createBatch(opts);
-      for (const e of list) if (!batch.tryAdd({ body: e.body })) throw new Error("batch full");
+      for (const e of list)
+        if (!batch.tryAdd({ body: e.body, properties: e.properties })) throw new Error("batch full");
       await p.sendBatch(batch);
       sent += list.length;
     }
