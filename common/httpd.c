@@ -1,9 +1,9 @@
 /* httpd.c — h2o on the service's libuv loop, and the admin endpoints.
  *
  * Invariants:
- * - every accepted connection is a struct conn whose close callback (run by h2o when it disposes
- *   the socket) decrements h->connections and frees it; the close callback of qs_httpd_close fires
- *   exactly once, after the listener and the last connection have closed;
+ * - every accepted connection is a conn_t (listed in h->conns) whose close callback (run by h2o
+ * when it disposes the socket) decrements h->connections and frees it; the close callback of
+ * qs_httpd_close fires exactly once, after the listener and the last connection have closed;
  * - h2o's own handles (its timers and its cross-thread queue) are unreferenced right after
  *   h2o_context_init, so they never keep the loop running; qs_httpd_dispose closes them, outside
  *   any loop callback, because h2o_context_dispose runs the loop itself.
@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 struct route {
   h2o_handler_t super; /* first: h2o passes this pointer back */
@@ -23,10 +24,12 @@ struct route {
   void *data;
 };
 
-struct conn {
+struct qs_httpd_conn {
   uv_tcp_t tcp; /* first: h2o's close callback receives &tcp */
   qs_httpd *httpd;
+  struct qs_httpd_conn *prev, *next; /* h->conns: every connection not yet closed */
 };
+typedef struct qs_httpd_conn conn_t;
 
 void qs_httpd_options_init(qs_httpd_options *o) {
   memset(o, 0, sizeof *o);
@@ -71,8 +74,14 @@ void qs_httpd_route(qs_httpd *h, const char *path, qs_httpd_handler_fn fn, void 
 }
 
 static void conn_closed(uv_handle_t *handle) {
-  struct conn *c = (struct conn *)handle;
+  conn_t *c = (conn_t *)handle;
   qs_httpd *h = c->httpd;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    h->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
   free(c);
   h->connections--;
   if (h->closing && h->listener_closed && h->connections == 0 && h->close_cb) {
@@ -88,9 +97,13 @@ static void on_accept(uv_stream_t *listener, int status) {
   qs_httpd *h = listener->data;
   if (status != 0)
     return; /* transient (EMFILE...): libuv keeps listening */
-  struct conn *c = qs_xmalloc(sizeof *c);
+  conn_t *c = qs_xcalloc(1, sizeof *c);
   c->httpd = h;
   uv_tcp_init(h->loop, &c->tcp);
+  c->next = h->conns;
+  if (h->conns)
+    h->conns->prev = c;
+  h->conns = c;
   h->connections++;
   if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || h->closing ||
       h->connections > h->opt.max_connections) {
@@ -178,6 +191,14 @@ void qs_httpd_close(qs_httpd *h, qs_httpd_close_cb cb) {
   h->close_cb = cb;
   if (h->started)
     h2o_context_request_shutdown(&h->ctx); /* in-flight responses end their connection */
+  /* h2o 2.2 leaves idle keep-alive connections open until their timeout. Shutting down the read
+   * side makes h2o see EOF on each one: an idle connection closes at once, a request in flight
+   * is answered first (h2o does not read while it handles one), then the connection ends. */
+  for (conn_t *c = h->conns; c; c = c->next) {
+    uv_os_fd_t fd;
+    if (!uv_is_closing((uv_handle_t *)&c->tcp) && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+      shutdown(fd, SHUT_RD);
+  }
   uv_close((uv_handle_t *)&h->listener, listener_closed);
 }
 

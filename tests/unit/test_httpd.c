@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -180,10 +181,173 @@ static void test_bind_failure_reports_address_and_still_closes_clean(void **stat
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A general server (keep-alive on) with an idle keep-alive connection open: closing the server must
+ * end that connection at once, not after the request timeout. */
+typedef struct ka_fixture {
+  uv_loop_t loop;
+  uv_async_t done;
+  qs_httpd http;
+  int port;
+  int first_status;
+  ssize_t after_close; /* read() result once the server closed: 0 = EOF */
+  uint64_t close_started, close_finished;
+} ka_fixture;
+
+static int on_hello(void *data, h2o_req_t *req) {
+  (void)data;
+  qs_httpd_respond(req, 200, "OK", "text/plain", "hello", 5);
+  return 0;
+}
+
+static void *ka_client(void *arg) {
+  ka_fixture *f = arg;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  struct timeval tv = {.tv_sec = 5};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  f->after_close = -2;
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+    static const char req[] = "GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
+    char buf[4096];
+    size_t len = 0;
+    if (write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+      ssize_t got;
+      /* read until the whole 5-byte body is in: the connection stays open (keep-alive) */
+      while ((got = read(fd, buf + len, sizeof buf - 1 - len)) > 0) {
+        len += (size_t)got;
+        buf[len] = '\0';
+        char *sep = strstr(buf, "\r\n\r\n");
+        if (sep && strlen(sep + 4) >= 5)
+          break;
+      }
+      sscanf(buf, "HTTP/1.1 %d", &f->first_status);
+    }
+    uv_async_send(&f->done);
+    char c;
+    f->after_close = read(fd, &c, 1);
+  } else {
+    uv_async_send(&f->done);
+  }
+  close(fd);
+  return NULL;
+}
+
+static void ka_closed(qs_httpd *h) {
+  ka_fixture *f = h->data;
+  f->close_finished = uv_now(&f->loop);
+}
+
+static void ka_done(uv_async_t *h) {
+  ka_fixture *f = h->data;
+  uv_close((uv_handle_t *)&f->done, NULL);
+  uv_update_time(&f->loop);
+  f->close_started = uv_now(&f->loop);
+  qs_httpd_close(&f->http, ka_closed);
+}
+
+static void test_close_ends_idle_keepalive_connections_at_once(void **state) {
+  (void)state;
+  ka_fixture *f = calloc(1, sizeof *f);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  qs_httpd_options o;
+  qs_httpd_options_init(&o);
+  o.keepalive = true;
+  o.req_timeout_ms = 30000;
+  qs_httpd_init(&f->http, &f->loop, &o);
+  f->http.data = f;
+  qs_httpd_route(&f->http, "/hello", on_hello, NULL);
+  char err[256];
+  assert_int_equal(qs_httpd_start(&f->http, err, sizeof err), 0);
+  f->port = qs_httpd_port(&f->http);
+  uv_async_init(&f->loop, &f->done, ka_done);
+  f->done.data = f;
+  pthread_t th;
+  pthread_create(&th, NULL, ka_client, f);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  pthread_join(th, NULL);
+  qs_httpd_dispose(&f->http);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  assert_int_equal(f->first_status, 200);
+  assert_int_equal(f->after_close, 0);
+  assert_true(f->close_finished >= f->close_started);
+  assert_true(f->close_finished - f->close_started < 1000);
+  free(f);
+}
+
+/* A request in flight when the server closes still gets its response; then the connection ends. */
+typedef struct inflight_fixture {
+  uv_loop_t loop;
+  uv_timer_t timer;
+  qs_httpd http;
+  int port;
+  h2o_req_t *pending;
+  bool closed;
+  reply r;
+} inflight_fixture;
+
+static void answer_late(uv_timer_t *t) {
+  inflight_fixture *f = t->data;
+  uv_close((uv_handle_t *)&f->timer, NULL);
+  qs_httpd_respond(f->pending, 200, "OK", "text/plain", "late", 4);
+}
+
+static void inflight_closed(qs_httpd *h) {
+  inflight_fixture *f = h->data;
+  f->closed = true;
+}
+
+static void close_with_request_pending(uv_timer_t *t) {
+  inflight_fixture *f = t->data;
+  qs_httpd_close(&f->http, inflight_closed);
+  uv_timer_start(&f->timer, answer_late, 0, 0);
+}
+
+static int on_slow(void *data, h2o_req_t *req) {
+  inflight_fixture *f = data;
+  f->pending = req;
+  uv_timer_start(&f->timer, close_with_request_pending, 0, 0);
+  return 0;
+}
+
+static void *inflight_client(void *arg) {
+  inflight_fixture *f = arg;
+  http(f->port, "GET", "/slow", &f->r);
+  return NULL;
+}
+
+static void test_close_lets_a_request_in_flight_finish(void **state) {
+  (void)state;
+  inflight_fixture *f = calloc(1, sizeof *f);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  uv_timer_init(&f->loop, &f->timer);
+  f->timer.data = f;
+  qs_httpd_options o;
+  qs_httpd_options_init(&o);
+  qs_httpd_init(&f->http, &f->loop, &o);
+  f->http.data = f;
+  qs_httpd_route(&f->http, "/slow", on_slow, f);
+  char err[256];
+  assert_int_equal(qs_httpd_start(&f->http, err, sizeof err), 0);
+  f->port = qs_httpd_port(&f->http);
+  pthread_t th;
+  pthread_create(&th, NULL, inflight_client, f);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  pthread_join(th, NULL);
+  qs_httpd_dispose(&f->http);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  assert_true(f->closed);
+  assert_int_equal(f->r.status, 200);
+  assert_string_equal(f->r.body, "late");
+  free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_admin_endpoints_answer_and_server_closes_clean),
       cmocka_unit_test(test_bind_failure_reports_address_and_still_closes_clean),
+      cmocka_unit_test(test_close_ends_idle_keepalive_connections_at_once),
+      cmocka_unit_test(test_close_lets_a_request_in_flight_finish),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

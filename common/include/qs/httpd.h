@@ -3,7 +3,8 @@
  *
  * Life cycle (h2o's context owns libuv handles that must be closed outside any loop callback):
  *   qs_httpd_init -> qs_httpd_route ... -> qs_httpd_start -> (loop runs)
- *   qs_httpd_close(cb)  stop accepting; cb fires once the last connection has closed
+ *   qs_httpd_close(cb)  stop accepting, end idle keep-alive connections at once and the others
+ *                     after their response; cb fires once the last connection has closed
  *   (uv_run returns)    qs_httpd_dispose  outside uv_run: frees h2o's context; then uv_loop_close()
  * h2o's internal handles are unreferenced, so an idle server never keeps the loop alive by itself;
  * its listener and connections do.
@@ -49,6 +50,7 @@ struct qs_httpd {
   uv_tcp_t listener;
   int bound_port;
   size_t connections;
+  struct qs_httpd_conn *conns; /* open connections (private) */
   bool started, closing, listener_closed, disposed;
   qs_httpd_close_cb close_cb;
   uint64_t accepted, rejected;
