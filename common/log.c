@@ -1,8 +1,10 @@
 /* log.c — JSON-line logging: format into a stack buffer, one write(2) per line.
  *
- * Invariants: a line is always valid JSON and ends with '\n'; nothing here allocates; a value that
- * does not fit is dropped and the line ends with "truncated":true; the closing '}' always fits
- * because the formatter reserves room for it.
+ * Invariants: a line is always valid JSON and ends with '\n'; nothing here allocates; a string
+ * value longer than QS_LOG_VALUE_MAX (or than the room left) is cut and ends with QS_LOG_CUT_MARK,
+ * any other field that does not fit is dropped whole, and then the line ends with
+ * "truncated":true; that marker and the closing "}\n" always fit because the formatter reserves
+ * room for them (TAIL_RESERVE).
  */
 #include "qs/log.h"
 
@@ -114,14 +116,17 @@ size_t qs_json_escape(char *out, size_t cap, const char *str, size_t n, size_t *
 typedef struct linebuf {
   char *p;
   size_t len, cap; /* cap excludes TAIL_RESERVE */
-  bool truncated;
+  bool full;       /* the last put did not fit (the caller rolls the field back) */
+  bool truncated;  /* a value was cut or a field dropped: the line says so */
 } linebuf;
 
+#define CUT_MARK_LEN (sizeof QS_LOG_CUT_MARK - 1)
+
 static void put(linebuf *b, const char *s, size_t n) {
-  if (b->truncated)
+  if (b->full)
     return;
   if (b->len + n > b->cap) {
-    b->truncated = true;
+    b->full = true;
     return;
   }
   memcpy(b->p + b->len, s, n);
@@ -130,13 +135,34 @@ static void put(linebuf *b, const char *s, size_t n) {
 
 static void put_str(linebuf *b, const char *s) { put(b, s, strlen(s)); }
 
+/* Escaped text that must appear whole (keys, the service name): does not fit = full. */
 static void put_escaped(linebuf *b, const char *s) {
-  if (b->truncated)
+  if (b->full)
     return;
   size_t n = strlen(s), consumed;
   b->len += qs_json_escape(b->p + b->len, b->cap - b->len, s, n, &consumed);
   if (consumed < n)
+    b->full = true;
+}
+
+/* A quoted string value, cut at QS_LOG_VALUE_MAX escaped bytes or at the room left, whichever is
+ * less; a cut value ends with QS_LOG_CUT_MARK. Full only when not even the marker fits. */
+static void put_string_value(linebuf *b, const char *s) {
+  if (b->full || b->cap - b->len < 2 + CUT_MARK_LEN) {
+    b->full = true;
+    return;
+  }
+  size_t limit = b->cap - b->len - 2 - CUT_MARK_LEN, n = strlen(s), consumed;
+  if (limit > QS_LOG_VALUE_MAX)
+    limit = QS_LOG_VALUE_MAX;
+  b->p[b->len++] = '"';
+  b->len += qs_json_escape(b->p + b->len, limit, s, n, &consumed);
+  if (consumed < n) {
+    memcpy(b->p + b->len, QS_LOG_CUT_MARK, CUT_MARK_LEN);
+    b->len += CUT_MARK_LEN;
     b->truncated = true;
+  }
+  b->p[b->len++] = '"';
 }
 
 static void put_key(linebuf *b, const char *key) {
@@ -145,63 +171,68 @@ static void put_key(linebuf *b, const char *key) {
   put(b, "\":", 2);
 }
 
+static void put_value(linebuf *b, const qs_log_field *f) {
+  char num[40];
+  switch (f->type) {
+  case QS_LF_STR:
+    if (f->v.s)
+      put_string_value(b, f->v.s);
+    else
+      put_str(b, "null");
+    break;
+  case QS_LF_INT:
+    put(b, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)f->v.i));
+    break;
+  case QS_LF_DBL:
+    if (isfinite(f->v.d))
+      put(b, num, qs_double_shortest(num, sizeof num, f->v.d));
+    else
+      put_str(b, "null");
+    break;
+  case QS_LF_BOOL:
+    put_str(b, f->v.b ? "true" : "false");
+    break;
+  case QS_LF_RAW: /* already JSON: cannot be cut, only dropped */
+    put_str(b, f->v.s ? f->v.s : "null");
+    break;
+  }
+}
+
 size_t qs_log_format(char *buf, size_t cap, const qs_log *log, int64_t now_ms, qs_log_level level,
                      const char *msg, const qs_log_field *fields, size_t n) {
-  if (cap < TAIL_RESERVE + 64)
+  if (cap < 512) /* the head: timestamp, level, a fully escaped 47-byte service name, a cut msg */
     QS_FATAL("log buffer too small (%zu)", cap);
-  linebuf b = {.p = buf, .len = 0, .cap = cap - TAIL_RESERVE, .truncated = false};
+  linebuf b = {.p = buf, .cap = cap - TAIL_RESERVE};
   char ts[40];
   qs_time_format_iso8601(now_ms, ts, sizeof ts);
+  /* The head always fits: the service name is short (qs_log_init bounds it) and the message is
+   * cut to the room left. */
   put_str(&b, "{\"ts\":\"");
   put_str(&b, ts);
   put_str(&b, "\",\"level\":\"");
   put_str(&b, qs_log_level_name(level));
   put_str(&b, "\",\"service\":\"");
   put_escaped(&b, log->service);
-  put_str(&b, "\",\"msg\":\"");
-  put_escaped(&b, msg ? msg : "");
-  put(&b, "\"", 1);
-  for (size_t i = 0; i < n && !b.truncated; i++) {
-    const qs_log_field *f = &fields[i];
-    if (!f->key)
+  put_str(&b, "\",\"msg\":");
+  put_string_value(&b, msg ? msg : "");
+  if (b.full)
+    QS_FATAL("log line head does not fit in %zu bytes", cap);
+  for (size_t i = 0; i < n; i++) {
+    if (!fields[i].key)
       continue;
     size_t mark = b.len;
-    char num[40];
-    put_key(&b, f->key);
-    switch (f->type) {
-    case QS_LF_STR:
-      if (!f->v.s) {
-        put_str(&b, "null");
-      } else {
-        put(&b, "\"", 1);
-        put_escaped(&b, f->v.s);
-        put(&b, "\"", 1);
-      }
-      break;
-    case QS_LF_INT:
-      put(&b, num, (size_t)snprintf(num, sizeof num, "%lld", (long long)f->v.i));
-      break;
-    case QS_LF_DBL:
-      if (isfinite(f->v.d))
-        put(&b, num, qs_double_shortest(num, sizeof num, f->v.d));
-      else
-        put_str(&b, "null");
-      break;
-    case QS_LF_BOOL:
-      put_str(&b, f->v.b ? "true" : "false");
-      break;
-    case QS_LF_RAW:
-      put_str(&b, f->v.s ? f->v.s : "null");
-      break;
-    }
-    if (b.truncated) {
-      /* Drop the half-written field; say so in a final marker field. */
+    put_key(&b, fields[i].key);
+    put_value(&b, &fields[i]);
+    if (b.full) { /* drop the half-written field; a smaller later one may still fit */
       b.len = mark;
-      b.truncated = false;
-      b.cap += TAIL_RESERVE - 4; /* use the reserve for the marker only */
-      put_str(&b, ",\"truncated\":true");
+      b.full = false;
       b.truncated = true;
     }
+  }
+  if (b.truncated) {
+    static const char marker[] = ",\"truncated\":true";
+    memcpy(buf + b.len, marker, sizeof marker - 1); /* inside TAIL_RESERVE */
+    b.len += sizeof marker - 1;
   }
   memcpy(buf + b.len, "}\n", 3);
   return b.len + 2;

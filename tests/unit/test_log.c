@@ -67,7 +67,7 @@ static void test_non_finite_doubles_and_null_strings_log_as_null(void **state) {
   cJSON_Delete(j);
 }
 
-static void test_oversized_field_is_dropped_and_line_stays_valid_json(void **state) {
+static void test_huge_string_field_is_cut_with_a_marker_and_later_fields_kept(void **state) {
   (void)state;
   qs_log log;
   qs_log_init(&log, "s", QS_LOG_DEBUG, 2);
@@ -77,8 +77,66 @@ static void test_oversized_field_is_dropped_and_line_stays_valid_json(void **sta
   qs_log_field f[] = {QS_LSTR("small", "ok"), QS_LSTR("big", big), QS_LINT("after", 1)};
   cJSON *j = format(&log, QS_LOG_INFO, "x", f, 3, buf, sizeof buf);
   assert_string_equal(cJSON_GetObjectItem(j, "small")->valuestring, "ok");
-  assert_null(cJSON_GetObjectItem(j, "big"));
+  const char *cut = cJSON_GetObjectItem(j, "big")->valuestring;
+  size_t n = strlen(cut), mark = strlen(QS_LOG_CUT_MARK);
+  assert_true(n > mark && n < 4096);
+  assert_string_equal(cut + n - mark, QS_LOG_CUT_MARK);
+  assert_int_equal(strspn(cut, "x"), n - mark);
+  assert_int_equal(cJSON_GetObjectItem(j, "after")->valueint, 1);
   assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "truncated")));
+  cJSON_Delete(j);
+}
+
+static void test_huge_message_is_cut_and_line_stays_valid_json(void **state) {
+  (void)state;
+  qs_log log;
+  qs_log_init(&log, "s", QS_LOG_DEBUG, 2);
+  static char big[20000];
+  memset(big, '"', sizeof big - 1); /* every byte needs an escape */
+  char buf[QS_LOG_LINE_MAX];
+  qs_log_field f[] = {QS_LINT("port", 80)};
+  cJSON *j = format(&log, QS_LOG_INFO, big, f, 1, buf, sizeof buf);
+  const char *msg = cJSON_GetObjectItem(j, "msg")->valuestring;
+  assert_int_equal(strspn(msg, "\""), strlen(msg) - strlen(QS_LOG_CUT_MARK));
+  assert_int_equal(cJSON_GetObjectItem(j, "port")->valueint, 80);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "truncated")));
+  cJSON_Delete(j);
+}
+
+static void test_fields_beyond_the_line_are_dropped_and_flagged(void **state) {
+  (void)state;
+  qs_log log;
+  qs_log_init(&log, "s", QS_LOG_DEBUG, 2);
+  static char val[1500], big_json[9000];
+  memset(val, 'v', sizeof val - 1);
+  memset(big_json, ' ', sizeof big_json - 1);
+  big_json[0] = '1';
+  qs_log_field f[10];
+  char keys[10][8];
+  for (int i = 0; i < 9; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%d", i);
+    f[i] = QS_LSTR(keys[i], val);
+  }
+  f[9] = QS_LJSON("raw", big_json); /* raw JSON cannot be cut: dropped whole */
+  char buf[QS_LOG_LINE_MAX];
+  cJSON *j = format(&log, QS_LOG_INFO, "x", f, 10, buf, sizeof buf);
+  assert_non_null(cJSON_GetObjectItem(j, "k0"));
+  assert_null(cJSON_GetObjectItem(j, "raw"));
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "truncated")));
+  cJSON_Delete(j);
+}
+
+static void test_line_within_limits_has_no_truncated_flag(void **state) {
+  (void)state;
+  qs_log log;
+  qs_log_init(&log, "s", QS_LOG_DEBUG, 2);
+  static char val[1000];
+  memset(val, 'v', sizeof val - 1);
+  qs_log_field f[] = {QS_LSTR("a", val), QS_LSTR("b", val)};
+  char buf[QS_LOG_LINE_MAX];
+  cJSON *j = format(&log, QS_LOG_INFO, val, f, 2, buf, sizeof buf);
+  assert_string_equal(cJSON_GetObjectItem(j, "b")->valuestring, val);
+  assert_null(cJSON_GetObjectItem(j, "truncated"));
   cJSON_Delete(j);
 }
 
@@ -117,7 +175,10 @@ int main(void) {
       cmocka_unit_test(test_line_has_ts_level_service_msg_then_fields),
       cmocka_unit_test(test_strings_are_escaped_and_invalid_utf8_replaced),
       cmocka_unit_test(test_non_finite_doubles_and_null_strings_log_as_null),
-      cmocka_unit_test(test_oversized_field_is_dropped_and_line_stays_valid_json),
+      cmocka_unit_test(test_huge_string_field_is_cut_with_a_marker_and_later_fields_kept),
+      cmocka_unit_test(test_huge_message_is_cut_and_line_stays_valid_json),
+      cmocka_unit_test(test_fields_beyond_the_line_are_dropped_and_flagged),
+      cmocka_unit_test(test_line_within_limits_has_no_truncated_flag),
       cmocka_unit_test(test_level_threshold_drops_lower_levels),
       cmocka_unit_test(test_level_names_parse_case_insensitively),
   };

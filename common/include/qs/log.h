@@ -3,8 +3,11 @@
  * One line per call, written with a single write(2) so lines from one process never interleave:
  *   {"ts":"2026-11-25T06:40:00.123Z","level":"info","service":"hub","msg":"started","port":5672}
  * Fields are typed (string, int64, double, bool) and JSON-escaped; invalid UTF-8 becomes U+FFFD.
- * A line is built in a fixed stack buffer (QS_LOG_LINE_MAX): a field that would not fit is left
- * out and the line ends with "truncated":true, so logging never allocates and never fails.
+ * A line is built in a fixed stack buffer (QS_LOG_LINE_MAX), so logging never allocates and never
+ * fails. Bounds: a string value (msg included) longer than QS_LOG_VALUE_MAX escaped bytes, or than
+ * the room left, is cut and ends with QS_LOG_CUT_MARK; any other field that does not fit (a number
+ * at the very end, a QS_LJSON value) is left out whole; either way the line then ends with
+ * "truncated":true.
  *
  * Usage:
  *   qs_log_info(&log, "listening", QS_LSTR("addr", a), QS_LINT("port", p));
@@ -18,6 +21,8 @@
 #include <stdint.h>
 
 #define QS_LOG_LINE_MAX 8192
+#define QS_LOG_VALUE_MAX 2048            /* escaped bytes of one string value before it is cut */
+#define QS_LOG_CUT_MARK "...(truncated)" /* ends a cut string value */
 
 typedef enum qs_log_level {
   QS_LOG_DEBUG = 0,
@@ -59,8 +64,9 @@ void qs_log_init(qs_log *log, const char *service, qs_log_level level, int fd);
 int qs_log_level_parse(const char *s, qs_log_level *out);
 const char *qs_log_level_name(qs_log_level level);
 
-/* Format one line into buf (always NUL-terminated, ends with '\n'); returns its length. The clock
- * value is epoch ms (tests pass a fixed one). Exposed for tests; qs_log_write uses it. */
+/* Format one line into buf (cap >= 512; always NUL-terminated, ends with '\n'); returns its
+ * length. The clock value is epoch ms (tests pass a fixed one). Exposed for tests; qs_log_write
+ * uses it. */
 size_t qs_log_format(char *buf, size_t cap, const qs_log *log, int64_t now_ms, qs_log_level level,
                      const char *msg, const qs_log_field *fields, size_t n);
 
