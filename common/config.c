@@ -9,6 +9,7 @@
 #include "qs/log.h"
 #include "qs/timeutil.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -31,6 +32,8 @@ static const char *type_name(qs_cfg_type t) {
     return "enum";
   case QS_CFG_PORT:
     return "port";
+  case QS_CFG_IP:
+    return "ip";
   }
   return "?";
 }
@@ -132,6 +135,12 @@ int qs_config_parse_value(const qs_cfg_spec *s, const char *t, qs_cfg_value *v, 
     if (!enum_allows(s->allowed, t))
       FAIL("not allowed: allowed one of %s", s->allowed);
     return 0;
+  case QS_CFG_IP: {
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, t, addr) != 1 && inet_pton(AF_INET6, t, addr) != 1)
+      FAIL("not an IP address: allowed an IPv4 or IPv6 literal such as 127.0.0.1, 0.0.0.0 or ::1");
+    return 0;
+  }
   }
   FAIL("unknown type %d", (int)s->type);
 }

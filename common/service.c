@@ -24,7 +24,7 @@ static void build_tables(qs_service *svc, const qs_service_def *def) {
   const qs_cfg_spec common[] = {
       {"LOG_LEVEL", QS_CFG_ENUM, "info", 0, 0, "debug|info|warn|error",
        "least severe level written to the JSON log on stderr", 0},
-      {"ADMIN_HOST", QS_CFG_STR, "127.0.0.1", 0, 255, NULL,
+      {"ADMIN_HOST", QS_CFG_IP, "127.0.0.1", 0, 0, NULL,
        "IP address of the admin server (/healthz /readyz /metrics); 0.0.0.0 in containers", 0},
       {"ADMIN_PORT", QS_CFG_PORT, svc->admin_port_default, 0, 65535, NULL,
        "port of the admin server; 0 picks a free port (the \"started\" log line names it)", 0},
@@ -71,6 +71,13 @@ int qs_service_init(qs_service *svc, const qs_service_def *def, int argc, char *
   signal(SIGPIPE, SIG_IGN);
   qs_log_init(&svc->log, def->name, QS_LOG_INFO, STDERR_FILENO);
   char err[512];
+  if (svc->argc > 0 && !def->usage) { /* no subcommands: a stray argument is a mistake */
+    snprintf(err, sizeof err, "unexpected argument \"%.200s\": %s takes no arguments", svc->argv[0],
+             def->name);
+    qs_log_error(&svc->log, "invalid arguments", QS_LSTR("error", err));
+    fprintf(stderr, "%s: %s\n(see %s --help)\n", def->name, err, def->name);
+    return svc->exit_code = 2, 1;
+  }
   if (qs_config_load(&svc->config, svc->tables, env_get, NULL, err, sizeof err) != 0) {
     qs_log_write(&svc->log, QS_LOG_ERROR, "invalid configuration",
                  (const qs_log_field[]){QS_LSTR("error", err)}, 1);
@@ -154,7 +161,9 @@ int qs_service_run(qs_service *svc) {
     char cfg[4096], admin[96];
     if (qs_config_to_json(&svc->config, cfg, sizeof cfg) < 0)
       snprintf(cfg, sizeof cfg, "null");
-    snprintf(admin, sizeof admin, "http://%s:%d", qs_config_str(&svc->config, "ADMIN_HOST"),
+    const char *host = qs_config_str(&svc->config, "ADMIN_HOST");
+    bool v6 = strchr(host, ':') != NULL; /* an IPv6 literal goes in brackets in a URL */
+    snprintf(admin, sizeof admin, "http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
              qs_httpd_port(&svc->admin.http));
     qs_log_info(&svc->log, "started", QS_LSTR("version", QS_VERSION), QS_LSTR("admin", admin),
                 QS_LINT("admin_port", qs_httpd_port(&svc->admin.http)), QS_LJSON("config", cfg));

@@ -58,6 +58,25 @@ def test_invalid_admin_port_exits_2_naming_variable_value_and_range(name):
     assert r.returncode == 2
     err = r.stderr.decode()
     assert 'ADMIN_PORT="abc"' in err and "0..65535" in err
+    # the same message as a JSON log line (for log collectors) and as plain text (for people)
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(rec["level"] == "error" and 'ADMIN_PORT="abc"' in rec["error"] for rec in records)
+    assert any(line.startswith(f"{name}: ") and "ADMIN_PORT" in line for line in err.splitlines())
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_admin_host_name_instead_of_ip_exits_2(name):
+    r = run_binary(name, env={"ADMIN_HOST": "localhost"})
+    assert r.returncode == 2
+    err = r.stderr.decode()
+    assert 'ADMIN_HOST="localhost"' in err and "IPv4 or IPv6" in err
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_stray_argument_exits_2(name):
+    r = run_binary(name, args=["--config", "x.json"])
+    assert r.returncode == 2
+    assert 'unexpected argument "--config"' in r.stderr.decode()
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -115,6 +115,34 @@ static void test_each_invalid_value_names_variable_value_and_what_is_allowed(voi
   }
 }
 
+static void test_ip_accepts_v4_and_v6_literals_and_rejects_host_names(void **state) {
+  (void)state;
+  static const qs_cfg_spec ip_table[] = {
+      {"BIND", QS_CFG_IP, "127.0.0.1", 0, 0, NULL, "listen address", 0}, {NULL}};
+  const qs_cfg_spec *tables[] = {ip_table, NULL};
+  static const char *const good[] = {"0.0.0.0", "10.1.2.3", "::", "::1", "fe80::1"};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    env e = {{"BIND"}, {good[i]}, 1};
+    qs_config c;
+    char err[256] = "";
+    if (qs_config_load(&c, tables, get, &e, err, sizeof err) != 0)
+      fail_msg("%s rejected: %s", good[i], err);
+    assert_string_equal(qs_config_str(&c, "BIND"), good[i]);
+    qs_config_free(&c);
+  }
+  static const char *const bad[] = {"localhost", "256.0.0.1", "1.2.3", " 127.0.0.1", "::g"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    env e = {{"BIND"}, {bad[i]}, 1};
+    qs_config c;
+    char err[256] = "", want[64];
+    if (qs_config_load(&c, tables, get, &e, err, sizeof err) == 0)
+      fail_msg("%s accepted", bad[i]);
+    snprintf(want, sizeof want, "BIND=\"%s\": not an IP address: allowed an IPv4 or IPv6", bad[i]);
+    if (strncmp(err, want, strlen(want)) != 0)
+      fail_msg("got '%s', want prefix '%s'", err, want);
+  }
+}
+
 static void test_invalid_secret_value_is_not_echoed(void **state) {
   (void)state;
   static const qs_cfg_spec secret_int[] = {
@@ -162,6 +190,7 @@ int main(void) {
       cmocka_unit_test(test_defaults_apply_when_nothing_is_set),
       cmocka_unit_test(test_environment_overrides_defaults_for_every_type),
       cmocka_unit_test(test_each_invalid_value_names_variable_value_and_what_is_allowed),
+      cmocka_unit_test(test_ip_accepts_v4_and_v6_literals_and_rejects_host_names),
       cmocka_unit_test(test_invalid_secret_value_is_not_echoed),
       cmocka_unit_test(test_required_variable_missing_fails_with_its_name),
       cmocka_unit_test(test_help_lists_every_variable_of_every_table_once),

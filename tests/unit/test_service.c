@@ -17,8 +17,13 @@ static const qs_cfg_spec own[] = {
     {"TEST_POLL", QS_CFG_DURATION, "5s", 1000, 60000, NULL, "how often to poll", 0},
     {NULL},
 };
-static const qs_service_def def = {
-    .name = "tester", .summary = "a test service", .admin_port = 0, .config = own};
+static const qs_service_def def = {.name = "tester",
+                                   .summary = "a test service",
+                                   .usage = "  tester replay FILE [--speed N]",
+                                   .admin_port = 0,
+                                   .config = own};
+static const qs_service_def no_args_def = {
+    .name = "plain", .summary = "a service without subcommands", .admin_port = 0};
 
 static void clear_env(void) {
   unsetenv("ADMIN_PORT");
@@ -64,6 +69,27 @@ static void test_subcommand_arguments_are_left_for_the_service(void **state) {
   assert_int_equal(qs_config_ms(&svc.config, "TEST_POLL"), 5000);
   qs_service_request_stop(&svc, 0);
   assert_int_equal(qs_service_run(&svc), 0);
+}
+
+static void test_argument_to_a_binary_without_subcommands_returns_exit_code_2(void **state) {
+  (void)state;
+  clear_env();
+  setenv("ADMIN_PORT", "0", 1);
+  qs_service svc;
+  char *argv[] = {"plain", "--config", "x.json", NULL};
+  assert_int_not_equal(qs_service_init(&svc, &no_args_def, 3, argv), 0);
+  assert_int_equal(svc.exit_code, 2);
+}
+
+static void test_invalid_admin_host_returns_exit_code_2(void **state) {
+  (void)state;
+  clear_env();
+  setenv("ADMIN_HOST", "localhost", 1);
+  qs_service svc;
+  char *argv[] = {"tester", NULL};
+  assert_int_not_equal(qs_service_init(&svc, &def, 1, argv), 0);
+  assert_int_equal(svc.exit_code, 2);
+  unsetenv("ADMIN_HOST");
 }
 
 typedef struct hook_state {
@@ -130,6 +156,8 @@ int main(void) {
       cmocka_unit_test(test_help_and_version_return_exit_code_0),
       cmocka_unit_test(test_invalid_service_variable_returns_exit_code_2),
       cmocka_unit_test(test_subcommand_arguments_are_left_for_the_service),
+      cmocka_unit_test(test_argument_to_a_binary_without_subcommands_returns_exit_code_2),
+      cmocka_unit_test(test_invalid_admin_host_returns_exit_code_2),
       cmocka_unit_test(test_sigterm_runs_the_stop_hook_once_and_run_returns_0),
       cmocka_unit_test(test_init_ignores_sigpipe_so_a_closed_peer_cannot_kill_the_process),
   };

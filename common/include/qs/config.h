@@ -28,6 +28,7 @@ typedef enum qs_cfg_type {
                       max] ms */
   QS_CFG_ENUM,     /* one of `allowed`, "a|b|c" (case-sensitive) */
   QS_CFG_PORT,     /* TCP port 0..65535 */
+  QS_CFG_IP,       /* an IPv4 or IPv6 address literal (what a listener binds; no host names) */
 } qs_cfg_type;
 
 enum {

@@ -33,7 +33,7 @@ typedef void (*qs_service_stop_fn)(qs_service *svc, void *data);
 typedef struct qs_service_def {
   const char *name;          /* "hub", "ingestor", ... */
   const char *summary;       /* one line for --help */
-  const char *usage;         /* extra usage text (subcommands), or NULL */
+  const char *usage;         /* usage of its subcommands; NULL: the binary takes no arguments */
   int admin_port;            /* default ADMIN_PORT */
   const qs_cfg_spec *config; /* the service's own variables (NULL-name terminated), or NULL */
 } qs_service_def;
@@ -62,8 +62,9 @@ struct qs_service {
 
 /* Parse argv (--help, --version), load and validate the configuration, start logging, metrics
  * and the admin server. Returns 0 to go on; otherwise the process should exit with
- * svc->exit_code (0 after --help/--version, 2 for bad configuration, 1 if the admin port cannot
- * be bound), everything already released. */
+ * svc->exit_code (0 after --help/--version, 2 for bad configuration or an argument a binary
+ * without `usage` does not take, 1 if the admin port cannot be bound), everything already
+ * released. Arguments other than --help/-h/--version are left in svc->argc/argv. */
 int qs_service_init(qs_service *svc, const qs_service_def *def, int argc, char **argv);
 void qs_service_on_stop(qs_service *svc, qs_service_stop_fn fn, void *data);
 /* Run the loop until stopped; returns the exit status. Releases everything. */
