@@ -38,6 +38,7 @@ void qs_httpd_options_init(qs_httpd_options *o) {
   o->keepalive = true;
   o->req_timeout_ms = 10000;
   o->max_connections = 1024;
+  o->max_request_body = 1024 * 1024;
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
@@ -56,6 +57,7 @@ void qs_httpd_init(qs_httpd *h, uv_loop_t *loop, const qs_httpd_options *opt) {
   h->opt = *opt;
   h2o_config_init(&h->config);
   h->config.http1.req_timeout = opt->req_timeout_ms;
+  h->config.max_request_entity_size = opt->max_request_body;
   h->config.server_name = h2o_iovec_init(H2O_STRLIT("quakestream"));
   h->hostconf = h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
   uv_tcp_init(loop, &h->listener);
@@ -342,6 +344,7 @@ void qs_admin_init(qs_admin *a, uv_loop_t *loop, const char *host, int port, qs_
   o.keepalive = false; /* scrapes are rare; no idle connection may delay a shutdown */
   o.req_timeout_ms = 5000;
   o.max_connections = 64;
+  o.max_request_body = 4096; /* GET and HEAD only: a body is never needed */
   qs_httpd_init(&a->http, loop, &o);
   a->http.data = a;
   a->metrics = metrics;

@@ -342,12 +342,94 @@ static void test_close_lets_a_request_in_flight_finish(void **state) {
   free(f);
 }
 
+/* Request bodies are bounded by max_request_body: a larger one is refused, not buffered. */
+typedef struct body_fixture {
+  uv_loop_t loop;
+  uv_async_t done;
+  qs_httpd http;
+  int port;
+  int small_status, big_status;
+  size_t handled;
+} body_fixture;
+
+static int on_upload(void *data, h2o_req_t *req) {
+  body_fixture *f = data;
+  f->handled++;
+  qs_httpd_respond(req, 200, "OK", "text/plain", "ok", 2);
+  return 0;
+}
+
+static int post_status(int port, size_t body_len) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  int status = -1;
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n",
+                     body_len);
+    static char body[8192];
+    memset(body, 'b', sizeof body);
+    if (write(fd, head, (size_t)n) == n && body_len <= sizeof body &&
+        write(fd, body, body_len) == (ssize_t)body_len) {
+      char buf[512] = "";
+      if (read(fd, buf, sizeof buf - 1) > 0)
+        sscanf(buf, "HTTP/1.1 %d", &status);
+    }
+  }
+  close(fd);
+  return status;
+}
+
+static void *body_client(void *arg) {
+  body_fixture *f = arg;
+  f->small_status = post_status(f->port, 1000);
+  f->big_status = post_status(f->port, 5000);
+  uv_async_send(&f->done);
+  return NULL;
+}
+
+static void body_done(uv_async_t *h) {
+  body_fixture *f = h->data;
+  uv_close((uv_handle_t *)&f->done, NULL);
+  qs_httpd_close(&f->http, NULL);
+}
+
+static void test_request_body_over_the_limit_is_refused_with_413(void **state) {
+  (void)state;
+  body_fixture *f = calloc(1, sizeof *f);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  qs_httpd_options o;
+  qs_httpd_options_init(&o);
+  o.max_request_body = 4096;
+  qs_httpd_init(&f->http, &f->loop, &o);
+  qs_httpd_route(&f->http, "/upload", on_upload, f);
+  char err[256];
+  assert_int_equal(qs_httpd_start(&f->http, err, sizeof err), 0);
+  f->port = qs_httpd_port(&f->http);
+  uv_async_init(&f->loop, &f->done, body_done);
+  f->done.data = f;
+  pthread_t th;
+  pthread_create(&th, NULL, body_client, f);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  pthread_join(th, NULL);
+  qs_httpd_dispose(&f->http);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  assert_int_equal(f->small_status, 200);
+  assert_int_equal(f->big_status, 413);
+  assert_int_equal(f->handled, 1);
+  free(f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_admin_endpoints_answer_and_server_closes_clean),
       cmocka_unit_test(test_bind_failure_reports_address_and_still_closes_clean),
       cmocka_unit_test(test_close_ends_idle_keepalive_connections_at_once),
       cmocka_unit_test(test_close_lets_a_request_in_flight_finish),
+      cmocka_unit_test(test_request_body_over_the_limit_is_refused_with_413),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

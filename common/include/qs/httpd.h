@@ -38,6 +38,7 @@ typedef struct qs_httpd_options {
   bool keepalive;          /* false: every response closes its connection (admin endpoints) */
   uint64_t req_timeout_ms; /* idle/slow request timeout (h2o http1 req_timeout) */
   size_t max_connections;  /* accepted connections beyond this are closed at once */
+  size_t max_request_body; /* larger request bodies are refused with 413 (h2o's default: 1 GiB) */
 } qs_httpd_options;
 
 struct qs_httpd {
