@@ -101,9 +101,8 @@ void qs_metrics_init(qs_metrics *m, const char *service, const char *version) {
   m->dropped = qs_metric_series(qs_metrics_counter(
       m, "quakestream_metrics_dropped_series_total",
       "Metric updates sent to the sink because a family hit its series cap", NULL));
-  static qs_metric_family sink_family; /* never rendered; holds the shape only */
   m->sink = qs_xcalloc(1, sizeof *m->sink);
-  m->sink->family = &sink_family;
+  m->sink->family = qs_xcalloc(1, sizeof *m->sink->family); /* never rendered: a shape only */
   m->sink->buckets = qs_xcalloc(QS_METRICS_MAX_BUCKETS + 1, sizeof *m->sink->buckets);
 }
 
@@ -128,6 +127,7 @@ void qs_metrics_free(qs_metrics *m) {
     f = nf;
   }
   if (m->sink) {
+    free(m->sink->family);
     free(m->sink->buckets);
     free(m->sink);
   }
