@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -151,6 +153,55 @@ static void test_init_ignores_sigpipe_so_a_closed_peer_cannot_kill_the_process(v
   assert_int_equal(qs_service_run(&svc), 0);
 }
 
+static void hook_never_finishes(qs_service *svc, void *data) {
+  (void)svc;
+  (void)data; /* in-flight work that hangs: only a second signal ends the process */
+}
+
+static void test_second_signal_while_stopping_exits_at_once_with_status_1(void **state) {
+  (void)state;
+  clear_env();
+  setenv("ADMIN_PORT", "0", 1);
+  setenv("LOG_LEVEL", "info", 1);
+  int out[2];
+  assert_int_equal(pipe(out), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    alarm(10); /* a hang ends the child with SIGALRM, failing the test, never blocking it */
+    dup2(out[1], STDERR_FILENO);
+    close(out[0]);
+    qs_service svc;
+    char *argv[] = {"tester", NULL};
+    if (qs_service_init(&svc, &def, 1, argv) != 0)
+      _exit(3);
+    qs_service_on_stop(&svc, hook_never_finishes, NULL);
+    uv_timer_t first, second;
+    uv_timer_init(&svc.loop, &first);
+    uv_timer_init(&svc.loop, &second);
+    uv_timer_start(&first, send_sigterm, 1, 0);
+    uv_timer_start(&second, send_sigterm, 5, 0);
+    qs_service_run(&svc);
+    _exit(4); /* not reached: the second signal exits */
+  }
+  close(out[1]);
+  static char log[16384];
+  size_t len = 0;
+  ssize_t got;
+  while (len < sizeof log - 1 && (got = read(out[0], log + len, sizeof log - 1 - len)) > 0)
+    len += (size_t)got;
+  log[len] = '\0';
+  close(out[0]);
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  unsetenv("LOG_LEVEL");
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 1);
+  assert_non_null(strstr(log, "\"msg\":\"stopping\""));
+  assert_non_null(strstr(log, "\"msg\":\"second signal while stopping: exiting now\""));
+  assert_null(strstr(log, "\"msg\":\"stopped\""));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_help_and_version_return_exit_code_0),
@@ -159,6 +210,7 @@ int main(void) {
       cmocka_unit_test(test_argument_to_a_binary_without_subcommands_returns_exit_code_2),
       cmocka_unit_test(test_invalid_admin_host_returns_exit_code_2),
       cmocka_unit_test(test_sigterm_runs_the_stop_hook_once_and_run_returns_0),
+      cmocka_unit_test(test_second_signal_while_stopping_exits_at_once_with_status_1),
       cmocka_unit_test(test_init_ignores_sigpipe_so_a_closed_peer_cannot_kill_the_process),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
