@@ -10,6 +10,7 @@
 #include "qs/timeutil.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -59,7 +60,7 @@ static bool parse_int(const char *t, int64_t *out) {
   char *end;
   errno = 0;
   long long v = strtoll(t, &end, 10);
-  if (errno || end == t || *end != '\0' || t[0] == ' ')
+  if (errno || end == t || *end != '\0' || isspace((unsigned char)t[0]))
     return false;
   *out = v;
   return true;
@@ -104,7 +105,7 @@ int qs_config_parse_value(const qs_cfg_spec *s, const char *t, qs_cfg_value *v, 
     char *end;
     errno = 0;
     v->d = strtod(t, &end);
-    if (errno || end == t || *end != '\0' || !isfinite(v->d))
+    if (errno || end == t || *end != '\0' || isspace((unsigned char)t[0]) || !isfinite(v->d))
       FAIL("not a number: allowed a number %g..%g", s->min, s->max);
     if (v->d < s->min || v->d > s->max)
       FAIL("out of range: allowed a number %g..%g", s->min, s->max);

@@ -96,6 +96,8 @@ static void test_each_invalid_value_names_variable_value_and_what_is_allowed(voi
       {"COUNT", "101", "COUNT=\"101\": out of range: allowed an integer 1..100"},
       {"COUNT", "0", "COUNT=\"0\": out of range: allowed an integer 1..100"},
       {"COUNT", "5x", "COUNT=\"5x\": not an integer: allowed an integer 1..100"},
+      {"COUNT", "\t5", "COUNT=\"\t5\": not an integer: allowed an integer 1..100"},
+      {"RATIO", " 0.5", "RATIO=\" 0.5\": not a number: allowed a number 0..1"},
       {"RATIO", "1.5", "RATIO=\"1.5\": out of range: allowed a number 0..1"},
       {"RATIO", "nan", "RATIO=\"nan\": not a number: allowed a number 0..1"},
       {"FLAG", "maybe", "FLAG=\"maybe\": not a bool: allowed true|false|1|0|yes|no|on|off"},
