@@ -9,6 +9,7 @@
 
 #include "qs/capture.h"
 #include "qs/error.h"
+#include "qs/fsutil.h"
 #include "qs/timeutil.h"
 
 #include "evmsg.h"
@@ -267,25 +268,11 @@ static void job_add(job *j, const hub_plog_record *r) {
   }
 }
 
-static int mkdirs_for(const char *file) {
-  char tmp[1024];
-  snprintf(tmp, sizeof tmp, "%s", file);
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p != '/')
-      continue;
-    *p = '\0';
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-      return -errno;
-    *p = '/';
-  }
-  return 0;
-}
-
 /* Worker thread: encode and write the window's file (temp name, fsync, rename). */
 static void job_write(uv_work_t *w) {
   job *j = w->data;
   qs_capture_writer wr;
-  int rc = mkdirs_for(j->path);
+  int rc = qs_mkdir_parents(j->path);
   if (rc != 0) {
     snprintf(j->err, sizeof j->err, "cannot create directories for %.180s: %s", j->path,
              strerror(-rc));

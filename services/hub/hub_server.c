@@ -12,6 +12,7 @@
 #include "qs/amqp_transport.h"
 #include "qs/ehconn.h"
 #include "qs/error.h"
+#include "qs/fsutil.h"
 #include "qs/timeutil.h"
 #include "qs/tls.h"
 
@@ -409,22 +410,6 @@ static int64_t hub_created_at(const char *data_dir, const char *hub) {
   return v;
 }
 
-static int mkdirs(const char *path) {
-  char tmp[1024];
-  snprintf(tmp, sizeof tmp, "%s", path);
-  for (char *p = tmp + 1; *p; p++) {
-    if (*p == '/') {
-      *p = '\0';
-      if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -errno;
-      *p = '/';
-    }
-  }
-  if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-    return -errno;
-  return 0;
-}
-
 static int open_logs(hub_server *s, char *err, size_t errlen) {
   s->n_hubs = s->cfg.n_hubs;
   s->hubs = qs_xcalloc(s->n_hubs, sizeof *s->hubs);
@@ -454,7 +439,7 @@ static int open_logs(hub_server *s, char *err, size_t errlen) {
     h->parts = qs_xcalloc((size_t)ch->partition_count, sizeof *h->parts);
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/%s", s->opt.data_dir, ch->name);
-    int rc = mkdirs(dir);
+    int rc = qs_mkdir_p(dir);
     if (rc != 0) {
       qs_set_reason(err, errlen, "cannot create %s: %s", dir, strerror(-rc));
       return rc;

@@ -23,6 +23,8 @@
  */
 #include "partition_log.h"
 
+#include "qs/fsutil.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -384,26 +386,6 @@ done:
 }
 
 /* ---- open / recovery ---- */
-
-static int mkdir_p(const char *path) {
-  char *tmp = qs_xstrdup(path);
-  int rc = 0;
-  for (char *p = tmp + 1;; p++) {
-    if (*p == '/' || *p == '\0') {
-      char c = *p;
-      *p = '\0';
-      if (mkdir(tmp, 0755) != 0 && errno != EEXIST) {
-        rc = QS_ERR_IO;
-        break;
-      }
-      *p = c;
-      if (c == '\0')
-        break;
-    }
-  }
-  free(tmp);
-  return rc;
-}
 
 static bool valid_hub_name(const char *s) {
   size_t n = strlen(s);
@@ -837,7 +819,7 @@ int hub_plog_open(hub_plog *log, uv_loop_t *loop, const char *data_dir, const ch
   size_t n = strlen(data_dir) + strlen(hub) + 16;
   log->dir = qs_xmalloc(n);
   snprintf(log->dir, n, "%s/%s/%d", data_dir, hub, partition);
-  int rc = mkdir_p(log->dir);
+  int rc = qs_mkdir_p(log->dir) == 0 ? 0 : QS_ERR_IO;
   if (rc == 0)
     rc = recover(log);
   if (rc != 0) {
