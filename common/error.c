@@ -22,6 +22,8 @@ static const char *const qs_err_names[] = {
     [11] = "closed",
     [12] = "queue full",
     [13] = "timed out",
+    [14] = "rejected by peer",
+    [15] = "ownership lost",
 };
 
 const char *qs_strerror(int code) {

@@ -28,7 +28,9 @@ typedef enum qs_err {
   QS_ERR_CLOSED = -10012,      /* object is closing or closed */
   QS_ERR_FULL = -10013,        /* bounded queue is full (back-pressure) */
   QS_ERR_TIMEOUT = -10014,
-  QS_ERR_LAST = -10015
+  QS_ERR_REJECTED = -10015, /* the peer refused it (e.g. AMQP rejected disposition) */
+  QS_ERR_STOLEN = -10016,   /* ownership taken over by another owner (epoch, lease) */
+  QS_ERR_LAST = -10017
 } qs_err;
 
 /* Name of a qs_err or of a libuv/errno-style negative code. Never NULL. */
