@@ -133,7 +133,78 @@ def run_binary(name, args=(), env=None, timeout=20):
                           capture_output=True, timeout=timeout)
 
 
-__all__ = ["SERVICES", "Service", "run_binary", "binary", "ROOT", "BUILD", "signal"]
+HUB_KEY = "SAS_KEY_VALUE"  # the built-in hub config's local-only RootManageSharedAccessKey
+
+
+def hub_connection_string(port, key=HUB_KEY):
+    return (f"Endpoint=sb://127.0.0.1:{port};SharedAccessKeyName=RootManageSharedAccessKey;"
+            f"SharedAccessKey={key};UseDevelopmentEmulator=true")
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1 and a free port (it cannot pick one itself: we probe one and
+    retry when another process took it first), persistence off, killed at teardown. Ready when
+    its own log says it accepts connections."""
+
+    def __init__(self, tmp_path):
+        import shutil
+        import socket
+        if not shutil.which("redis-server"):
+            pytest.fail("redis-server missing: run ./quakestream deps")
+        for _ in range(20):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(tmp_path), "--loglevel", "notice"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            for raw in self.proc.stdout:  # redis says when it accepts connections, or why not
+                if b"Ready to accept connections" in raw:
+                    self.port = port
+                    self.url = f"redis://127.0.0.1:{port}/0"
+                    threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                    return
+            self.stop()
+        raise AssertionError("could not start redis-server on a free port")
+
+    def cli(self, *args):
+        """Runs one command with redis-cli --raw; returns its stdout as str."""
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw", *args],
+                             capture_output=True, timeout=20, check=True)
+        return out.stdout.decode()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A fresh redis-server per test: .url, .port, .cli(*args)."""
+    r = RedisServer(tmp_path)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def hub_server(start_service, tmp_path):
+    """The quakestream hub on a free AMQP port with a fresh data dir: .amqp_port,
+    .connection_string, .data_dir, .capture_dir (plus everything a Service has)."""
+    data = tmp_path / "hub"
+    svc = start_service("hub", env={"AMQP_PORT": "0", "DATA_DIR": str(data),
+                                    "CAPTURE_DIR": str(tmp_path / "capture")})
+    rec = svc.wait_for_log(lambda r: r.get("msg") == "hub listening")
+    svc.amqp_port = rec["amqp_port"]
+    svc.connection_string = hub_connection_string(svc.amqp_port)
+    svc.data_dir = data
+    svc.capture_dir = tmp_path / "capture"
+    return svc
+
+
+__all__ = ["SERVICES", "Service", "run_binary", "binary", "ROOT", "BUILD", "signal",
+           "hub_connection_string", "HUB_KEY"]
 
 
 @pytest.hookimpl(hookwrapper=True)
