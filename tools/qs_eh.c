@@ -30,9 +30,11 @@ typedef struct app {
   uint64_t idle_ms;
   uv_timer_t idle;
   bool eof;
-  FILE *in;
-  char *pending;
-  size_t pending_len;
+  qs_buf in_buf;
+  size_t in_off;
+  bool reading;
+  uv_fs_t read_req;
+  uv_buf_t iov;
   const char *key;
   qs_eh_prop props[QS_EH_PROPS_MAX];
   size_t nprops;
@@ -113,25 +115,24 @@ static void on_drain(qs_eh_producer *p, void *ud) {
   send_more(ud);
 }
 
-/* Sends stdin lines until EOF or back-pressure; a line refused with QS_ERR_FULL waits in
- * a->pending for the drain callback. */
+static void on_stdin(uv_fs_t *req);
+
+/* Sends the complete stdin lines buffered so far until back-pressure (the drain callback calls
+ * again), then reads more; stdin is read with uv_fs_read so the loop never blocks on it (a pipe
+ * that stays open while acknowledgements are due, a regular file, or a terminal). */
 static void send_more(app *a) {
   for (;;) {
-    if (!a->pending) {
-      size_t cap = 0;
-      ssize_t n = getline(&a->pending, &cap, a->in);
-      if (n < 0) {
-        free(a->pending);
-        a->pending = NULL;
-        a->eof = true;
-        break;
-      }
-      while (n > 0 && (a->pending[n - 1] == '\n' || a->pending[n - 1] == '\r'))
-        a->pending[--n] = 0;
-      a->pending_len = (size_t)n;
-    }
-    qs_eh_event_out ev = {.body = a->pending,
-                          .len = a->pending_len,
+    char *start = a->in_buf.p + a->in_off;
+    size_t left = a->in_buf.len - a->in_off;
+    char *nl = left ? memchr(start, '\n', left) : NULL;
+    if (!nl && !(a->eof && left))
+      break;
+    size_t n = nl ? (size_t)(nl - start) : left;
+    size_t body = n;
+    while (body > 0 && start[body - 1] == '\r')
+      body--;
+    qs_eh_event_out ev = {.body = start,
+                          .len = body,
                           .partition_key = a->key,
                           .props = a->props,
                           .nprops = a->nprops};
@@ -141,10 +142,9 @@ static void send_more(app *a) {
     int rc = qs_eh_send(a->p, &ev, on_sent, ud);
     if (rc == QS_ERR_FULL) {
       free(ud);
-      return; /* on_drain calls again */
+      return;
     }
-    free(a->pending);
-    a->pending = NULL;
+    a->in_off += nl ? n + 1 : n;
     a->sent++;
     if (rc != 0) {
       free(ud);
@@ -153,8 +153,35 @@ static void send_more(app *a) {
       printf("error %ld %s\n", a->sent, qs_strerror(rc));
     }
   }
+  if (a->in_off > 0) { /* keep only the unfinished line */
+    memmove(a->in_buf.p, a->in_buf.p + a->in_off, a->in_buf.len - a->in_off);
+    a->in_buf.len -= a->in_off;
+    a->in_off = 0;
+  }
+  if (!a->eof && !a->reading) {
+    qs_buf_reserve(&a->in_buf, 65536);
+    a->reading = true;
+    a->iov = uv_buf_init(a->in_buf.p + a->in_buf.len, 65536);
+    a->read_req.data = a;
+    uv_fs_read(a->loop, &a->read_req, 0, &a->iov, 1, -1, on_stdin);
+  }
   if (a->eof && a->done_events == a->sent)
     finish(a, a->failed ? 1 : 0);
+}
+
+static void on_stdin(uv_fs_t *req) {
+  app *a = req->data;
+  ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  a->reading = false;
+  if (n <= 0) {
+    if (n < 0)
+      fprintf(stderr, "qs-eh: reading stdin: %s\n", uv_strerror((int)n));
+    a->eof = true;
+  } else {
+    a->in_buf.len += (size_t)n;
+  }
+  send_more(a);
 }
 
 /* ---- receive ---- */
@@ -241,13 +268,16 @@ int main(int argc, char **argv) {
     usage();
     return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
   }
-  signal(SIGPIPE, SIG_IGN); /* a dropped connection is an error to report, not a signal */
+  signal(SIGPIPE, SIG_IGN);
+  setvbuf(stdout, NULL, _IOLBF, 0);
+      /* results as they happen, for whoever reads them */ /* a dropped connection is an error to
+                                                              report, not a signal */
   const char *cs = getenv("EVENTHUBS_CONNECTION_STRING");
   if (!cs || !*cs) {
     fputs("qs-eh: EVENTHUBS_CONNECTION_STRING is not set\n", stderr);
     return 2;
   }
-  app a = {.rc = -1, .in = stdin};
+  app a = {.rc = -1};
   uv_loop_t loop;
   uv_loop_init(&loop);
   a.loop = &loop;
@@ -329,6 +359,7 @@ int main(int argc, char **argv) {
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  qs_buf_free(&a.in_buf);
   fflush(stdout);
   return a.rc < 0 ? 1 : a.rc;
 }
