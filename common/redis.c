@@ -411,30 +411,55 @@ static void req_cb(redisAsyncContext *ac, void *reply, void *priv) {
   free(q);
 }
 
-int qs_redis_command(qs_redis *r, qs_redis_cb cb, void *ud, const char *fmt, ...) {
-  if (!r || !cb || !fmt)
-    return QS_ERR_INVALID;
-  if (r->closing)
-    return QS_ERR_CLOSED;
-  if (r->pending >= r->opts.max_pending)
-    return QS_ERR_FULL;
+/* The checks and bookkeeping every command shares; NULL (with *rc set) when it is refused. */
+static struct qs_redis_req *req_new(qs_redis *r, qs_redis_cb cb, void *ud, int *rc) {
+  *rc = !r || !cb                           ? QS_ERR_INVALID
+        : r->closing                        ? QS_ERR_CLOSED
+        : r->pending >= r->opts.max_pending ? QS_ERR_FULL
+                                            : 0;
+  if (*rc)
+    return NULL;
   struct qs_redis_req *q = qs_xcalloc(1, sizeof *q);
   q->r = r;
   q->cb = cb;
   q->ud = ud;
   r->pending++;
-  if (r->ac) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = redisvAsyncCommand(r->ac, req_cb, q, fmt, ap);
-    va_end(ap);
-    if (rc == REDIS_OK)
-      return 0;
-  }
+  return q;
+}
+
+/* A command hiredis could not queue fails from the loop, never inside the call. */
+static int req_sent(qs_redis *r, struct qs_redis_req *q, int hiredis_rc) {
+  if (hiredis_rc == REDIS_OK)
+    return 0;
   q->next = r->failed;
   r->failed = q;
   uv_timer_start(&r->fail_timer, on_fail_timer, 0, 0);
   return 0;
+}
+
+int qs_redis_command(qs_redis *r, qs_redis_cb cb, void *ud, const char *fmt, ...) {
+  int rc;
+  struct qs_redis_req *q = fmt ? req_new(r, cb, ud, &rc) : NULL;
+  if (!q)
+    return fmt ? rc : QS_ERR_INVALID;
+  int hrc = REDIS_ERR;
+  if (r->ac) {
+    va_list ap;
+    va_start(ap, fmt);
+    hrc = redisvAsyncCommand(r->ac, req_cb, q, fmt, ap);
+    va_end(ap);
+  }
+  return req_sent(r, q, hrc);
+}
+
+int qs_redis_command_argv(qs_redis *r, qs_redis_cb cb, void *ud, int argc, const char **argv,
+                          const size_t *argvlen) {
+  int rc;
+  struct qs_redis_req *q = argc > 0 && argv ? req_new(r, cb, ud, &rc) : NULL;
+  if (!q)
+    return argc > 0 && argv ? rc : QS_ERR_INVALID;
+  int hrc = r->ac ? redisAsyncCommandArgv(r->ac, req_cb, q, argc, argv, argvlen) : REDIS_ERR;
+  return req_sent(r, q, hrc);
 }
 
 int qs_redis_ready(const qs_redis *r, const char **reason) {
