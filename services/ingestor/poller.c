@@ -107,10 +107,11 @@ static void poll_complete(poller *p) {
     return;
   int64_t now = qs_time_now_ms();
   qs_log_info(p->ctx->log, "poll done", QS_LSTR("source", p->source),
-              QS_LINT("features", p->cur.n + p->skipped), QS_LINT("new", p->n_new),
-              QS_LINT("revisions", p->n_rev), QS_LINT("duplicates", p->n_dup),
-              QS_LINT("malformed", p->skipped), QS_LINT("sent", p->n_ok),
-              QS_LINT("failed", p->n_fail), QS_LINT("ms", now - p->started_ms));
+              QS_LBOOL("not_modified", false), QS_LINT("features", p->cur.n + p->skipped),
+              QS_LINT("new", p->n_new), QS_LINT("revisions", p->n_rev),
+              QS_LINT("duplicates", p->n_dup), QS_LINT("malformed", p->skipped),
+              QS_LINT("sent", p->n_ok), QS_LINT("failed", p->n_fail),
+              QS_LINT("ms", now - p->started_ms));
   feed_list_free(&p->cur);
   free(p->to_send);
   p->to_send = NULL;
@@ -315,6 +316,11 @@ static void on_http(const qs_http_response *res, void *ud) {
   }
   if (res->status == 304) {
     qs_metric_inc(metric2(p->ctx->m->polls, p->source, "not_modified"));
+    qs_log_info(p->ctx->log, "poll done", QS_LSTR("source", p->source),
+                QS_LBOOL("not_modified", true), QS_LINT("features", 0), QS_LINT("new", 0),
+                QS_LINT("revisions", 0), QS_LINT("duplicates", 0), QS_LINT("malformed", 0),
+                QS_LINT("sent", 0), QS_LINT("failed", 0),
+                QS_LINT("ms", qs_time_now_ms() - p->started_ms));
     p->backoff_ms = 0;
     p->busy = false;
     qs_metric_set(metric1(p->ctx->m->backoff, p->source), 0);

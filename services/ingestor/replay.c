@@ -24,6 +24,7 @@ typedef struct replay {
   int64_t wall0_ms, t0_ms;
   uint64_t start_ns, parse_ns, send_start_ns;
   bool waiting_drain, finished;
+  int open_handles;
   void (*done)(int, void *);
   void *ud;
 } replay;
@@ -42,7 +43,7 @@ static void print_progress(replay *r, bool final) {
 
 static void on_closed_free(uv_handle_t *h) {
   replay *r = h->data;
-  if (h == (uv_handle_t *)&r->progress) {
+  if (--r->open_handles == 0) { /* both timers closed, in whatever order */
     feed_list_free(&r->l);
     free(r);
   }
@@ -61,6 +62,7 @@ static void finish(replay *r) {
   int rc = r->failed ? 1 : 0;
   void (*done)(int, void *) = r->done;
   void *ud = r->ud;
+  r->open_handles = 2;
   uv_close((uv_handle_t *)&r->timer, on_closed_free);
   uv_close((uv_handle_t *)&r->progress, on_closed_free);
   done(rc, ud);
