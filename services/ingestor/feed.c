@@ -54,6 +54,140 @@ static int on_feature(const qs_event *ev, void *data) {
   return feed_list_add_event(p->l, &copy, p->regions, p->source, p->at) == 0 ? 0 : 0;
 }
 
+/* ---- a streaming split of a large FeatureCollection ----------------------------------------
+ * One cJSON tree of a 150 MB document costs millions of small allocations and most of the parse
+ * time (measured: 60 % in malloc/free). For large documents the top-level object is scanned
+ * instead (strings and nesting tracked, nothing allocated) and each element of `features` is
+ * parsed on its own with qs_usgs_parse_feature: small trees, freed at once. */
+
+static size_t skip_ws(const char *d, size_t i, size_t n) {
+  while (i < n && (d[i] == ' ' || d[i] == '\n' || d[i] == '\r' || d[i] == '\t'))
+    i++;
+  return i;
+}
+
+/* End of the string starting at d[i] == '"' (index after the closing quote), or 0. */
+static size_t skip_string(const char *d, size_t i, size_t n) {
+  for (i++; i < n; i++) {
+    if (d[i] == '\\')
+      i++;
+    else if (d[i] == '"')
+      return i + 1;
+  }
+  return 0;
+}
+
+/* End of the JSON value starting at d[i], or 0 when it is cut short. */
+static size_t skip_value(const char *d, size_t i, size_t n) {
+  if (i >= n)
+    return 0;
+  if (d[i] == '"')
+    return skip_string(d, i, n);
+  if (d[i] == '{' || d[i] == '[') {
+    size_t depth = 0;
+    for (; i < n; i++) {
+      char c = d[i];
+      if (c == '"') {
+        size_t e = skip_string(d, i, n);
+        if (!e)
+          return 0;
+        i = e - 1;
+      } else if (c == '{' || c == '[') {
+        depth++;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        return i + 1;
+      }
+    }
+    return 0;
+  }
+  while (i < n && d[i] != ',' && d[i] != '}' && d[i] != ']' && d[i] != ' ' && d[i] != '\n' &&
+         d[i] != '\r' && d[i] != '\t')
+    i++;
+  return i;
+}
+
+typedef int (*feature_fn)(const char *json, size_t len, size_t index, void *ud);
+
+/* Calls fn for each element of the top-level "features" array. -1 when the document is not a
+ * well-formed FeatureCollection object (the caller then uses the full parser, which says why). */
+static int split_features(const char *d, size_t n, feature_fn fn, void *ud) {
+  size_t i = skip_ws(d, 0, n);
+  bool typed = false, had_features = false;
+  if (i >= n || d[i] != '{')
+    return -1;
+  i = skip_ws(d, i + 1, n);
+  while (i < n && d[i] != '}') {
+    if (d[i] != '"')
+      return -1;
+    size_t ke = skip_string(d, i, n);
+    if (!ke)
+      return -1;
+    const char *key = d + i + 1;
+    size_t klen = ke - i - 2;
+    i = skip_ws(d, ke, n);
+    if (i >= n || d[i] != ':')
+      return -1;
+    i = skip_ws(d, i + 1, n);
+    if (klen == 8 && memcmp(key, "features", 8) == 0) {
+      if (i >= n || d[i] != '[')
+        return -1;
+      had_features = true;
+      i = skip_ws(d, i + 1, n);
+      for (size_t idx = 0; i < n && d[i] != ']'; idx++) {
+        size_t e = skip_value(d, i, n);
+        if (!e)
+          return -1;
+        if (fn(d + i, e - i, idx, ud) != 0)
+          return -1;
+        i = skip_ws(d, e, n);
+        if (i < n && d[i] == ',')
+          i = skip_ws(d, i + 1, n);
+      }
+      if (i >= n)
+        return -1;
+      i++;
+    } else {
+      size_t e = skip_value(d, i, n);
+      if (!e)
+        return -1;
+      if (klen == 4 && memcmp(key, "type", 4) == 0)
+        typed = e - i == 19 && memcmp(d + i, "\"FeatureCollection\"", 19) == 0;
+      i = e;
+    }
+    i = skip_ws(d, i, n);
+    if (i < n && d[i] == ',')
+      i = skip_ws(d, i + 1, n);
+  }
+  return typed && had_features && i < n ? 0 : -1;
+}
+
+typedef struct split_ctx {
+  feed_list *l;
+  const qs_regions *regions;
+  const char *source;
+  int64_t at;
+  const qs_usgs_opts *o;
+  size_t *skipped;
+  char *why;
+  size_t whylen;
+} split_ctx;
+
+static int on_split_feature(const char *json, size_t len, size_t index, void *ud) {
+  split_ctx *c = ud;
+  qs_event ev;
+  char w[160];
+  if (qs_usgs_parse_feature(json, len, c->o, &ev, w, sizeof w) == 0) {
+    feed_list_add_event(c->l, &ev, c->regions, c->source, c->at);
+  } else {
+    if (*c->skipped == 0)
+      qs_set_reason(c->why, c->whylen, "feature %zu: %s", index, w);
+    (*c->skipped)++;
+  }
+  return 0;
+}
+
+#define SPLIT_MIN_BYTES (4u << 20)
+
 int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions *regions,
                     const char *source, int64_t ingested_at, size_t *skipped, char *why,
                     size_t whylen) {
@@ -62,6 +196,8 @@ int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions 
   qs_usgs_opts_init(&o);
   o.source = source;
   o.ingested_at = ingested_at;
+  o.max_bytes =
+      len + 1; /* callers bound their input: HTTP responses are capped, replay reads a file */
   *skipped = 0;
   size_t i = 0;
   while (i < len && (doc[i] == ' ' || doc[i] == '\n' || doc[i] == '\r' || doc[i] == '\t'))
@@ -71,6 +207,16 @@ int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions 
   bool ndjson = nl && i < len && doc[i] == '{' &&
                 memmem(doc + i, (size_t)(nl - doc - i), "\"Feature\"", 9) &&
                 !memmem(doc + i, (size_t)(nl - doc - i), "FeatureCollection", 17);
+  if (!ndjson && len >= SPLIT_MIN_BYTES) {
+    split_ctx sc = {l, regions, source, ingested_at, &o, skipped, why, whylen};
+    size_t before = l->n;
+    if (split_features(doc, len, on_split_feature, &sc) == 0)
+      return 0;
+    for (size_t k = before; k < l->n; k++) /* not a FeatureCollection after all: start over */
+      free(l->v[k].json);
+    l->n = before;
+    *skipped = 0;
+  }
   if (!ndjson) {
     qs_usgs_stats st;
     int rc = qs_usgs_parse_feed(doc, len, &o, on_feature, &p, &st, why, whylen);
@@ -105,25 +251,31 @@ int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions 
   return 0;
 }
 
+typedef struct sort_key {
+  int64_t time;
+  size_t idx;
+} sort_key;
+
+static int cmp_sort_key(const void *a, const void *b) {
+  const sort_key *x = a, *y = b;
+  if (x->time != y->time)
+    return x->time < y->time ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx; /* equal times keep their file order */
+}
+
 void feed_list_sort_by_time(feed_list *l) {
-  /* a bottom-up merge sort: stable, so equal times keep their file order */
   if (l->n < 2)
     return;
-  feed_entry *tmp = qs_xmalloc(l->n * sizeof *tmp);
-  for (size_t w = 1; w < l->n; w *= 2) {
-    for (size_t lo = 0; lo < l->n; lo += 2 * w) {
-      size_t mid = lo + w < l->n ? lo + w : l->n, hi = lo + 2 * w < l->n ? lo + 2 * w : l->n;
-      size_t a = lo, b = mid, k = lo;
-      while (a < mid && b < hi)
-        tmp[k++] = l->v[b].time < l->v[a].time ? l->v[b++] : l->v[a++];
-      while (a < mid)
-        tmp[k++] = l->v[a++];
-      while (b < hi)
-        tmp[k++] = l->v[b++];
-    }
-    memcpy(l->v, tmp, l->n * sizeof *tmp);
-  }
-  free(tmp);
+  sort_key *k = qs_xmalloc(l->n * sizeof *k);
+  for (size_t i = 0; i < l->n; i++)
+    k[i] = (sort_key){l->v[i].time, i};
+  qsort(k, l->n, sizeof *k, cmp_sort_key);
+  feed_entry *v = qs_xmalloc(l->cap * sizeof *v);
+  for (size_t i = 0; i < l->n; i++)
+    v[i] = l->v[k[i].idx];
+  free(l->v);
+  l->v = v;
+  free(k);
 }
 
 void ingest_metrics_init(ingest_metrics *m, qs_metrics *reg) {
