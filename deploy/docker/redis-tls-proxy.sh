@@ -4,6 +4,7 @@
 # 127.0.0.1:REDIS_TLS_LOCAL_PORT and forwards over TLS (certificate verified against the system CAs)
 # to REDIS_TLS_UPSTREAM (host:port, e.g. myredis.redis.cache.windows.net:6380). The services then
 # use REDIS_URL=redis://:PASSWORD@127.0.0.1:6379. The password still travels inside TLS.
+# REDIS_TLS_CA names another CA bundle (a private CA; the tests use one).
 set -eu
 : "${REDIS_TLS_UPSTREAM:?set REDIS_TLS_UPSTREAM=host:port of the TLS Redis endpoint}"
 local_port=${REDIS_TLS_LOCAL_PORT:-6379}
@@ -18,7 +19,7 @@ client = yes
 accept = 127.0.0.1:$local_port
 connect = $REDIS_TLS_UPSTREAM
 verifyChain = yes
-CAfile = /etc/ssl/certs/ca-certificates.crt
+CAfile = ${REDIS_TLS_CA:-/etc/ssl/certs/ca-certificates.crt}
 checkHost = $host
 sni = $host
 CONF
