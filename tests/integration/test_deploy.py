@@ -60,6 +60,66 @@ def variables():
     return {name: help_variables(name) for name in SERVICES}
 
 
+def help_types(name):
+    """{variable: type text} from a binary's --help, e.g. "port", "integer[1..100000]", "a|b|c"."""
+    r = subprocess.run([binary(name), "--help"], capture_output=True, text=True, timeout=20)
+    return {m.group(1): m.group(2) for m in map(HELP_LINE.match, r.stdout.splitlines()) if m}
+
+
+def value_error(type_text, value):
+    """Why `value` is not valid for a --help type (the rules of common/config.c), or None."""
+    import ipaddress
+    if value == "":
+        return "empty (means unset, not the default)"
+    m = re.fullmatch(r"(integer|number)\[(.+)\.\.(.+)\]", type_text)
+    if m:
+        try:
+            x = int(value) if m.group(1) == "integer" else float(value)
+        except ValueError:
+            return f"not an {m.group(1)}"
+        return None if float(m.group(2)) <= x <= float(m.group(3)) else f"outside {m.group(2)}..{m.group(3)}"
+    if type_text == "port":
+        return None if value.isdigit() and int(value) <= 65535 else "not a port"
+    if type_text == "ip":
+        try:
+            ipaddress.ip_address(value)
+            return None
+        except ValueError:
+            return "not an IP address literal"
+    if type_text == "duration":
+        return None if re.fullmatch(r"[0-9]+(ms|s|m|h|d)?", value) else "not a duration"
+    if type_text == "bool":
+        return None if value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off") else "not a bool"
+    if "|" in type_text:
+        return None if value in type_text.split("|") else f"not one of {type_text}"
+    return None  # string
+
+
+def test_every_value_given_to_a_service_is_valid_for_its_type(variables, rendered):
+    env_values = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", open(os.path.join(ROOT, ".env.example")).read(), re.M))
+    sources = {".env.example": env_values}
+    for target, docs in rendered.items():
+        sources[f"ConfigMap of {target}"] = {k: str(v) for k, v in
+                                             by_kind(docs, "ConfigMap")["quakestream-config"]["data"].items()}
+    errors = []
+    for name in SERVICES:
+        types = help_types(name)
+        for where, values in sources.items():
+            for var, type_text in types.items():
+                if var in values:
+                    why = value_error(type_text, values[var])
+                    if why:
+                        errors.append(f"{where}: {var}={values[var]!r} for {name}: {why}")
+    assert not errors, "\n".join(errors)
+
+
+def test_the_value_check_follows_the_config_rules():
+    assert value_error("port", "70000") and value_error("integer[1..10]", "11") and value_error("ip", "localhost")
+    assert value_error("duration", "5 ms") and value_error("a|b", "c") and value_error("string", "")
+    assert not any(value_error(t, v) for t, v in [("port", "8090"), ("integer[1..100000]", "1000"),
+                                                  ("ip", "0.0.0.0"), ("duration", "5ms"), ("a|b", "b")])
+
+
 def env_file_names(path):
     """Names of NAME=value lines, set or commented out ("# NAME=value" documents a default)."""
     active, commented = set(), set()
@@ -594,6 +654,21 @@ def test_arm_has_storage_redis_aks_identities_and_the_tutorials_outputs(arm):
     assert {"eventHubsNamespace", "eventHubName", "redisHost", "aksName"} <= set(arm["outputs"])
 
 
+def test_bicep_and_arm_reference_only_what_they_declare(arm):
+    bicep = open(BICEP).read()
+    code = re.sub(r"//.*", "", re.sub(r"'(?:[^'\\]|\\.)*'", "''", bicep))  # no strings, no comments
+    declared = set(re.findall(r"^(?:param|var|resource|output) (\w+)", bicep, re.M))
+    used = set(re.findall(r"\b([a-zA-Z_]\w*)\.(?:id|name|properties)\b", code))
+    used |= set(re.findall(r"^\s*(?:parent|scope): (\w+)$", code, re.M))
+    assert used <= declared, used - declared
+    assert code.count("{") == code.count("}") and code.count("[") == code.count("]")
+    text = json.dumps(arm)
+    assert set(re.findall(r"parameters\('(\w+)'\)", text)) <= set(arm["parameters"])
+    assert set(re.findall(r"variables\('(\w+)'\)", text)) <= set(arm["variables"])
+    bicep_vars = set(re.findall(r"^var (\w+) ", bicep, re.M))
+    assert bicep_vars == set(arm["variables"])
+
+
 def test_bicep_is_linted_when_a_bicep_compiler_is_installed(tmp_path):
     exe = shutil.which("bicep")
     if not exe:
@@ -646,6 +721,47 @@ def test_dockerfile_is_multi_stage_on_bookworm_slim_non_root_with_a_healthcheck(
         assert entry in ignore, entry
     for d in ["common", "services", "proto", "tools", "bench"]:  # the meson tree needs them
         assert d not in ignore
+
+
+def test_every_file_the_dockerfile_copies_is_in_the_build_context():
+    import fnmatch
+    _, text = dockerfile_stages()
+    ignore = [line.strip() for line in open(os.path.join(ROOT, ".dockerignore"))
+              if line.strip() and not line.startswith("#")]
+
+    def matches(pattern, path):
+        """.dockerignore semantics: a pattern that matches a directory excludes what it holds;
+        a leading **/ matches at any depth."""
+        parts = path.split("/")
+        spans = [(i, j) for i in range(len(parts)) for j in range(i + 1, len(parts) + 1)]
+        if pattern.startswith("**/"):
+            return any(fnmatch.fnmatchcase("/".join(parts[i:j]), pattern[3:]) for i, j in spans)
+        return any(fnmatch.fnmatchcase("/".join(parts[:j]), pattern) for j in range(1, len(parts) + 1))
+
+    def ignored(path):
+        hit = False
+        for pattern in ignore:  # the last matching line wins; "!" re-includes
+            if matches(pattern.lstrip("!").rstrip("/"), path):
+                hit = not pattern.startswith("!")
+        return hit
+
+    sources = []
+    for line in text.splitlines():
+        m = re.match(r"^COPY (?!--from)(.+) (\S+)$", line)
+        if m:
+            sources += m.group(1).split()
+    assert "." in sources and "deploy/docker/entrypoint.sh" in sources
+    for src in sources:
+        if src == ".":
+            continue
+        assert os.path.exists(os.path.join(ROOT, src)), src
+        assert not ignored(src.rstrip("/")), f"{src} is excluded by .dockerignore"
+    for needed in ["meson.build", "common/config.c", "services/hub/main.c", "tools/embed.py", "bench/meson.build"]:
+        assert not ignored(needed), needed
+    for excluded in ["build/build.ninja", "build-asan/x", ".git/HEAD", "tests/conftest.py", "var/redis/x",
+                     "web/node_modules/a", ".env", "deploy/k8s/base/configmap.yaml"]:
+        assert ignored(excluded), excluded
+    assert not ignored(".env.example")
 
 
 def dpkg_closure(packages):
