@@ -143,7 +143,11 @@ def readme_sections():
     sections, current = {}, None
     for line in open(os.path.join(ROOT, "README.md"), encoding="utf-8"):
         if line.startswith("#"):
-            current = line.lstrip("#").strip()
+            heading = line.lstrip("#").strip()
+            # "### ingestor", "### `ingestor`" and "### ingestor (the feeds)" all name ingestor
+            current = heading if heading == "Every service" or not heading else heading.split()[0].strip("`")
+            if heading.startswith("Deployment variables"):
+                current = "Deployment variables"
             sections.setdefault(current, set())
         elif current and line.startswith("|"):
             first = line.split("|")[1]
