@@ -768,6 +768,26 @@ def test_every_file_the_dockerfile_copies_is_in_the_build_context():
     assert not ignored(".env.example")
 
 
+def test_every_meson_dependency_comes_from_a_package_the_launcher_installs():
+    """A library the build finds only because the machine happens to have it fails on a fresh
+    Debian 12 and in the image's build stage: every pkg-config dependency of the build must belong
+    to a package that DEB_PACKAGES (and so the Dockerfile) installs, directly or through Depends."""
+    deps = json.load(open(os.path.join(BUILD, "meson-info", "intro-dependencies.json")))
+    provided = dpkg_closure(launcher_packages())
+    missing = {}
+    for d in deps:
+        pcdir = subprocess.run(["pkg-config", "--variable=pcfiledir", d["name"]], capture_output=True, text=True)
+        if pcdir.returncode != 0:
+            continue  # not a pkg-config dependency (threads)
+        pc = os.path.realpath(os.path.join(pcdir.stdout.strip(), d["name"] + ".pc"))
+        owner = subprocess.run(["dpkg-query", "-S", pc], capture_output=True, text=True)
+        assert owner.returncode == 0, f"{pc} belongs to no Debian package"
+        package = owner.stdout.split(":")[0]
+        if package not in provided:
+            missing[d["name"]] = package
+    assert not missing, f"add to DEB_PACKAGES in ./quakestream and the Dockerfile: {missing}"
+
+
 def dpkg_closure(packages):
     """The installed packages that `packages` pull in through Depends/Pre-Depends (host's dpkg)."""
     seen, todo = set(), list(packages)
