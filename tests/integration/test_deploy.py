@@ -561,6 +561,9 @@ def test_every_container_is_probed_sized_locked_down_and_scraped(rendered):
             assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"], c["name"]
         sidecars = [c for c in spec.get("initContainers", []) if c.get("restartPolicy") == "Always"]
         assert [c["args"] for c in sidecars] == [["redis-tls-proxy"]], name
+        # it listens on loopback only: a tcpSocket/httpGet probe (dialled at the pod IP) never passes
+        assert set(sidecars[0]["startupProbe"]) & {"tcpSocket", "httpGet"} == set(), name
+        assert "127.0.0.1/6379" in " ".join(sidecars[0]["startupProbe"]["exec"]["command"])
 
 
 # ---------------------------------------------------------------------------------------------
