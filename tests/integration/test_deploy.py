@@ -548,9 +548,11 @@ def test_every_container_is_probed_sized_locked_down_and_scraped(rendered):
         assert main["args"][0] == name
         ports = {p["name"]: p["containerPort"] for p in main["ports"]}
         assert ports["admin"] == admin_port
-        assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
         if w["kind"] == "Deployment":
+            assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
             assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+        else:  # the batch Job is bounded by its deadline instead
+            assert w["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] <= 6 * 3600
         refs = [list(e.values())[0]["name"] for e in main["envFrom"]]
         assert refs == ["quakestream-config", "quakestream-secrets"]
         for c in spec["containers"] + spec.get("initContainers", []):
