@@ -61,6 +61,7 @@ static const qs_service_def def = {
              "           send a recorded feed (GeoJSON FeatureCollection, or NDJSON with one\n"
              "           feature per line) in event-time order at N x real time (default 1;\n"
              "           0: as fast as possible), then exit (0: every event acknowledged)",
+    .commands = (const char *const[]){"replay", NULL},
     .admin_port = 8091,
     .config = ingest_config,
 };

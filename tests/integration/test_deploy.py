@@ -851,9 +851,9 @@ def test_entrypoint_knows_every_service_and_refuses_others():
     assert r.returncode == 0 and all(n in r.stdout for n in SERVICES)
 
 
-def test_healthcheck_script_passes_on_a_live_admin_port_and_fails_on_a_closed_one(start_service):
+def test_healthcheck_script_passes_on_a_live_admin_port_and_fails_on_a_closed_one(start_service, tmp_path):
     script = os.path.join(DEPLOY, "docker", "healthcheck.sh")
-    svc = start_service("ingestor")
+    svc = start_service("hub", env={"AMQP_PORT": "0", "DATA_DIR": str(tmp_path / "hub")})
     ok = subprocess.run(["bash", script], env={"ADMIN_PORT": str(svc.admin_port), "PATH": os.environ["PATH"]},
                         capture_output=True, timeout=10)
     assert ok.returncode == 0, ok.stderr

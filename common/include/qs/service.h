@@ -31,11 +31,13 @@ typedef struct qs_service qs_service;
 typedef void (*qs_service_stop_fn)(qs_service *svc, void *data);
 
 typedef struct qs_service_def {
-  const char *name;          /* "hub", "ingestor", ... */
-  const char *summary;       /* one line for --help */
-  const char *usage;         /* usage of its subcommands; NULL: the binary takes no arguments */
-  int admin_port;            /* default ADMIN_PORT */
-  const qs_cfg_spec *config; /* the service's own variables (NULL-name terminated), or NULL */
+  const char *name;            /* "hub", "ingestor", ... */
+  const char *summary;         /* one line for --help */
+  const char *usage;           /* usage of its subcommands; NULL: the binary takes no arguments */
+  const char *const *commands; /* NULL-terminated subcommand names: any other first argument is
+                                  refused before the configuration is read (NULL: not checked) */
+  int admin_port;              /* default ADMIN_PORT */
+  const qs_cfg_spec *config;   /* the service's own variables (NULL-name terminated), or NULL */
 } qs_service_def;
 
 enum qs_service_state { QS_SERVICE_RUNNING, QS_SERVICE_STOPPING, QS_SERVICE_STOPPED };
