@@ -46,15 +46,28 @@ static void usage(void) {
         "per line)\n"
         "       qs-eh receive HUB PARTITION [--from earliest|latest|seq:N|seqi:N|offset:N|time:MS]"
         " [--count N] [--idle-ms MS] [--owner-level L]\n"
+        "any command: --token-ttl S (SAS token lifetime, renewed at 80 %), --stats (client "
+        "counters as JSON on stderr at the end)\n"
         "environment: EVENTHUBS_CONNECTION_STRING\n",
         stderr);
 }
 
 static void closed(void *ud) { (void)ud; }
 
+static bool print_stats;
+
 static void finish(app *a, int rc) {
   if (a->rc < 0)
     a->rc = rc;
+  if (print_stats) {
+    qs_eh_client_stats st;
+    qs_eh_client_stats_get(a->c, &st);
+    fprintf(stderr,
+            "{\"connects\":%" PRIu64 ",\"disconnects\":%" PRIu64 ",\"auth_failures\":%" PRIu64
+            ",\"tokens_renewed\":%" PRIu64 "}\n",
+            st.connects, st.disconnects, st.auth_failures, st.tokens_renewed);
+    print_stats = false;
+  }
   if (a->idle_ms)
     uv_close((uv_handle_t *)&a->idle, NULL);
   a->idle_ms = 0;
@@ -270,8 +283,8 @@ int main(int argc, char **argv) {
   }
   signal(SIGPIPE, SIG_IGN);
   setvbuf(stdout, NULL, _IOLBF, 0);
-      /* results as they happen, for whoever reads them */ /* a dropped connection is an error to
-                                                              report, not a signal */
+  /* results as they happen, for whoever reads them */ /* a dropped connection is an error to
+                                                          report, not a signal */
   const char *cs = getenv("EVENTHUBS_CONNECTION_STRING");
   if (!cs || !*cs) {
     fputs("qs-eh: EVENTHUBS_CONNECTION_STRING is not set\n", stderr);
@@ -283,6 +296,19 @@ int main(int argc, char **argv) {
   a.loop = &loop;
   char err[256];
   qs_eh_client_opts co = {.connection_string = cs, .client_name = "qs-eh"};
+  bool stats = false;
+  for (int i = 3; i < argc; i++) { /* client options, any command */
+    if (strcmp(argv[i], "--token-ttl") == 0 && i + 1 < argc) {
+      co.token_ttl_s = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+      memmove(&argv[i], &argv[i + 2], (size_t)(argc - i - 2) * sizeof *argv);
+      argc -= 2, i--;
+    } else if (strcmp(argv[i], "--stats") == 0) {
+      stats = true;
+      memmove(&argv[i], &argv[i + 1], (size_t)(argc - i - 1) * sizeof *argv);
+      argc -= 1, i--;
+    }
+  }
+  print_stats = stats;
   if (qs_eh_client_open(&a.c, &loop, &co, err, sizeof err) != 0) {
     fprintf(stderr, "qs-eh: %s\n", err);
     return 2;

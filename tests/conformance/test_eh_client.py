@@ -153,3 +153,17 @@ def test_producer_reconnects_and_resends_after_the_hub_restarts(hub, start_servi
     seen = [json.loads(e["body"])["i"] for e in got]
     assert set(seen) == set(range(n))  # nothing lost; resends after the crash may repeat some
     assert len(seen) - len(set(seen)) < 5000
+
+
+def test_tokens_are_renewed_before_they_expire(hub):
+    """With 2 s SAS tokens, a consumer that stays connected for 3.5 s renews them (at 80 % of
+    their life: the hub accepts each renewal, which is what the counter counts) and is never
+    disconnected."""
+    r = qs_eh(hub, "send", "earthquake-events", "--partition", "2", stdin="one\n")
+    assert r.returncode == 0, r.stderr
+    r = qs_eh(hub, "receive", "earthquake-events", "2", "--idle-ms", "3500", "--token-ttl", "2",
+              "--stats")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(l)["body"] for l in r.stdout.splitlines()] == ["one"]
+    stats = json.loads(r.stderr.strip().splitlines()[-1])
+    assert stats["tokens_renewed"] >= 1 and stats["disconnects"] == 0, stats
