@@ -1496,8 +1496,15 @@ static void conn_on_error(qs_amqp_conn *conn, int code, const char *reason, void
   qs_eh_client *c = data;
   qs_set_reason(c->reason, sizeof c->reason, "connection to %s:%d failed: %s (%s)", c->cs.host,
                 c->cs.port, reason ? reason : "", qs_strerror(code));
-  if (code == QS_ERR_AUTH)
+  if (code == QS_ERR_AUTH) { /* TLS verification: retrying will not help a request waiting now */
     c->stats.auth_failures++;
+    while (c->mreqs) {
+      eh_mreq *r = c->mreqs;
+      c->mreqs = r->next;
+      mreq_finish(r, QS_ERR_AUTH, NULL, c->reason);
+      free(r);
+    }
+  }
 }
 
 static void conn_on_closed(qs_amqp_conn *conn, void *data) {

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import BUILD, hub_connection_string
+from conftest import BUILD, ROOT, hub_connection_string
 from test_js_sdk import receive as sdk_receive, send as sdk_send, sdk
 
 QS_EH = os.path.join(BUILD, "tools", "qs-eh")
@@ -167,3 +167,47 @@ def test_tokens_are_renewed_before_they_expire(hub):
     assert [json.loads(l)["body"] for l in r.stdout.splitlines()] == ["one"]
     stats = json.loads(r.stderr.strip().splitlines()[-1])
     assert stats["tokens_renewed"] >= 1 and stats["disconnects"] == 0, stats
+
+
+@pytest.fixture
+def tls_hub(start_service, tmp_path):
+    certs = tmp_path / "certs"
+    subprocess.run([os.path.join(ROOT, "tools", "hub-certs.sh"), str(certs)], check=True,
+                   capture_output=True)
+    svc = start_service("hub", env={"AMQP_PORT": "0", "AMQPS_PORT": "0",
+                                    "TLS_CERT": str(certs / "server.pem"),
+                                    "TLS_KEY": str(certs / "server.key"),
+                                    "DATA_DIR": str(tmp_path / "hub")})
+    rec = svc.wait_for_log(lambda r: r.get("msg") == "hub listening")
+    svc.amqps_port = rec["amqps_port"]
+    svc.ca = str(certs / "ca.pem")
+    return svc
+
+
+def tls_env(hub, host="127.0.0.1", ca=True):
+    """The Azure path: no UseDevelopmentEmulator, so AMQPS with certificate and host name
+    verification against the trust store (the local CA through SSL_CERT_FILE, as for any
+    OpenSSL client)."""
+    env = dict(os.environ, EVENTHUBS_CONNECTION_STRING=(
+        f"Endpoint=sb://{host}:{hub.amqps_port}/;SharedAccessKeyName=RootManageSharedAccessKey;"
+        f"SharedAccessKey=SAS_KEY_VALUE"))
+    if ca:
+        env["SSL_CERT_FILE"] = hub.ca
+    return env
+
+
+def test_tls_with_verification_sends_and_receives(tls_hub):
+    env = tls_env(tls_hub)
+    r = subprocess.run([QS_EH, "send", "earthquake-events", "--partition", "0"], input="tls\n",
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "ok 1\n", r.stderr
+    r = subprocess.run([QS_EH, "receive", "earthquake-events", "0", "--count", "1"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["body"] == "tls", r.stderr
+
+
+def test_tls_refuses_an_untrusted_certificate(tls_hub):
+    r = subprocess.run([QS_EH, "props", "earthquake-events"], env=tls_env(tls_hub, ca=False),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "certificate" in r.stderr.lower() or "verif" in r.stderr.lower(), r.stderr
