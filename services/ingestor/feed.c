@@ -41,6 +41,25 @@ int feed_list_add_event(feed_list *l, qs_event *ev, const qs_regions *regions, c
   return 0;
 }
 
+int feed_entry_rewrite(feed_entry *e, void (*edit)(qs_event *ev, void *ud), void *ud) {
+  qs_event ev;
+  int rc = qs_event_from_json(&ev, e->json, e->len, NULL, 0);
+  if (rc != 0)
+    return rc;
+  edit(&ev, ud);
+  char buf[QS_EVENT_JSON_MAX];
+  size_t n = qs_event_to_json(&ev, buf, sizeof buf);
+  if (n >= sizeof buf)
+    return QS_ERR_TOOBIG;
+  free(e->json);
+  e->json = qs_xmalloc(n + 1);
+  memcpy(e->json, buf, n + 1);
+  e->len = n;
+  e->time = ev.time;
+  e->updated = ev.updated;
+  return 0;
+}
+
 typedef struct parse_ctx {
   feed_list *l;
   const qs_regions *regions;

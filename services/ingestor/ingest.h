@@ -39,6 +39,9 @@ int feed_list_add_event(feed_list *l, qs_event *ev, const qs_regions *regions, c
 int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions *regions,
                     const char *source, int64_t ingested_at, size_t *skipped, char *why,
                     size_t whylen);
+/* Decodes e's event, lets edit change it, and re-encodes it into e (time/updated follow). Returns
+ * 0, or an error with e unchanged. */
+int feed_entry_rewrite(feed_entry *e, void (*edit)(qs_event *ev, void *ud), void *ud);
 /* Sorts by event time (stable on file order). */
 void feed_list_sort_by_time(feed_list *l);
 

@@ -202,20 +202,9 @@ static void on_drain(qs_eh_producer *prod, void *ud) {
   }
 }
 
-/* Turns an entry into a revision: same event, change = "revision". */
-static void mark_revision(feed_entry *e) {
-  qs_event ev;
-  if (qs_event_from_json(&ev, e->json, e->len, NULL, 0) != 0)
-    return;
-  ev.change = QS_EVENT_REVISION;
-  char buf[QS_EVENT_JSON_MAX];
-  size_t n = qs_event_to_json(&ev, buf, sizeof buf);
-  if (n >= sizeof buf)
-    return;
-  free(e->json);
-  e->json = qs_xmalloc(n + 1);
-  memcpy(e->json, buf, n + 1);
-  e->len = n;
+static void set_revision(qs_event *ev, void *ud) {
+  (void)ud;
+  ev->change = QS_EVENT_REVISION;
 }
 
 static void on_mget(qs_redis *r, redisReply *reply, int status, void *ud) {
@@ -247,7 +236,7 @@ static void on_mget(qs_redis *r, redisReply *reply, int status, void *ud) {
     } else if (p->versioned && strtoll(el->str, NULL, 10) < e->updated) {
       kind = "revision";
       p->n_rev++;
-      mark_revision(e);
+      feed_entry_rewrite(e, set_revision, NULL); /* same event, change = "revision" */
     } else {
       kind = "duplicate";
       p->n_dup++;

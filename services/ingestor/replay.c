@@ -126,31 +126,21 @@ static void replay_pump(replay *r) {
   }
 }
 
+static void shift_event(qs_event *ev, void *ud) {
+  int64_t delta = *(const int64_t *)ud;
+  ev->time += delta;
+  ev->updated += delta;
+  if (ev->updated > QS_EVENT_TIME_MAX)
+    ev->updated = QS_EVENT_TIME_MAX;
+}
+
 /* Shifts event times so the last one is now (updated keeps its distance to time). */
 static void shift_to_now(replay *r) {
   if (!r->l.n)
     return;
   int64_t delta = qs_time_now_ms() - r->l.v[r->l.n - 1].time;
-  for (size_t i = 0; i < r->l.n; i++) {
-    feed_entry *e = &r->l.v[i];
-    qs_event ev;
-    if (qs_event_from_json(&ev, e->json, e->len, NULL, 0) != 0)
-      continue;
-    ev.time += delta;
-    ev.updated += delta;
-    if (ev.updated > QS_EVENT_TIME_MAX)
-      ev.updated = QS_EVENT_TIME_MAX;
-    char buf[QS_EVENT_JSON_MAX];
-    size_t n = qs_event_to_json(&ev, buf, sizeof buf);
-    if (n >= sizeof buf)
-      continue;
-    free(e->json);
-    e->json = qs_xmalloc(n + 1);
-    memcpy(e->json, buf, n + 1);
-    e->len = n;
-    e->time = ev.time;
-    e->updated = ev.updated;
-  }
+  for (size_t i = 0; i < r->l.n; i++)
+    feed_entry_rewrite(&r->l.v[i], shift_event, &delta);
 }
 
 static int read_file(const char *path, char **out, size_t *len, char *why, size_t whylen) {
