@@ -211,3 +211,70 @@ def test_tls_refuses_an_untrusted_certificate(tls_hub):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "certificate" in r.stderr.lower() or "verif" in r.stderr.lower(), r.stderr
+
+
+def test_a_higher_owner_level_takes_the_partition(hub):
+    """An exclusive (epoch) receiver is closed with amqp:link:stolen when one with a higher owner
+    level attaches; the client reports it as final instead of retrying."""
+    env = dict(os.environ, EVENTHUBS_CONNECTION_STRING=hub_connection_string(hub.amqp_port))
+    low = subprocess.Popen([QS_EH, "receive", "earthquake-events", "1", "--from", "latest",
+                            "--owner-level", "1"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        r = qs_eh(hub, "send", "earthquake-events", "--partition", "1", stdin="x\n")
+        assert r.returncode == 0
+        # a high receiver that reads the event is attached: the low one must have been stolen
+        r = qs_eh(hub, "receive", "earthquake-events", "1", "--count", "1", "--owner-level", "5")
+        assert r.returncode == 0, r.stderr
+        out, err = low.communicate(timeout=30)
+    finally:
+        if low.poll() is None:
+            low.kill()
+    assert low.returncode == 1 and "stolen" in err, err
+
+
+def test_consumer_resumes_after_the_last_delivered_event_when_the_hub_restarts(hub,
+                                                                               start_service):
+    n = 3000
+    r = qs_eh(hub, "send", "earthquake-events", "--partition", "3",
+              stdin="".join(f"{i}\n" for i in range(n)))
+    assert r.returncode == 0, r.stderr
+    port = hub.amqp_port
+    env = dict(os.environ, EVENTHUBS_CONNECTION_STRING=hub_connection_string(port))
+    rcv = subprocess.Popen([QS_EH, "receive", "earthquake-events", "3", "--count", str(2 * n),
+                            "--stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        first = [rcv.stdout.readline() for _ in range(n)]  # all of the first half, then...
+        hub.kill()  # ...the hub dies while the consumer waits for more
+        hub2 = start_service("hub", env={"AMQP_PORT": str(port), "DATA_DIR": str(hub.data_dir),
+                                         "CAPTURE_DIR": str(hub.capture_dir)})
+        hub2.wait_for_log(lambda r: r.get("msg") == "hub listening")
+        hub2.amqp_port = port
+        r = qs_eh(hub2, "send", "earthquake-events", "--partition", "3",
+                  stdin="".join(f"{i}\n" for i in range(n, 2 * n)))
+        assert r.returncode == 0, r.stderr
+        rest, err = rcv.communicate(timeout=120)
+    finally:
+        if rcv.poll() is None:
+            rcv.kill()
+    assert rcv.returncode == 0, err
+    got = [json.loads(l) for l in first + rest.splitlines()]
+    assert [int(e["body"]) for e in got] == list(range(2 * n))  # no gap, no repeat
+    assert [e["sequence"] for e in got] == list(range(2 * n))
+    assert json.loads(err.strip().splitlines()[-1])["connects"] >= 2
+
+
+def test_the_sdk_reads_the_ingestors_events(hub, start_service):
+    vega = os.path.join(os.environ.get("QS_NODE_DIR", os.path.join(ROOT, "tests", "node")),
+                        "node_modules", "vega-datasets", "data", "earthquakes.json")
+    svc = start_service("ingestor", env={"EVENTHUBS_CONNECTION_STRING": hub.connection_string,
+                                         "SOURCES": ""}, args=("replay", vega, "--speed", "0"))
+    assert svc.wait(60) == 0
+    part = max(range(4), key=lambda p: props(hub, p)["last_sequence"])
+    count = props(hub, part)["last_sequence"] + 1
+    ours = qs_receive(hub, part, count)
+    theirs = sdk_receive(hub, str(part), "earliest", count)
+    assert [json.loads(e["body"]) for e in ours] == [e["body"] for e in theirs]
+    assert [e["partition_key"] for e in ours] == [e["partitionKey"] for e in theirs]
+    assert all(e["body"]["region"] == e["partitionKey"] for e in theirs)

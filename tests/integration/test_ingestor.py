@@ -311,3 +311,18 @@ def test_sigterm_flushes_and_exits_0(feeds, hub_server, redis_server, start_serv
     polls(ing, 1)
     ing.signal(signal.SIGTERM)
     assert ing.wait(30) == 0
+
+
+def test_clickstream_simulator_sends_keyed_page_events(hub_server, start_service):
+    start_service("ingestor", env={"EVENTHUBS_CONNECTION_STRING": hub_server.connection_string,
+                                   "SOURCES": "clickstream", "CLICKSTREAM_RATE": "400"})
+    env = dict(os.environ, EVENTHUBS_CONNECTION_STRING=hub_server.connection_string)
+    r = subprocess.run([QS_EH, "receive", "clickstream-events", "0", "--count", "20"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads(l) for l in r.stdout.splitlines()]
+    assert len(got) == 20
+    for e in got:
+        body = json.loads(e["body"])
+        assert set(body) == {"event_id", "session_id", "user_id", "page", "action", "ts"}
+        assert e["partition_key"] == body["session_id"]
