@@ -281,107 +281,89 @@ int main(int argc, char **argv) {
     usage();
     return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
   }
-  signal(SIGPIPE, SIG_IGN);
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  /* results as they happen, for whoever reads them */ /* a dropped connection is an error to
-                                                          report, not a signal */
+  signal(SIGPIPE, SIG_IGN);         /* a dropped connection is an error to report, not a signal */
+  setvbuf(stdout, NULL, _IOLBF, 0); /* results as they happen, for whoever reads them */
   const char *cs = getenv("EVENTHUBS_CONNECTION_STRING");
   if (!cs || !*cs) {
     fputs("qs-eh: EVENTHUBS_CONNECTION_STRING is not set\n", stderr);
     return 2;
   }
   app a = {.rc = -1};
+  qs_eh_client_opts co = {.connection_string = cs, .client_name = "qs-eh"};
+  const char *cmd = argv[1], *hub = argv[2];
+  qs_eh_producer_opts po = {.hub = hub, .partition = -1};
+  qs_eh_consumer_opts ko = {
+      .hub = hub, .owner_level = -1, .on_event = on_event, .on_error = on_cons_error, .ud = &a};
+  int part = -1;
+  bool ok = true;
+  /* every argument is checked before anything connects */
+  for (int i = 3; ok && i < argc; i++) {
+    const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(o, "--token-ttl") == 0 && v)
+      co.token_ttl_s = (uint32_t)strtoul(argv[++i], NULL, 10);
+    else if (strcmp(o, "--stats") == 0)
+      print_stats = true;
+    else if (strcmp(cmd, "props") == 0 && i == 3 && o[0] != '-')
+      part = atoi(o);
+    else if (strcmp(cmd, "send") == 0 && strcmp(o, "--key") == 0 && v)
+      a.key = argv[++i];
+    else if (strcmp(cmd, "send") == 0 && strcmp(o, "--partition") == 0 && v)
+      po.partition = atoi(argv[++i]);
+    else if (strcmp(cmd, "send") == 0 && strcmp(o, "--prop") == 0 && v &&
+             a.nprops < QS_EH_PROPS_MAX && strchr(v, '=')) {
+      char *kv = argv[++i], *eq = strchr(kv, '=');
+      *eq = 0;
+      a.props[a.nprops].key = kv;
+      a.props[a.nprops++].value = eq + 1;
+    } else if (strcmp(cmd, "receive") == 0 && i == 3 && o[0] != '-')
+      ko.partition = atoi(o), part = ko.partition;
+    else if (strcmp(cmd, "receive") == 0 && strcmp(o, "--from") == 0 && v)
+      ok = parse_pos(argv[++i], &ko.start) == 0;
+    else if (strcmp(cmd, "receive") == 0 && strcmp(o, "--count") == 0 && v)
+      a.count = atol(argv[++i]);
+    else if (strcmp(cmd, "receive") == 0 && strcmp(o, "--idle-ms") == 0 && v)
+      a.idle_ms = strtoull(argv[++i], NULL, 10);
+    else if (strcmp(cmd, "receive") == 0 && strcmp(o, "--owner-level") == 0 && v)
+      ko.owner_level = atoll(argv[++i]);
+    else
+      ok = false;
+  }
+  if (!ok ||
+      (strcmp(cmd, "props") != 0 && strcmp(cmd, "send") != 0 && strcmp(cmd, "receive") != 0) ||
+      (strcmp(cmd, "receive") == 0 && part < 0)) {
+    usage();
+    return 2;
+  }
   uv_loop_t loop;
   uv_loop_init(&loop);
   a.loop = &loop;
   char err[256];
-  qs_eh_client_opts co = {.connection_string = cs, .client_name = "qs-eh"};
-  bool stats = false;
-  for (int i = 3; i < argc; i++) { /* client options, any command */
-    if (strcmp(argv[i], "--token-ttl") == 0 && i + 1 < argc) {
-      co.token_ttl_s = (uint32_t)strtoul(argv[i + 1], NULL, 10);
-      memmove(&argv[i], &argv[i + 2], (size_t)(argc - i - 2) * sizeof *argv);
-      argc -= 2, i--;
-    } else if (strcmp(argv[i], "--stats") == 0) {
-      stats = true;
-      memmove(&argv[i], &argv[i + 1], (size_t)(argc - i - 1) * sizeof *argv);
-      argc -= 1, i--;
-    }
-  }
-  print_stats = stats;
   if (qs_eh_client_open(&a.c, &loop, &co, err, sizeof err) != 0) {
     fprintf(stderr, "qs-eh: %s\n", err);
+    uv_loop_close(&loop);
     return 2;
   }
-  const char *cmd = argv[1], *hub = argv[2];
-  int rc = 0;
+  int rc;
   if (strcmp(cmd, "props") == 0) {
-    rc = argc > 3 ? qs_eh_get_partition_props(a.c, hub, atoi(argv[3]), 30000, on_part, &a)
-                  : qs_eh_get_hub_props(a.c, hub, 30000, on_hub, &a);
+    rc = part >= 0 ? qs_eh_get_partition_props(a.c, hub, part, 30000, on_part, &a)
+                   : qs_eh_get_hub_props(a.c, hub, 30000, on_hub, &a);
   } else if (strcmp(cmd, "send") == 0) {
-    qs_eh_producer_opts po = {.hub = hub, .partition = -1};
-    for (int i = 3; i < argc; i++) {
-      if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
-        a.key = argv[++i];
-      else if (strcmp(argv[i], "--partition") == 0 && i + 1 < argc)
-        po.partition = atoi(argv[++i]);
-      else if (strcmp(argv[i], "--prop") == 0 && i + 1 < argc && a.nprops < QS_EH_PROPS_MAX) {
-        char *kv = argv[++i], *eq = strchr(kv, '=');
-        if (!eq) {
-          usage();
-          return 2;
-        }
-        *eq = 0;
-        a.props[a.nprops].key = kv;
-        a.props[a.nprops++].value = eq + 1;
-      } else {
-        usage();
-        return 2;
-      }
-    }
     rc = qs_eh_producer_open(a.c, &po, &a.p);
     if (rc == 0) {
       qs_eh_producer_on_drain(a.p, on_drain, &a);
       send_more(&a);
     }
-  } else if (strcmp(cmd, "receive") == 0 && argc >= 4) {
-    qs_eh_consumer_opts ko = {.hub = hub,
-                              .partition = atoi(argv[3]),
-                              .owner_level = -1,
-                              .on_event = on_event,
-                              .on_error = on_cons_error,
-                              .ud = &a};
-    a.idle_ms = 0;
-    for (int i = 4; i < argc; i++) {
-      if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
-        if (parse_pos(argv[++i], &ko.start) != 0) {
-          usage();
-          return 2;
-        }
-      } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
-        a.count = atol(argv[++i]);
-      } else if (strcmp(argv[i], "--idle-ms") == 0 && i + 1 < argc) {
-        a.idle_ms = strtoull(argv[++i], NULL, 10);
-      } else if (strcmp(argv[i], "--owner-level") == 0 && i + 1 < argc) {
-        ko.owner_level = atoll(argv[++i]);
-      } else {
-        usage();
-        return 2;
-      }
-    }
+  } else {
     if (a.idle_ms) {
       uv_timer_init(&loop, &a.idle);
       a.idle.data = &a;
       uv_timer_start(&a.idle, on_idle, a.idle_ms, a.idle_ms);
     }
     rc = qs_eh_consumer_open(a.c, &ko, &a.k);
-  } else {
-    usage();
-    return 2;
   }
-  if (rc != 0) {
+  if (rc != 0) { /* an invalid option value: say so and close what was opened */
     fprintf(stderr, "qs-eh: %s\n", qs_strerror(rc));
-    return 2;
+    finish(&a, 2);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);

@@ -21,7 +21,10 @@ def needs(request, name):
 def start_service(start_service, request):
     """start_service with each service's dependencies provided."""
     def start(name, env=None, args=()):
-        return start_service(name, env={**needs(request, name), **(env or {})}, args=args)
+        svc = start_service(name, env={**needs(request, name), **(env or {})}, args=args)
+        if name == "ingestor":  # ready once its dependency answered
+            svc.wait_for_log(lambda r: r.get("msg") == "event hub connected")
+        return svc
     return start
 
 
