@@ -6,6 +6,8 @@
 #include "qs/error.h"
 #include "qs/usgs.h"
 
+#include <uv.h>
+
 #include "ingest.h"
 
 void feed_list_free(feed_list *l) {
@@ -180,28 +182,99 @@ static int split_features(const char *d, size_t n, feature_fn fn, void *ud) {
   return typed && had_features && i < n ? 0 : -1;
 }
 
-typedef struct split_ctx {
-  feed_list *l;
+typedef struct span {
+  const char *p;
+  size_t n;
+} span;
+
+typedef struct span_list {
+  span *v;
+  size_t n, cap;
+} span_list;
+
+static int on_span(const char *json, size_t len, size_t index, void *ud) {
+  (void)index;
+  span_list *s = ud;
+  if (s->n == s->cap) {
+    s->cap = s->cap ? s->cap * 2 : 1024;
+    s->v = qs_xrealloc(s->v, s->cap * sizeof *s->v);
+  }
+  s->v[s->n++] = (span){json, len};
+  return 0;
+}
+
+/* One parser thread's share of the features: [lo, hi) into its own list. */
+typedef struct parse_job {
+  const span *spans;
+  size_t lo, hi;
+  const qs_usgs_opts *o;
   const qs_regions *regions;
   const char *source;
   int64_t at;
-  const qs_usgs_opts *o;
-  size_t *skipped;
-  char *why;
-  size_t whylen;
-} split_ctx;
+  feed_list out;
+  size_t skipped;
+  char why[200];
+} parse_job;
 
-static int on_split_feature(const char *json, size_t len, size_t index, void *ud) {
-  split_ctx *c = ud;
-  qs_event ev;
-  char w[160];
-  if (qs_usgs_parse_feature(json, len, c->o, &ev, w, sizeof w) == 0) {
-    feed_list_add_event(c->l, &ev, c->regions, c->source, c->at);
-  } else {
-    if (*c->skipped == 0)
-      qs_set_reason(c->why, c->whylen, "feature %zu: %s", index, w);
-    (*c->skipped)++;
+static void parse_job_run(void *arg) {
+  parse_job *j = arg;
+  for (size_t i = j->lo; i < j->hi; i++) {
+    qs_event ev;
+    char w[160];
+    if (qs_usgs_parse_feature(j->spans[i].p, j->spans[i].n, j->o, &ev, w, sizeof w) == 0) {
+      feed_list_add_event(&j->out, &ev, j->regions, j->source, j->at);
+    } else {
+      if (j->skipped == 0)
+        qs_set_reason(j->why, sizeof j->why, "feature %zu: %s", i, w);
+      j->skipped++;
+    }
   }
+}
+
+#define PARSE_THREADS 2
+#define PARALLEL_MIN_FEATURES 4096
+
+/* Parses the features of a large FeatureCollection, on PARSE_THREADS threads when there are many
+ * (the events stay in document order). -1 when the document is not one (see split_features). */
+static int parse_split(feed_list *l, const char *doc, size_t len, const qs_usgs_opts *o,
+                       const qs_regions *regions, const char *source, int64_t at, size_t *skipped,
+                       char *why, size_t whylen) {
+  span_list spans = {0};
+  if (split_features(doc, len, on_span, &spans) != 0) {
+    free(spans.v);
+    return -1;
+  }
+  size_t nt = spans.n >= PARALLEL_MIN_FEATURES ? PARSE_THREADS : 1;
+  parse_job jobs[PARSE_THREADS];
+  uv_thread_t th[PARSE_THREADS];
+  for (size_t t = 0; t < nt; t++) {
+    jobs[t] = (parse_job){.spans = spans.v,
+                          .lo = spans.n * t / nt,
+                          .hi = spans.n * (t + 1) / nt,
+                          .o = o,
+                          .regions = regions,
+                          .source = source,
+                          .at = at};
+    if (t > 0 && uv_thread_create(&th[t], parse_job_run, &jobs[t]) != 0)
+      parse_job_run(&jobs[t]), th[t] = 0; /* no thread: do it here */
+  }
+  parse_job_run(&jobs[0]);
+  for (size_t t = 1; t < nt; t++)
+    if (th[t])
+      uv_thread_join(&th[t]);
+  for (size_t t = 0; t < nt; t++) {
+    if (*skipped == 0 && jobs[t].skipped)
+      qs_set_reason(why, whylen, "%s", jobs[t].why);
+    *skipped += jobs[t].skipped;
+    if (l->n + jobs[t].out.n > l->cap) {
+      l->cap = l->n + jobs[t].out.n;
+      l->v = qs_xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    memcpy(l->v + l->n, jobs[t].out.v, jobs[t].out.n * sizeof *l->v);
+    l->n += jobs[t].out.n;
+    free(jobs[t].out.v);
+  }
+  free(spans.v);
   return 0;
 }
 
@@ -226,16 +299,9 @@ int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions 
   bool ndjson = nl && i < len && doc[i] == '{' &&
                 memmem(doc + i, (size_t)(nl - doc - i), "\"Feature\"", 9) &&
                 !memmem(doc + i, (size_t)(nl - doc - i), "FeatureCollection", 17);
-  if (!ndjson && len >= SPLIT_MIN_BYTES) {
-    split_ctx sc = {l, regions, source, ingested_at, &o, skipped, why, whylen};
-    size_t before = l->n;
-    if (split_features(doc, len, on_split_feature, &sc) == 0)
-      return 0;
-    for (size_t k = before; k < l->n; k++) /* not a FeatureCollection after all: start over */
-      free(l->v[k].json);
-    l->n = before;
-    *skipped = 0;
-  }
+  if (!ndjson && len >= SPLIT_MIN_BYTES &&
+      parse_split(l, doc, len, &o, regions, source, ingested_at, skipped, why, whylen) == 0)
+    return 0; /* else not a FeatureCollection after all: the full parser says why */
   if (!ndjson) {
     qs_usgs_stats st;
     int rc = qs_usgs_parse_feed(doc, len, &o, on_feature, &p, &st, why, whylen);
