@@ -121,6 +121,11 @@ void qs_service_on_stop(qs_service *svc, qs_service_stop_fn fn, void *data) {
   svc->stop_data = data;
 }
 
+void qs_service_on_dispose(qs_service *svc, qs_service_stop_fn fn, void *data) {
+  svc->dispose_fn = fn;
+  svc->dispose_data = data;
+}
+
 static void admin_closed(qs_httpd *h) { (void)h; }
 
 void qs_service_stopped(qs_service *svc) {
@@ -177,6 +182,8 @@ int qs_service_run(qs_service *svc) {
                 QS_LINT("admin_port", qs_httpd_port(&svc->admin.http)), QS_LJSON("config", cfg));
   }
   uv_run(&svc->loop, UV_RUN_DEFAULT);
+  if (svc->dispose_fn)
+    svc->dispose_fn(svc, svc->dispose_data);
   qs_httpd_dispose(&svc->admin.http); /* runs the loop once itself: must be outside uv_run */
   uv_walk(&svc->loop, close_leftover, svc);
   uv_run(&svc->loop, UV_RUN_DEFAULT);
