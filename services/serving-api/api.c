@@ -1153,7 +1153,8 @@ static int on_api(void *data, h2o_req_t *req) {
   r->now = (int64_t)now_ms;
   if (rid != R_OPENAPI) {
     const char *why = NULL;
-    if (!qs_redis_ready(a->redis, &why)) {
+    /* connected, not ready: ready waits for a PING answer, and a command sent now is answered */
+    if (!a->redis->connected && !qs_redis_ready(a->redis, &why)) {
       char d[320];
       snprintf(d, sizeof d, "redis unavailable: %s", why);
       problem(a, req, rid, t0, 503, d);
@@ -1227,7 +1228,7 @@ api *api_new(uv_loop_t *loop, const api_options *o, qs_redis *redis, live *lv, q
   ho.listen_backlog = 4096;
   qs_httpd_init(&a->http, loop, &ho);
   a->http.data = a;
-  qs_httpd_route(&a->http, "/api/v1", on_api, a);
+  qs_httpd_route(&a->http, "/api", on_api, a); /* all of /api: unknown versions get a 404 problem */
   if (o->vendor_dir && o->vendor_dir[0])
     qs_httpd_route_files(&a->http, "/vendor", o->vendor_dir);
   if (o->static_dir && o->static_dir[0])
