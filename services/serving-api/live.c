@@ -1,12 +1,17 @@
 /* live.c — WebSocket fan-out of the Redis live channels (see live.h for the memory policy).
  *
+ * The WebSocket layer is our own (ws_frame.c) on the socket h2o hands over after the 101
+ * response (h2o_http1_upgrade): h2o 2.2's websocket.c writes one frame per loop turn, which
+ * cannot keep up with a burst of updates; here every frame waiting for a client leaves in one
+ * writev when its previous write completes.
+ *
  * Invariants:
  * - a client is freed only from the reaper (a zero-delay timer) or at close, never inside an h2o
- *   or wslay callback: h2o_websocket_proceed may report the end of the connection synchronously
- *   (cb with NULL) from deep inside a send, and the caller still walks the client list;
- * - a frame is formatted once per pub/sub message; clients hold references to it only in their
- *   backlog (wslay copies what it queues);
- * - per client: bytes queued in wslay <= send_buffer + one frame, backlog <= max_backlog.
+ *   callback, so a client list walk never meets a freed client;
+ * - a frame is formatted once per pub/sub message and shared (reference-counted) by every client
+ *   queue that holds it, until its write completes;
+ * - per client: waiting frames <= max_backlog (after coalescing per window), frames in flight <=
+ *   WRITE_BATCH and about send_buffer bytes.
  */
 #include "live.h"
 
@@ -16,13 +21,14 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <h2o/websocket.h>
+#include <h2o/http1.h>
 
 #include "qs/buf.h"
 #include "qs/error.h"
 #include "qs/timeutil.h"
 
 #include "api.h"
+#include "ws_frame.h"
 
 #define TOPIC_AGGREGATES 1u
 #define TOPIC_ALERTS 2u
@@ -34,10 +40,12 @@
 #define SNAP_ALERTS 20
 #define SNAP_MAX_WINDOWS 5000
 #define CLIENT_MSG_MAX 4096
+#define WRITE_BATCH 64
 
 typedef struct live_msg {
   int refs;
   unsigned topic;
+  uint8_t opcode;
   char region[REGION_MAX];
   char key[KEY_MAX]; /* coalescing key ("" = never coalesced) */
   size_t len;
@@ -48,16 +56,19 @@ enum snap_state { SNAP_NONE, SNAP_WAITING, SNAP_INFLIGHT };
 
 typedef struct client {
   live *l;
-  h2o_websocket_conn_t *ws;
+  h2o_socket_t *sock; /* NULL until the 101 response has been written */
   struct client *prev, *next;
   struct client *reap_next;
-  bool dead, reaping, in_ws_callback;
+  bool dead, reaping, writing, close_after_write;
   unsigned topics;
   char regions[MAX_REGIONS][REGION_MAX];
   size_t nregions;
   enum snap_state snap;
-  live_msg **backlog;
-  size_t nbacklog;
+  live_msg **wait; /* frames not yet handed to the socket (the backlog), oldest first */
+  size_t nwait;
+  live_msg *inflight[WRITE_BATCH];
+  uint8_t hdr[WRITE_BATCH][WS_HEADER_MAX];
+  size_t ninflight;
   uint64_t last_seen_ms;
 } client;
 
@@ -74,10 +85,10 @@ struct live {
   api *api;
   qs_log *log;
   client *clients;
-  size_t nclients, nbacklogged, nwaiting;
+  size_t nclients, nwaiting;
   client *reap;
   bool snap_inflight, closing, subscribed_once;
-  uv_timer_t reap_timer, drain_timer, ping_timer;
+  uv_timer_t reap_timer, ping_timer;
   int handles_open;
   bool sub_closed;
   uint64_t seq;
@@ -132,6 +143,7 @@ static live_msg *msg_build(live *l, unsigned topic, const char *payload, size_t 
   live_msg *m = qs_xmalloc(sizeof *m + (size_t)hl + rest + 1);
   m->refs = 1;
   m->topic = topic;
+  m->opcode = WS_OP_TEXT;
   m->region[0] = m->key[0] = '\0';
   if (cJSON_IsString(region) && strlen(region->valuestring) < REGION_MAX)
     snprintf(m->region, sizeof m->region, "%s", region->valuestring);
@@ -160,81 +172,98 @@ static void kill_client(client *c, const char *why) {
   c->dead = true;
   if (why)
     qs_log_info(c->l->log, "websocket client disconnected", QS_LSTR("reason", why),
-                QS_LINT("backlog", c->nbacklog));
+                QS_LINT("backlog", c->nwait));
+  if (c->sock)
+    h2o_socket_read_stop(c->sock);
   schedule_reap(c->l, c);
 }
 
-static size_t queued_bytes(client *c) {
-  return c->ws && c->ws->ws_ctx ? wslay_event_get_queued_msg_length(c->ws->ws_ctx) : 0;
+static live_msg *msg_own(const char *text, size_t len, uint8_t opcode) {
+  live_msg *m = qs_xmalloc(sizeof *m + len + 1);
+  m->refs = 1;
+  m->topic = 0;
+  m->opcode = opcode;
+  m->region[0] = m->key[0] = '\0';
+  memcpy(m->text, text, len);
+  m->text[len] = '\0';
+  m->len = len;
+  return m;
 }
 
-static void proceed(client *c) {
-  if (!c->dead && !c->in_ws_callback && c->ws->sock)
-    h2o_websocket_proceed(c->ws);
+static void wait_clear(client *c) {
+  for (size_t i = 0; i < c->nwait; i++)
+    msg_unref(c->wait[i]);
+  c->nwait = 0;
 }
 
-/* Queues text in wslay (which copies it); the caller calls proceed(). */
-static bool ws_queue(client *c, const char *text, size_t len, uint8_t opcode) {
-  struct wslay_event_msg msg = {opcode, (const uint8_t *)text, len};
-  if (wslay_event_queue_msg(c->ws->ws_ctx, &msg) != 0) {
-    kill_client(c, "websocket queue refused a frame");
-    return false;
+static void client_write(client *c);
+
+static void on_written(h2o_socket_t *sock, const char *err) {
+  client *c = sock->data;
+  for (size_t i = 0; i < c->ninflight; i++)
+    msg_unref(c->inflight[i]);
+  c->ninflight = 0;
+  c->writing = false;
+  if (err) {
+    kill_client(c, NULL);
+    return;
   }
-  qs_metric_inc(c->l->m_frames);
-  return true;
+  if (c->close_after_write && c->nwait == 0) {
+    kill_client(c, NULL);
+    return;
+  }
+  client_write(c);
 }
 
-static void backlog_clear(client *c) {
-  for (size_t i = 0; i < c->nbacklog; i++)
-    msg_unref(c->backlog[i]);
-  if (c->nbacklog)
-    c->l->nbacklogged--;
-  c->nbacklog = 0;
+/* Hands every waiting frame (up to WRITE_BATCH, about send_buffer bytes) to one writev. */
+static void client_write(client *c) {
+  if (c->writing || c->dead || !c->sock || c->nwait == 0)
+    return;
+  h2o_iovec_t iov[2 * WRITE_BATCH];
+  size_t n = 0, bytes = 0;
+  while (n < c->nwait && n < WRITE_BATCH && (n == 0 || bytes < c->l->opt.send_buffer)) {
+    live_msg *m = c->wait[n];
+    size_t hl = ws_frame_header(c->hdr[n], m->opcode, m->len);
+    iov[2 * n] = h2o_iovec_init(c->hdr[n], hl);
+    iov[2 * n + 1] = h2o_iovec_init(m->text, m->len);
+    c->inflight[n] = m;
+    bytes += hl + m->len;
+    n++;
+  }
+  memmove(c->wait, c->wait + n, (c->nwait - n) * sizeof *c->wait);
+  c->nwait -= n;
+  c->ninflight = n;
+  c->writing = true;
+  qs_metric_add(c->l->m_frames, (double)n);
+  h2o_socket_write(c->sock, iov, 2 * n, on_written);
 }
 
-static void backlog_put(client *c, live_msg *m) {
+/* Queues m for c (taking a reference). Window and rolling updates replace a waiting update of the
+ * same window ("latest per window"); past max_backlog waiting frames the client is disconnected. */
+static void client_queue(client *c, live_msg *m) {
   live *l = c->l;
+  if (c->dead)
+    return;
   if (m->key[0]) {
-    for (size_t i = 0; i < c->nbacklog; i++) {
-      if (c->backlog[i]->topic == m->topic && strcmp(c->backlog[i]->key, m->key) == 0) {
-        msg_unref(c->backlog[i]); /* latest per window: the newer state replaces the older */
-        c->backlog[i] = m;
+    for (size_t i = 0; i < c->nwait; i++) {
+      if (c->wait[i]->topic == m->topic && strcmp(c->wait[i]->key, m->key) == 0) {
+        msg_unref(c->wait[i]);
+        c->wait[i] = m;
         m->refs++;
         qs_metric_inc(l->m_coalesced);
         return;
       }
     }
   }
-  if (c->nbacklog >= l->opt.max_backlog) {
+  if (c->nwait >= l->opt.max_backlog) {
     qs_metric_inc(l->m_dropped);
     kill_client(c, "backlog limit reached (slow client)");
     return;
   }
-  if (!c->backlog)
-    c->backlog = qs_xmalloc(l->opt.max_backlog * sizeof *c->backlog);
-  if (c->nbacklog == 0)
-    l->nbacklogged++;
-  c->backlog[c->nbacklog++] = m;
+  if (!c->wait)
+    c->wait = qs_xmalloc(l->opt.max_backlog * sizeof *c->wait);
+  c->wait[c->nwait++] = m;
   m->refs++;
-}
-
-/* Moves backlog frames into wslay while its queue is under the send buffer. */
-static void backlog_flush(client *c) {
-  if (c->dead || c->snap != SNAP_NONE || c->nbacklog == 0)
-    return;
-  size_t i = 0;
-  while (i < c->nbacklog && queued_bytes(c) < c->l->opt.send_buffer) {
-    if (!ws_queue(c, c->backlog[i]->text, c->backlog[i]->len, WSLAY_TEXT_FRAME))
-      return;
-    i++;
-  }
-  for (size_t k = 0; k < i; k++)
-    msg_unref(c->backlog[k]);
-  memmove(c->backlog, c->backlog + i, (c->nbacklog - i) * sizeof *c->backlog);
-  c->nbacklog -= i;
-  if (c->nbacklog == 0)
-    c->l->nbacklogged--;
-  proceed(c);
 }
 
 static bool wants(const client *c, const live_msg *m) {
@@ -248,20 +277,43 @@ static bool wants(const client *c, const live_msg *m) {
   return false;
 }
 
+/* An update: queued; written at once unless the client still waits for its snapshot. */
 static void client_send(client *c, live_msg *m) {
   if (c->dead || !wants(c, m))
     return;
-  if (c->snap != SNAP_NONE || c->nbacklog > 0 || queued_bytes(c) >= c->l->opt.send_buffer) {
-    backlog_put(c, m);
+  client_queue(c, m);
+  if (c->snap == SNAP_NONE)
+    client_write(c);
+}
+
+/* A protocol message of our own (ack, snapshot, pong, error): ahead of nothing, after nothing. */
+static void send_frame(client *c, const char *text, size_t len, uint8_t opcode) {
+  if (c->dead)
     return;
-  }
-  if (ws_queue(c, m->text, m->len, WSLAY_TEXT_FRAME))
-    proceed(c);
+  live_msg *m = msg_own(text, len, opcode);
+  client_queue(c, m);
+  msg_unref(m);
+  client_write(c);
 }
 
 static void send_text(client *c, const char *text, size_t len) {
-  if (!c->dead && ws_queue(c, text, len, WSLAY_TEXT_FRAME))
-    proceed(c);
+  send_frame(c, text, len, WS_OP_TEXT);
+}
+
+/* Inserts a text frame at position *at of the waiting frames (snapshots before queued updates). */
+static void send_at(client *c, size_t *at, const char *text, size_t len) {
+  if (c->dead)
+    return;
+  if (c->nwait >= c->l->opt.max_backlog) {
+    qs_metric_inc(c->l->m_dropped);
+    kill_client(c, "backlog limit reached (slow client)");
+    return;
+  }
+  if (!c->wait)
+    c->wait = qs_xmalloc(c->l->opt.max_backlog * sizeof *c->wait);
+  memmove(c->wait + *at + 1, c->wait + *at, (c->nwait - *at) * sizeof *c->wait);
+  c->wait[(*at)++] = msg_own(text, len, WS_OP_TEXT);
+  c->nwait++;
 }
 
 static void send_error(client *c, const char *detail) {
@@ -347,8 +399,11 @@ static void on_snapshot(qs_redis *r, redisReply *rep, int status, void *ud) {
     if (c->snap != SNAP_INFLIGHT || c->dead)
       continue;
     c->snap = SNAP_NONE;
+    size_t at = 0; /* snapshot frames go ahead of the updates that waited for them */
     if (!ok) {
-      send_error(c, "snapshot unavailable: the data store did not answer; updates follow");
+      static const char err[] = "{\"type\":\"error\",\"detail\":\"snapshot unavailable: the "
+                                "data store did not answer; updates follow\"}";
+      send_at(c, &at, err, sizeof err - 1);
     } else {
       qs_metric_inc(l->m_snapshots);
       if (c->topics & TOPIC_AGGREGATES) {
@@ -361,24 +416,24 @@ static void on_snapshot(qs_redis *r, redisReply *rep, int status, void *ud) {
         else
           qs_buf_puts(&b, "null");
         qs_buf_puts(&b, "}}");
-        send_text(c, b.p, b.len);
+        send_at(c, &at, b.p, b.len);
       }
       if (c->topics & TOPIC_EVENTS) {
         qs_buf_reset(&b);
         qs_buf_puts(&b, "{\"type\":\"snapshot\",\"topic\":\"events\",\"data\":{\"events\":[");
         put_items(&b, c, ev, nev);
         qs_buf_puts(&b, "]}}");
-        send_text(c, b.p, b.len);
+        send_at(c, &at, b.p, b.len);
       }
       if (c->topics & TOPIC_ALERTS) {
         qs_buf_reset(&b);
         qs_buf_puts(&b, "{\"type\":\"snapshot\",\"topic\":\"alerts\",\"data\":{\"alerts\":[");
         put_items(&b, c, al, nal);
         qs_buf_puts(&b, "]}}");
-        send_text(c, b.p, b.len);
+        send_at(c, &at, b.p, b.len);
       }
     }
-    backlog_flush(c);
+    client_write(c);
   }
   qs_buf_free(&b);
   free(win);
@@ -493,7 +548,7 @@ static void on_client_text(client *c, const char *s, size_t len) {
     c->topics = topics;
     memcpy(c->regions, tmp, sizeof tmp);
     c->nregions = nr;
-    backlog_clear(c); /* updates for the old subscription are void: a fresh snapshot follows */
+    wait_clear(c); /* updates for the old subscription are void: a fresh snapshot follows */
     qs_buf b = QS_BUF_INIT;
     qs_buf_puts(&b, "{\"type\":\"subscribed\",\"topics\":[");
     int k = 0;
@@ -516,7 +571,7 @@ static void on_client_text(client *c, const char *s, size_t len) {
     snapshot_start(l);
   } else if (strcmp(type->valuestring, "unsubscribe") == 0) {
     c->topics = 0;
-    backlog_clear(c);
+    wait_clear(c);
     static const char ack[] = "{\"type\":\"unsubscribed\"}";
     send_text(c, ack, sizeof ack - 1);
   } else {
@@ -526,26 +581,80 @@ done:
   cJSON_Delete(o);
 }
 
-static void on_ws(h2o_websocket_conn_t *ws, const struct wslay_event_on_msg_recv_arg *arg) {
-  client *c = ws->data;
-  if (!arg) { /* the connection ended (peer close, error, or our own proceed failed) */
+static void close_with(client *c, uint16_t code, const char *reason) {
+  char buf[128];
+  size_t rl = strlen(reason) > 100 ? 100 : strlen(reason);
+  buf[0] = (char)(code >> 8);
+  buf[1] = (char)(code & 0xFF);
+  memcpy(buf + 2, reason, rl);
+  send_frame(c, buf, 2 + rl, WS_OP_CLOSE);
+  c->close_after_write = true;
+  if (c->sock)
+    h2o_socket_read_stop(c->sock);
+}
+
+static void on_read(h2o_socket_t *sock, const char *err) {
+  client *c = sock->data;
+  if (err) { /* peer closed or reset */
     kill_client(c, NULL);
     return;
   }
-  if (c->dead)
+  if (c->dead || c->close_after_write)
     return;
   c->last_seen_ms = uv_now(c->l->loop);
-  c->in_ws_callback = true; /* h2o_websocket_proceed is running: frames are sent after return */
-  if (arg->opcode == WSLAY_TEXT_FRAME)
-    on_client_text(c, (const char *)arg->msg, arg->msg_length);
-  else if (arg->opcode == WSLAY_BINARY_FRAME)
-    send_error(c, "binary frames are not part of the protocol; send JSON text");
-  c->in_ws_callback = false;
+  while (!c->dead && !c->close_after_write && sock->input->size > 0) {
+    ws_frame f;
+    long n = ws_frame_parse((uint8_t *)sock->input->bytes, sock->input->size, CLIENT_MSG_MAX, &f);
+    if (n == 0)
+      break;
+    if (n < 0) {
+      close_with(c,
+                 n == QS_ERR_TOOBIG        ? 1009
+                 : n == QS_ERR_UNSUPPORTED ? 1003
+                                           : 1002,
+                 n == QS_ERR_TOOBIG ? "message too big" : "protocol error");
+      break;
+    }
+    switch (f.opcode) {
+    case WS_OP_TEXT:
+      on_client_text(c, (const char *)f.payload, f.len);
+      break;
+    case WS_OP_BINARY:
+      send_error(c, "binary frames are not part of the protocol; send JSON text");
+      break;
+    case WS_OP_PING:
+      send_frame(c, (const char *)f.payload, f.len, WS_OP_PONG);
+      break;
+    case WS_OP_CLOSE:
+      close_with(c, 1000, "bye");
+      break;
+    default: /* pong: liveness only */
+      break;
+    }
+    h2o_buffer_consume(&sock->input, (size_t)n);
+  }
+}
+
+static void on_upgraded(void *ud, h2o_socket_t *sock, size_t reqsize) {
+  client *c = ud;
+  if (!sock) {
+    kill_client(c, NULL);
+    return;
+  }
+  c->sock = sock;
+  sock->data = c;
+  h2o_buffer_consume(&sock->input, reqsize);
+  h2o_socket_read_start(sock, on_read);
+  if (sock->input->size)
+    on_read(sock, NULL);
+  client_write(c);
 }
 
 int live_upgrade(live *l, h2o_req_t *req) {
-  const char *key = NULL;
-  if (h2o_is_websocket_handshake(req, &key) != 0 || key == NULL)
+  ssize_t ki = h2o_find_header_by_str(&req->headers, H2O_STRLIT("sec-websocket-key"), -1);
+  if (!qs_httpd_method_is(req, "GET") || req->upgrade.base == NULL ||
+      !h2o_lcstris(req->upgrade.base, req->upgrade.len, H2O_STRLIT("websocket")) || ki < 0 ||
+      req->headers.entries[ki].value.len != 24 || req->version >= 0x200)
     return -1;
   if (l->closing || l->nclients >= l->opt.max_clients) {
     qs_httpd_problem(req, 503, "Service Unavailable",
@@ -561,8 +670,14 @@ int live_upgrade(live *l, h2o_req_t *req) {
   l->clients = c;
   l->nclients++;
   qs_metric_set(l->m_clients, (double)l->nclients);
-  c->ws = h2o_upgrade_to_websocket(req, key, c, on_ws);
-  wslay_event_config_set_max_recv_msg_length(c->ws->ws_ctx, CLIENT_MSG_MAX);
+  char accept[29];
+  ws_accept_key(req->headers.entries[ki].value.base, 24, accept);
+  req->res.status = 101;
+  req->res.reason = "Switching Protocols";
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_UPGRADE, NULL, H2O_STRLIT("websocket"));
+  h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("sec-websocket-accept"), 0, NULL,
+                        h2o_strdup(&req->pool, accept, 28).base, 28);
+  h2o_http1_upgrade(req, NULL, 0, on_upgraded, c);
   return 0;
 }
 
@@ -572,8 +687,10 @@ static void client_free(client *c) {
   live *l = c->l;
   if (c->snap == SNAP_WAITING)
     l->nwaiting--;
-  backlog_clear(c);
-  free(c->backlog);
+  wait_clear(c);
+  free(c->wait);
+  for (size_t i = 0; i < c->ninflight; i++) /* h2o drops the write callback on close */
+    msg_unref(c->inflight[i]);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -582,7 +699,8 @@ static void client_free(client *c) {
     c->next->prev = c->prev;
   l->nclients--;
   qs_metric_set(l->m_clients, (double)l->nclients);
-  h2o_websocket_close(c->ws);
+  if (c->sock)
+    h2o_socket_close(c->sock);
   free(c);
 }
 
@@ -605,26 +723,17 @@ static void schedule_reap(live *l, client *c) {
     uv_timer_start(&l->reap_timer, on_reap, 0, 0);
 }
 
-static void on_drain(uv_timer_t *t) {
-  live *l = t->data;
-  for (client *c = l->clients; c && l->nbacklogged; c = c->next)
-    backlog_flush(c);
-  if (!l->nbacklogged)
-    uv_timer_stop(t);
-}
-
 static void on_ping(uv_timer_t *t) {
   live *l = t->data;
   uint64_t now = uv_now(l->loop);
   for (client *c = l->clients; c; c = c->next) {
-    if (c->dead || !c->ws->sock)
+    if (c->dead || !c->sock)
       continue;
     if (now - c->last_seen_ms > 3 * l->opt.ping_interval_ms) {
       kill_client(c, "no answer to pings");
       continue;
     }
-    if (ws_queue(c, "", 0, WSLAY_PING))
-      proceed(c);
+    send_frame(c, "", 0, WS_OP_PING);
   }
 }
 
@@ -645,8 +754,6 @@ static void on_pubsub(qs_redis *r, const char *channel, const char *payload, siz
   for (client *c = l->clients; c; c = c->next)
     client_send(c, m);
   msg_unref(m);
-  if (l->nbacklogged && !uv_is_active((uv_handle_t *)&l->drain_timer))
-    uv_timer_start(&l->drain_timer, on_drain, 10, 10);
 }
 
 static void on_subscribed(qs_redis *r, void *ud) {
@@ -680,10 +787,9 @@ live *live_new(uv_loop_t *loop, const live_options *o, qs_redis *cmd, qs_redis *
   l->sub = sub;
   l->log = log;
   uv_timer_init(loop, &l->reap_timer);
-  uv_timer_init(loop, &l->drain_timer);
   uv_timer_init(loop, &l->ping_timer);
-  l->reap_timer.data = l->drain_timer.data = l->ping_timer.data = l;
-  l->handles_open = 3;
+  l->reap_timer.data = l->ping_timer.data = l;
+  l->handles_open = 2;
   uv_timer_start(&l->ping_timer, on_ping, o->ping_interval_ms, o->ping_interval_ms);
   l->m_clients = qs_metric_series(
       qs_metrics_gauge(metrics, "quakestream_ws_clients", "open WebSocket clients", NULL));
@@ -692,9 +798,9 @@ live *live_new(uv_loop_t *loop, const live_options *o, qs_redis *cmd, qs_redis *
                                           "messages received from Redis pub/sub", NULL));
   l->m_frames = qs_metric_series(qs_metrics_counter(metrics, "quakestream_ws_frames_total",
                                                     "frames queued to WebSocket clients", NULL));
-  l->m_coalesced = qs_metric_series(
-      qs_metrics_counter(metrics, "quakestream_ws_coalesced_total",
-                         "updates replaced by a newer one of the same window in a backlog", NULL));
+  l->m_coalesced = qs_metric_series(qs_metrics_counter(
+      metrics, "quakestream_ws_coalesced_total",
+      "updates replaced by a newer one of the same window while waiting to be sent", NULL));
   l->m_dropped = qs_metric_series(
       qs_metrics_counter(metrics, "quakestream_ws_slow_disconnects_total",
                          "clients disconnected because their backlog was full", NULL));
@@ -747,7 +853,6 @@ void live_close(live *l, void (*cb)(void *), void *arg) {
   }
   l->reap = NULL;
   uv_close((uv_handle_t *)&l->reap_timer, timer_closed);
-  uv_close((uv_handle_t *)&l->drain_timer, timer_closed);
   uv_close((uv_handle_t *)&l->ping_timer, timer_closed);
   l->sub->data = l;
   qs_redis_close(l->sub, sub_closed);

@@ -5,12 +5,11 @@
  * and formatted once into a shared, reference-counted frame.
  *
  * Memory per client is bounded whatever the client does:
- * - while the bytes queued in its socket's WebSocket layer are under WS_SEND_BUFFER, frames are
- *   queued there directly;
- * - beyond that, updates wait in the client's backlog, where a newer update of the same window
- *   (or of the rolling window) replaces the older one in place ("latest per window");
- * - when the backlog holds more than WS_MAX_BACKLOG updates the client is disconnected (close code
- *   1008 when it can still be sent) and counted.
+ * - frames wait in the client's queue until its previous write completes, then all of them (up to
+ *   64 frames, about WS_SEND_BUFFER bytes) leave in one writev;
+ * - a waiting window (or rolling-window) update is replaced in place by a newer update of the same
+ *   window ("latest per window"), so a slow client gets coalesced updates;
+ * - when more than WS_MAX_BACKLOG frames wait, the client is disconnected and counted.
  * A client that subscribes gets a snapshot first (read from Redis after its subscription began,
  * so nothing falls between the snapshot and the updates); updates that arrive meanwhile wait in
  * its backlog. Snapshot reads are shared: one Redis call serves every client waiting for one.

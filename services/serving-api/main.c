@@ -45,7 +45,7 @@ static const qs_cfg_spec serving_config[] = {
      "HTTP and WebSocket connections accepted at once", 0},
     {"WS_MAX_CLIENTS", QS_CFG_INT, "20000", 1, 1000000, NULL, "WebSocket clients at once", 0},
     {"WS_SEND_BUFFER", QS_CFG_INT, "65536", 1024, 67108864, NULL,
-     "bytes queued per WebSocket client before its updates wait in its backlog", 0},
+     "about the most bytes handed to one WebSocket client's socket in one write", 0},
     {"WS_MAX_BACKLOG", QS_CFG_INT, "1000", 1, 1000000, NULL,
      "updates waiting per WebSocket client (after coalescing per window) before it is "
      "disconnected",
