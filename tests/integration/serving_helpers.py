@@ -198,6 +198,11 @@ class WS:
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise AssertionError(f"no upgrade: {head!r}")
+        import hashlib
+        want = base64.b64encode(hashlib.sha1(
+            (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        assert b"sec-websocket-accept: " + want in head.lower().replace(
+            want.lower(), want), head  # RFC 6455 4.2.2
         return cls(reader, writer)
 
     def send_json(self, obj, opcode=1):
