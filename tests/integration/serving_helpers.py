@@ -201,8 +201,9 @@ class WS:
         import hashlib
         want = base64.b64encode(hashlib.sha1(
             (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
-        assert b"sec-websocket-accept: " + want in head.lower().replace(
-            want.lower(), want), head  # RFC 6455 4.2.2
+        fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+        fields = {k.lower(): v for k, v in fields.items()}
+        assert fields.get(b"sec-websocket-accept") == want, head  # RFC 6455 4.2.2
         return cls(reader, writer)
 
     def send_json(self, obj, opcode=1):

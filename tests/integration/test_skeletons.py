@@ -14,6 +14,8 @@ def needs(request, name):
     if name == "ingestor":  # ready when connected to an event hub; no polling source here
         hub = request.getfixturevalue("hub_server")
         return {"EVENTHUBS_CONNECTION_STRING": hub.connection_string, "SOURCES": ""}
+    if name == "serving-api":  # ready when connected to Redis; its public port on a free one
+        return {"REDIS_URL": request.getfixturevalue("redis_server").url, "API_PORT": "0"}
     return {}
 
 
