@@ -221,6 +221,7 @@ typedef struct rl_slot {
 typedef struct cache_slot {
   char key[CACHE_KEY_MAX];
   uint64_t expires_ms;
+  uint64_t refresh_started_ms; /* one request recomputes an expired answer; 0 = none */
   char etag[24];
   qs_buf body;
   const char *content_type;
@@ -420,13 +421,26 @@ static cache_slot *cache_slot_for(api *a, const char *key) {
   return &a->cache[fnv1a(key, strlen(key)) % CACHE_SLOTS];
 }
 
+/* Fresh: served. Expired while another request recomputes it (for at most REFRESH_MAX_MS):
+ * the stale answer is served (stale-while-revalidate), so a burst of clients at expiry costs one
+ * Redis query, not one per client. Expired with nobody recomputing: this request does. */
+#define REFRESH_MAX_MS 5000
 static bool cache_serve(api *a, api_req *r) {
   if (a->opt.cache_max_age_ms <= 0 || !r->cache_key[0])
     return false;
   cache_slot *s = cache_slot_for(a, r->cache_key);
-  if (strcmp(s->key, r->cache_key) != 0 || (uint64_t)r->now >= s->expires_ms) {
+  uint64_t now = (uint64_t)r->now;
+  if (strcmp(s->key, r->cache_key) != 0) {
     qs_metric_inc(a->m_cache_misses);
     return false;
+  }
+  if (now >= s->expires_ms) {
+    bool refreshing = s->refresh_started_ms && now - s->refresh_started_ms < REFRESH_MAX_MS;
+    if (!refreshing) {
+      s->refresh_started_ms = now;
+      qs_metric_inc(a->m_cache_misses);
+      return false;
+    }
   }
   qs_metric_inc(a->m_cache_hits);
   send_ok(a, r->req, r->rid, r->t0, s->content_type, s->body.p, s->body.len, s->etag);
@@ -439,7 +453,8 @@ static void respond_and_cache(api *a, api_req *r, const char *ctype, const qs_bu
   if (a->opt.cache_max_age_ms > 0 && r->cache_key[0] && body->len <= CACHE_BODY_MAX) {
     cache_slot *s = cache_slot_for(a, r->cache_key);
     snprintf(s->key, sizeof s->key, "%s", r->cache_key);
-    s->expires_ms = (uint64_t)r->now + (uint64_t)a->opt.cache_max_age_ms;
+    s->expires_ms = (uint64_t)qs_time_now_ms() + (uint64_t)a->opt.cache_max_age_ms;
+    s->refresh_started_ms = 0;
     memcpy(s->etag, etag, sizeof etag);
     s->content_type = ctype;
     qs_buf_reset(&s->body);
