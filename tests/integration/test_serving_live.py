@@ -215,3 +215,26 @@ def test_upgrade_needs_a_websocket_handshake(start_service, redis_server):
     status, h, body = http(svc.api + "/api/v1/live")
     assert status == 400 and h["content-type"] == "application/problem+json"
     assert os.path.exists(f"/proc/{svc.proc.pid}")
+
+
+def test_sigterm_with_live_clients_and_requests_stops_cleanly(start_service, redis_server):
+    import signal
+    from serving_helpers import http
+    svc = start_serving(start_service, redis_server.url)
+
+    async def run():
+        clients = [await WS.connect(svc.api_port) for _ in range(20)]
+        for c in clients:
+            await c.subscribe(["events"])
+        assert http(svc.api + "/api/v1/stats")[0] == 200
+        svc.signal(signal.SIGTERM)
+        for c in clients:  # every client sees its connection end (close frame or EOF)
+            try:
+                assert await c.recv(timeout=10) is None
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+
+    asyncio.run(run())
+    assert svc.wait(timeout=10) == 0
+    assert not [r for r in svc.logs if r.get("level") == "error"], svc.lines
+    assert any(r.get("msg") == "stopped" for r in svc.logs)
