@@ -238,3 +238,70 @@ def test_sigterm_with_live_clients_and_requests_stops_cleanly(start_service, red
     assert svc.wait(timeout=10) == 0
     assert not [r for r in svc.logs if r.get("level") == "error"], svc.lines
     assert any(r.get("msg") == "stopped" for r in svc.logs)
+
+
+def test_live_requires_the_api_key_when_keys_are_set(start_service, redis_server):
+    from serving_helpers import http
+    svc = start_serving(start_service, redis_server.url, API_KEYS="k1")
+
+    async def run():
+        try:
+            await WS.connect(svc.api_port)
+            raise AssertionError("upgrade without a key accepted")
+        except AssertionError as e:
+            assert "401" in str(e)
+        ws = await WS.connect(svc.api_port, path="/api/v1/live?access_token=k1")
+        await ws.subscribe(["alerts"])
+        ws.close()
+
+    asyncio.run(run())
+    assert http(svc.api + "/api/v1/live?access_token=nope")[0] == 401
+
+
+def test_clients_get_a_fresh_snapshot_after_redis_comes_back(start_service, tmp_path):
+    import socket
+    import subprocess
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def redis():
+        p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for raw in p.stdout:
+            if b"Ready to accept connections" in raw:
+                return p
+        raise AssertionError("redis-server did not start")
+
+    r = redis()
+    try:
+        svc = start_serving(start_service, f"redis://127.0.0.1:{port}/0")
+
+        async def run():
+            ws = await WS.connect(svc.api_port)
+            snaps = await ws.subscribe(["events"])
+            assert snaps["events"]["events"] == []
+            # written while the client is subscribed but never published: only a fresh snapshot
+            # can bring it; SAVE keeps it across the restart (dump.rdb in --dir)
+            resp = Resp(port)
+            load(resp, events=[event("after", int(time.time() * 1000), 4.0, 1.0, 1.0)])
+            resp.call("SAVE")
+            resp.close()
+            r.kill()
+            r.wait()
+            r2 = redis()
+            try:
+                snap = await ws.recv(timeout=20)  # sent when the subscription is back
+                assert snap["type"] == "snapshot" and snap["topic"] == "events"
+                assert [e["event_id"] for e in snap["data"]["events"]] == ["after"]
+            finally:
+                r2.kill()
+                r2.wait()
+            ws.close()
+
+        asyncio.run(run())
+    finally:
+        if r.poll() is None:
+            r.kill()
+            r.wait()
