@@ -41,6 +41,8 @@
 #define SNAP_MAX_WINDOWS 5000
 #define CLIENT_MSG_MAX 4096
 #define WRITE_BATCH 64
+#define SNAP_RETRIES 20
+#define SNAP_RETRY_MS 250
 
 typedef struct live_msg {
   int refs;
@@ -88,7 +90,8 @@ struct live {
   size_t nclients, nwaiting;
   client *reap;
   bool snap_inflight, closing, subscribed_once;
-  uv_timer_t reap_timer, ping_timer;
+  uv_timer_t reap_timer, ping_timer, snap_retry_timer;
+  int snap_failures;
   int handles_open;
   bool sub_closed;
   uint64_t seq;
@@ -329,6 +332,8 @@ static void send_error(client *c, const char *detail) {
 
 static void snapshot_start(live *l);
 
+static void on_snap_retry(uv_timer_t *t) { snapshot_start(t->data); }
+
 static size_t parse_items(const redisReply *arr, snap_item **out) {
   size_t n = 0;
   *out = NULL;
@@ -379,6 +384,20 @@ static void on_snapshot(qs_redis *r, redisReply *rep, int status, void *ud) {
   live *l = ud;
   l->snap_inflight = false;
   bool ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 4;
+  if (!ok && !rep && !l->closing && l->snap_failures < SNAP_RETRIES) {
+    /* the command connection is down (e.g. it reconnects after the subscriber did): the waiting
+     * clients keep waiting, their updates queued, and the snapshot is tried again */
+    l->snap_failures++;
+    for (client *c = l->clients; c; c = c->next) {
+      if (c->snap == SNAP_INFLIGHT) {
+        c->snap = SNAP_WAITING;
+        l->nwaiting++;
+      }
+    }
+    uv_timer_start(&l->snap_retry_timer, on_snap_retry, SNAP_RETRY_MS, 0);
+    return;
+  }
+  l->snap_failures = 0;
   snap_item *win = NULL, *ev = NULL, *al = NULL;
   size_t nwin = 0, nev = 0, nal = 0;
   const redisReply *rolling = NULL;
@@ -444,7 +463,8 @@ static void on_snapshot(qs_redis *r, redisReply *rep, int status, void *ud) {
 }
 
 static void snapshot_start(live *l) {
-  if (l->snap_inflight || l->nwaiting == 0)
+  if (l->snap_inflight || l->nwaiting == 0 || l->closing ||
+      uv_is_active((uv_handle_t *)&l->snap_retry_timer))
     return;
   for (client *c = l->clients; c; c = c->next)
     if (c->snap == SNAP_WAITING)
@@ -788,8 +808,9 @@ live *live_new(uv_loop_t *loop, const live_options *o, qs_redis *cmd, qs_redis *
   l->log = log;
   uv_timer_init(loop, &l->reap_timer);
   uv_timer_init(loop, &l->ping_timer);
-  l->reap_timer.data = l->ping_timer.data = l;
-  l->handles_open = 2;
+  uv_timer_init(loop, &l->snap_retry_timer);
+  l->reap_timer.data = l->ping_timer.data = l->snap_retry_timer.data = l;
+  l->handles_open = 3;
   uv_timer_start(&l->ping_timer, on_ping, o->ping_interval_ms, o->ping_interval_ms);
   l->m_clients = qs_metric_series(
       qs_metrics_gauge(metrics, "quakestream_ws_clients", "open WebSocket clients", NULL));
@@ -854,6 +875,7 @@ void live_close(live *l, void (*cb)(void *), void *arg) {
   l->reap = NULL;
   uv_close((uv_handle_t *)&l->reap_timer, timer_closed);
   uv_close((uv_handle_t *)&l->ping_timer, timer_closed);
+  uv_close((uv_handle_t *)&l->snap_retry_timer, timer_closed);
   l->sub->data = l;
   qs_redis_close(l->sub, sub_closed);
 }
