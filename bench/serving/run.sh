@@ -4,15 +4,16 @@
 #     nginx serving the same JSON bytes as a static file (one worker process: serving-api runs one
 #     event loop), runs interleaved; prints requests/s and p99 of each and the ratio;
 #  2. ws_fanout: ws_clients WebSocket subscribers, 20 updates, publish-to-delivery latency.
-# Needs ./quakestream build (and Debian's nginx and wrk: ./quakestream deps installs them).
+# Needs ./quakestream build; installs Debian's nginx-light and wrk here if missing (bench-only peers,
+# as bench/hub/compare.sh does with RabbitMQ).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 secs=${1:-10} wsn=${2:-10000}
 api_bin="$root/build/services/serving-api/serving-api"
 fan="$root/build/bench/serving/ws_fanout"
-for t in wrk nginx redis-server; do
-  command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || { echo "missing $t: ./quakestream deps" >&2; exit 1; }
-done
+if ! command -v wrk >/dev/null || ! { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }; then
+  apt-get install -y -qq --no-install-recommends nginx-light wrk >/dev/null
+fi
 if ! [ -x "$api_bin" ] || ! [ -x "$fan" ]; then echo "build first: ./quakestream build" >&2; exit 1; fi
 work=$(mktemp -d)
 cleanup() {
