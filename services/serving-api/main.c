@@ -1,7 +1,12 @@
 /* serving-api — REST merged views, the live WebSocket feed and the dashboard, over Redis.
  * Wiring only: configuration -> api (api.c) + live feed (live.c) on two Redis connections (one for
  * commands, one subscribed to the live channels); the service runtime does the rest. */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "qs/buf.h"
 
 #include "qs/redis.h"
 #include "qs/service.h"
@@ -24,6 +29,8 @@ static const qs_cfg_spec serving_config[] = {
      "comma-separated API keys; when set, /api/v1 requires Authorization: Bearer <key> "
      "(WebSocket: ?access_token=); empty: open",
      QS_CFG_SECRET},
+    {"API_KEYS_FILE", QS_CFG_STR, "", 0, 1024, NULL,
+     "file with more API keys, one per line (e.g. a mounted Kubernetes secret); read at start", 0},
     {"CORS_ORIGINS", QS_CFG_STR, "", 0, 2048, NULL,
      "origins allowed by CORS, comma-separated, or * (empty: no CORS headers)", 0},
     {"RATE_LIMIT_RPS", QS_CFG_DOUBLE, "100", 0, 1e6, NULL,
@@ -70,7 +77,39 @@ typedef struct serving {
   live *lv;
   api *api;
   int pending; /* parts still closing */
+  qs_buf keys; /* API_KEYS and the lines of API_KEYS_FILE, comma-separated */
 } serving;
+
+/* API_KEYS plus the lines of API_KEYS_FILE, comma-separated, into keys. */
+static int load_api_keys(const qs_config *c, qs_buf *keys, char *err, size_t errlen) {
+  qs_buf_puts(keys, qs_config_str(c, "API_KEYS"));
+  const char *path = qs_config_str(c, "API_KEYS_FILE");
+  if (!path[0])
+    return 0;
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(err, errlen, "API_KEYS_FILE=\"%s\": %s", path, strerror(errno));
+    return -1;
+  }
+  char line[1024];
+  int n = 0;
+  while (fgets(line, sizeof line, f) && n < 4096) {
+    size_t l = strcspn(line, "\r\n");
+    line[l] = '\0';
+    if (l == 0 || line[0] == '#')
+      continue;
+    if (strchr(line, ',')) {
+      snprintf(err, errlen, "API_KEYS_FILE=\"%s\": line %d: a key may not contain a comma", path,
+               n + 1);
+      fclose(f);
+      return -1;
+    }
+    qs_buf_printf(keys, "%s%s", keys->len ? "," : "", line);
+    n++;
+  }
+  fclose(f);
+  return 0;
+}
 
 static bool redis_ready(void *data, char *reason, size_t cap) {
   const char *why = NULL;
@@ -113,6 +152,7 @@ static void dispose(qs_service *svc, void *data) {
   serving *s = data;
   api_free(s->api);
   live_free(s->lv);
+  qs_buf_free(&s->keys);
 }
 
 int main(int argc, char **argv) {
@@ -123,6 +163,11 @@ int main(int argc, char **argv) {
   static serving s;
   s.svc = &svc;
   char err[512];
+  if (load_api_keys(c, &s.keys, err, sizeof err) != 0) {
+    qs_log_error(&svc.log, "bad API keys", QS_LSTR("error", err));
+    qs_service_request_stop(&svc, 2);
+    return qs_service_run(&svc);
+  }
   qs_redis_opts ro = {.max_pending = (unsigned)qs_config_int(c, "REDIS_MAX_PENDING")};
   if (qs_redis_init(&s.redis, &svc.loop, qs_config_str(c, "REDIS_URL"), &ro, err, sizeof err) !=
           0 ||
@@ -143,7 +188,7 @@ int main(int argc, char **argv) {
       .port = (int)qs_config_int(c, "API_PORT"),
       .static_dir = qs_config_str(c, "STATIC_DIR"),
       .vendor_dir = qs_config_str(c, "VENDOR_DIR"),
-      .api_keys = qs_config_str(c, "API_KEYS"),
+      .api_keys = s.keys.p ? s.keys.p : "",
       .cors_origins = qs_config_str(c, "CORS_ORIGINS"),
       .rate_limit_rps = qs_config_double(c, "RATE_LIMIT_RPS"),
       .rate_limit_burst = qs_config_double(c, "RATE_LIMIT_BURST"),

@@ -273,6 +273,20 @@ def test_api_keys_require_a_bearer_token(start_service, redis_server, data):
     assert "secret-two" not in "\n".join(svc.lines)
 
 
+def test_api_keys_file_adds_keys_and_a_missing_file_stops_the_start(start_service, redis_server,
+                                                                     tmp_path, data):
+    from conftest import run_binary
+    f = tmp_path / "keys"
+    f.write_text("# mounted secret\nfrom-file-1\n\nfrom-file-2\n")
+    svc = start_serving(start_service, redis_server.url, API_KEYS="env-key", API_KEYS_FILE=str(f))
+    for k in ["env-key", "from-file-1", "from-file-2"]:
+        assert http(svc.api + "/api/v1/stats", {"Authorization": f"Bearer {k}"})[0] == 200, k
+    assert http(svc.api + "/api/v1/stats", {"Authorization": "Bearer # mounted secret"})[0] == 401
+    r = run_binary("serving-api", env={"API_KEYS_FILE": str(tmp_path / "absent"),
+                                       "ADMIN_PORT": "0", "API_PORT": "0"})
+    assert r.returncode == 2 and b"API_KEYS_FILE" in r.stderr
+
+
 def test_cors_allows_configured_origins_only(start_service, redis_server, data):
     svc = start_serving(start_service, redis_server.url, CORS_ORIGINS="https://a.example")
     _, h, _ = http(svc.api + "/api/v1/stats", {"Origin": "https://a.example"})
