@@ -61,7 +61,7 @@ typedef struct client {
   h2o_socket_t *sock; /* NULL until the 101 response has been written */
   struct client *prev, *next;
   struct client *reap_next;
-  bool dead, reaping, writing, close_after_write;
+  bool upgraded, dead, reaping, writing, close_after_write; /* upgraded: h2o is done with it */
   unsigned topics;
   char regions[MAX_REGIONS][REGION_MAX];
   size_t nregions;
@@ -98,6 +98,7 @@ struct live {
   void (*close_cb)(void *);
   void *close_arg;
   qs_metric *m_clients, *m_messages, *m_frames, *m_coalesced, *m_dropped, *m_snapshots;
+  qs_metric *m_fanout;
 };
 
 /* ---- messages ------------------------------------------------------------------------------- */
@@ -655,13 +656,23 @@ static void on_read(h2o_socket_t *sock, const char *err) {
   }
 }
 
+static void maybe_closed(live *l);
+static void client_free(client *c);
+
 static void on_upgraded(void *ud, h2o_socket_t *sock, size_t reqsize) {
   client *c = ud;
+  live *l = c->l;
+  c->upgraded = true;
+  c->sock = sock;
+  if (l->closing) { /* live_close left this client to us: the last one may end the close */
+    client_free(c);
+    maybe_closed(l);
+    return;
+  }
   if (!sock) {
     kill_client(c, NULL);
     return;
   }
-  c->sock = sock;
   sock->data = c;
   h2o_buffer_consume(&sock->input, reqsize);
   h2o_socket_read_start(sock, on_read);
@@ -771,9 +782,11 @@ static void on_pubsub(qs_redis *r, const char *channel, const char *payload, siz
     qs_log_warn(l->log, "live message is not a JSON object: dropped", QS_LSTR("channel", channel));
     return;
   }
+  uint64_t t0 = uv_hrtime();
   for (client *c = l->clients; c; c = c->next)
     client_send(c, m);
   msg_unref(m);
+  qs_metric_observe(l->m_fanout, (double)(uv_hrtime() - t0) / 1e9);
 }
 
 static void on_subscribed(qs_redis *r, void *ud) {
@@ -825,6 +838,11 @@ live *live_new(uv_loop_t *loop, const live_options *o, qs_redis *cmd, qs_redis *
   l->m_dropped = qs_metric_series(
       qs_metrics_counter(metrics, "quakestream_ws_slow_disconnects_total",
                          "clients disconnected because their backlog was full", NULL));
+  double bounds[12];
+  qs_metrics_exp_buckets(bounds, 0.0001, 2.5, 12);
+  l->m_fanout = qs_metric_series(qs_metrics_histogram(
+      metrics, "quakestream_ws_fanout_seconds",
+      "time to hand one live message to every interested client's socket", NULL, bounds, 12));
   l->m_snapshots = qs_metric_series(qs_metrics_counter(
       metrics, "quakestream_ws_snapshots_total", "snapshots sent to subscribing clients", NULL));
   static const char *const channels[] = {"qs:live:aggregates", "qs:live:alerts", "qs:live:events"};
@@ -838,7 +856,7 @@ void live_set_api(live *l, api *a) { l->api = a; }
 size_t live_clients(const live *l) { return l->nclients; }
 
 static void maybe_closed(live *l) {
-  if (l->handles_open == 0 && l->sub_closed && l->close_cb) {
+  if (l->handles_open == 0 && l->sub_closed && l->nclients == 0 && l->close_cb) {
     void (*cb)(void *) = l->close_cb;
     l->close_cb = NULL;
     cb(l->close_arg);
@@ -861,8 +879,13 @@ void live_close(live *l, void (*cb)(void *), void *arg) {
   l->closing = true;
   l->close_cb = cb;
   l->close_arg = arg;
-  while (l->clients) { /* not inside any h2o callback here: closing at once is safe */
-    client *c = l->clients;
+  client *next;
+  for (client *c = l->clients; c; c = next) { /* not inside an h2o callback: closing is safe */
+    next = c->next;
+    if (!c->upgraded) { /* h2o still writes its 101: on_upgraded frees it */
+      c->dead = true;
+      continue;
+    }
     if (c->reaping) { /* unlink from the reap list first */
       client **pp = &l->reap;
       while (*pp && *pp != c)

@@ -305,3 +305,22 @@ def test_clients_get_a_fresh_snapshot_after_redis_comes_back(start_service, tmp_
         if r.poll() is None:
             r.kill()
             r.wait()
+
+
+def test_sigterm_while_upgrades_are_in_flight_stops_cleanly(start_service, redis_server):
+    import signal
+    import socket as sk
+    svc = start_serving(start_service, redis_server.url)
+    socks = []
+    for i in range(200):  # handshakes sent, 101 responses not read
+        s = sk.create_connection(("127.0.0.1", svc.api_port))
+        s.sendall(b"GET /api/v1/live HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\n\r\n")
+        socks.append(s)
+        if i == 150:
+            svc.signal(signal.SIGTERM)
+    assert svc.wait(timeout=10) == 0
+    assert not [r for r in svc.logs if r.get("level") == "error"], svc.lines
+    for s in socks:
+        s.close()
