@@ -534,10 +534,8 @@ static char **split_list(const char *s, size_t *n) {
   return v;
 }
 
-bool api_keys_required(const api *a) { return a->nkeys > 0; }
-
 /* Constant time in the key's content: every configured key is compared in full. */
-bool api_key_valid(const api *a, const char *key, size_t len) {
+static bool api_key_valid(const api *a, const char *key, size_t len) {
   unsigned ok = 0;
   for (size_t i = 0; i < a->nkeys; i++) {
     size_t kl = strlen(a->keys[i]);

@@ -49,10 +49,6 @@ void api_close(api *a, void (*cb)(void *), void *arg);
 /* After the loop has ended. */
 void api_free(api *a);
 
-/* Helpers shared with live.c. */
-bool api_key_valid(const api *a, const char *key, size_t len);
-bool api_keys_required(const api *a);
-
 /* The Lua scripts (exposed for live.c's snapshot). */
 extern const char api_script_snapshot[];
 

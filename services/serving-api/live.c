@@ -84,7 +84,6 @@ struct live {
   uv_loop_t *loop;
   live_options opt;
   qs_redis *cmd, *sub;
-  api *api;
   qs_log *log;
   client *clients;
   size_t nclients, nwaiting;
@@ -850,8 +849,6 @@ live *live_new(uv_loop_t *loop, const live_options *o, qs_redis *cmd, qs_redis *
     QS_FATAL("qs_redis_subscribe on a fresh client failed");
   return l;
 }
-
-void live_set_api(live *l, api *a) { l->api = a; }
 
 size_t live_clients(const live *l) { return l->nclients; }
 

@@ -27,7 +27,6 @@
 #include "qs/redis.h"
 
 typedef struct live live;
-typedef struct api api;
 
 typedef struct live_options {
   size_t send_buffer;        /* bytes queued per client before updates go to its backlog */
@@ -40,7 +39,6 @@ typedef struct live_options {
  * subscriber. */
 live *live_new(uv_loop_t *loop, const live_options *o, qs_redis *cmd, qs_redis *sub, qs_log *log,
                qs_metrics *metrics);
-void live_set_api(live *l, api *a);
 /* Handles GET /api/v1/live: 0 when the upgrade started (or a problem was sent), -1 if req is not
  * a WebSocket handshake. */
 int live_upgrade(live *l, h2o_req_t *req);

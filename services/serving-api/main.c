@@ -199,7 +199,6 @@ int main(int argc, char **argv) {
       .max_connections = (size_t)qs_config_int(c, "MAX_CONNECTIONS"),
   };
   s.api = api_new(&svc.loop, &ao, &s.redis, s.lv, &svc.log, &svc.metrics);
-  live_set_api(s.lv, s.api);
   qs_service_on_stop(&svc, stop, &s);
   qs_service_on_dispose(&svc, dispose, &s);
   qs_admin_add_check(&svc.admin, "redis", redis_ready, &s.redis);
