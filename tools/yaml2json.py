@@ -1,5 +1,6 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Convert a YAML document (proto/openapi.yaml) to compact, key-order-preserving JSON.
+Runs on Debian's python3 (python3-yaml), whatever python3 is first on PATH.
 
 usage: yaml2json.py INPUT.yaml OUTPUT.json
 """
