@@ -6,7 +6,14 @@ import json
 import os
 import time
 
+from conftest import ROOT
 from serving_helpers import MIN5, WS, Resp, event, load, row, start_serving
+
+
+def live_schema_validator():
+    import jsonschema
+    with open(os.path.join(ROOT, "proto", "live-ws.schema.json")) as f:
+        return jsonschema.Draft7Validator(json.load(f))
 
 
 def rss_kb(pid):
@@ -43,9 +50,23 @@ def test_subscribe_snapshot_then_updates_filtered_by_topic_and_region(start_serv
          rolling={"window_start": now - 3600_000, "window_end": now, "event_count": 2,
                   "avg_magnitude": 4.0, "max_magnitude": 5.0, "updated_at": now})
     svc = start_serving(start_service, redis_server.url)
+    schema = live_schema_validator()
+    seen = []
 
     async def run():
         ws = await WS.connect(svc.api_port)
+        recv = ws.recv
+
+        async def checked(timeout=10):  # every server message must match proto/live-ws.schema.json
+            m = await recv(timeout)
+            if m is not None:
+                schema.validate(m)
+                seen.append(m.get("type"))
+            return m
+        ws.recv = checked
+        for msg in [{"type": "subscribe", "topics": ["events"], "regions": ["japan"]},
+                    {"type": "ping", "id": 1}, {"type": "unsubscribe"}]:
+            schema.validate(msg)  # and so must what the tests send
         ws.send_json({"type": "ping", "id": 7})
         pong = await ws.recv()
         assert pong["type"] == "pong" and pong["id"] == 7
@@ -80,6 +101,8 @@ def test_subscribe_snapshot_then_updates_filtered_by_topic_and_region(start_serv
 
     asyncio.run(run())
     resp.close()
+    assert {"pong", "error", "subscribed", "snapshot", "window", "rolling", "event",
+            "unsubscribed"} <= set(seen)
 
 
 def test_thousand_clients_receive_every_update_for_their_topics_in_order(start_service,
