@@ -70,27 +70,6 @@ void view_agg_fields(qs_buf *b, const qs_agg *a) {
                 (long long)a->depth_count);
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Distinct region names of both row sets, sorted; pointers into the rows. */
-static const char **distinct_regions(const view_rows *a, const view_rows *b, size_t *n) {
-  size_t total = a->n + b->n, k = 0;
-  const char **v = qs_xmalloc((total ? total : 1) * sizeof *v);
-  for (size_t i = 0; i < a->n; i++)
-    v[k++] = a->v[i].region;
-  for (size_t i = 0; i < b->n; i++)
-    v[k++] = b->v[i].region;
-  qsort(v, k, sizeof *v, cmp_str);
-  size_t m = 0;
-  for (size_t i = 0; i < k; i++)
-    if (m == 0 || strcmp(v[m - 1], v[i]) != 0)
-      v[m++] = v[i];
-  *n = m;
-  return v;
-}
-
 static int64_t floor_hour(int64_t ms) {
   int64_t s = 0, e = 0;
   if (ms <= 0 || qs_agg_window_of(ms, QS_AGG_HOUR_MS, &s, &e) != 0)
@@ -105,27 +84,50 @@ static void put_cutoff(qs_buf *out, int64_t cutoff_ms) {
   qs_buf_printf(out, ",\"batch_cutoff_ms\":%lld", (long long)c);
 }
 
+static int cmp_row_region(const void *a, const void *b) {
+  return strcmp(((const qs_agg_row *)a)->region, ((const qs_agg_row *)b)->region);
+}
+
+/* End of the run of rows of v[from].region in v sorted by region. */
+static size_t region_end(const qs_agg_row *v, size_t n, size_t from, const char *region) {
+  while (from < n && strcmp(v[from].region, region) == 0)
+    from++;
+  return from;
+}
+
 int view_summary_json(qs_buf *out, int64_t cutoff_ms, int64_t since_ms, const view_rows *batch,
                       const view_rows *speed) {
   qs_agg_cutoff_merge m;
-  size_t nreg = 0;
-  const char **regions = distinct_regions(batch, speed, &nreg);
+  /* Sorted copies by region: each region's rows are one slice, merged once (O(n log n), not
+   * regions x rows). */
+  qs_agg_row *b = qs_xmalloc((batch->n + 1) * sizeof *b);
+  qs_agg_row *s = qs_xmalloc((speed->n + 1) * sizeof *s);
+  memcpy(b, batch->v, batch->n * sizeof *b);
+  memcpy(s, speed->v, speed->n * sizeof *s);
+  qsort(b, batch->n, sizeof *b, cmp_row_region);
+  qsort(s, speed->n, sizeof *s, cmp_row_region);
   qs_buf body = QS_BUF_INIT;
-  size_t shown = 0;
+  size_t shown = 0, ib = 0, is = 0;
   int rc = 0;
-  for (size_t i = 0; i < nreg; i++) {
-    rc =
-        qs_agg_cutoff_merge_rows(&m, cutoff_ms, regions[i], batch->v, batch->n, speed->v, speed->n);
+  while (ib < batch->n || is < speed->n) {
+    const char *region =
+        ib < batch->n && (is >= speed->n || strcmp(b[ib].region, s[is].region) <= 0) ? b[ib].region
+                                                                                     : s[is].region;
+    size_t jb = region_end(b, batch->n, ib, region), js = region_end(s, speed->n, is, region);
+    rc = qs_agg_cutoff_merge_rows(&m, cutoff_ms, NULL, b + ib, jb - ib, s + is, js - is);
     if (rc != 0)
       goto done;
-    if (m.source == QS_AGG_SOURCE_NONE)
-      continue;
-    qs_buf_puts(&body, shown++ ? ",{\"region\":\"" : "{\"region\":\"");
-    qs_buf_json_str(&body, regions[i], strlen(regions[i]));
-    qs_buf_puts(&body, "\",");
-    view_agg_fields(&body, &m.agg);
-    qs_buf_printf(&body, ",\"data_freshness\":\"%s\",\"batch_hours\":%zu,\"realtime_windows\":%zu}",
-                  qs_agg_source_name(m.source), m.batch_used, m.speed_used);
+    if (m.source != QS_AGG_SOURCE_NONE) {
+      qs_buf_puts(&body, shown++ ? ",{\"region\":\"" : "{\"region\":\"");
+      qs_buf_json_str(&body, region, strlen(region));
+      qs_buf_puts(&body, "\",");
+      view_agg_fields(&body, &m.agg);
+      qs_buf_printf(&body,
+                    ",\"data_freshness\":\"%s\",\"batch_hours\":%zu,\"realtime_windows\":%zu}",
+                    qs_agg_source_name(m.source), m.batch_used, m.speed_used);
+    }
+    ib = jb;
+    is = js;
   }
   rc = qs_agg_cutoff_merge_rows(&m, cutoff_ms, NULL, batch->v, batch->n, speed->v, speed->n);
   if (rc != 0)
@@ -148,7 +150,8 @@ int view_summary_json(qs_buf *out, int64_t cutoff_ms, int64_t since_ms, const vi
                 m.batch_used, m.speed_used);
 done:
   qs_buf_free(&body);
-  free(regions);
+  free(b);
+  free(s);
   return rc;
 }
 
