@@ -15,10 +15,12 @@
  */
 #include "live.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include <cjson/cJSON.h>
 #include <h2o/http1.h>
@@ -218,27 +220,59 @@ static void on_written(h2o_socket_t *sock, const char *err) {
   client_write(c);
 }
 
-/* Hands every waiting frame (up to WRITE_BATCH, about send_buffer bytes) to one writev. */
+/* Hands every waiting frame (up to WRITE_BATCH, about send_buffer bytes) to one writev. The
+ * usual case — the socket takes it all — is a direct writev(2): through libuv every completed
+ * write costs a deferred callback and an epoll_ctl to drop POLLOUT again, which at 10,000
+ * subscribers was a tenth of the fan-out. What the socket does not take goes to h2o (libuv), which
+ * finishes it when the socket drains; no direct write happens while one of those is in flight. */
 static void client_write(client *c) {
-  if (c->writing || c->dead || !c->sock || c->nwait == 0)
+  for (;;) {
+    if (c->writing || c->dead || !c->sock || c->nwait == 0)
+      return;
+    h2o_iovec_t iov[2 * WRITE_BATCH];
+    size_t n = 0, bytes = 0;
+    while (n < c->nwait && n < WRITE_BATCH && (n == 0 || bytes < c->l->opt.send_buffer)) {
+      live_msg *m = c->wait[n];
+      size_t hl = ws_frame_header(c->hdr[n], m->opcode, m->len);
+      iov[2 * n] = h2o_iovec_init(c->hdr[n], hl);
+      iov[2 * n + 1] = h2o_iovec_init(m->text, m->len);
+      c->inflight[n] = m;
+      bytes += hl + m->len;
+      n++;
+    }
+    memmove(c->wait, c->wait + n, (c->nwait - n) * sizeof *c->wait);
+    c->nwait -= n;
+    c->ninflight = n;
+    qs_metric_add(c->l->m_frames, (double)n);
+    ssize_t w;
+    do
+      w = writev(h2o_socket_get_fd(c->sock), (struct iovec *)iov, (int)(2 * n));
+    while (w < 0 && errno == EINTR);
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      kill_client(c, NULL); /* reset by the peer: the frames go with the client */
+      return;
+    }
+    size_t done = w > 0 ? (size_t)w : 0, i = 0;
+    if (done == bytes) {
+      for (size_t k = 0; k < n; k++)
+        msg_unref(c->inflight[k]);
+      c->ninflight = 0;
+      if (c->close_after_write && c->nwait == 0) {
+        kill_client(c, NULL);
+        return;
+      }
+      continue; /* more may have waited beyond one batch */
+    }
+    while (done >= iov[i].len) { /* skip what the kernel took */
+      done -= iov[i].len;
+      i++;
+    }
+    iov[i].base += done;
+    iov[i].len -= done;
+    c->writing = true;
+    h2o_socket_write(c->sock, iov + i, 2 * n - i, on_written);
     return;
-  h2o_iovec_t iov[2 * WRITE_BATCH];
-  size_t n = 0, bytes = 0;
-  while (n < c->nwait && n < WRITE_BATCH && (n == 0 || bytes < c->l->opt.send_buffer)) {
-    live_msg *m = c->wait[n];
-    size_t hl = ws_frame_header(c->hdr[n], m->opcode, m->len);
-    iov[2 * n] = h2o_iovec_init(c->hdr[n], hl);
-    iov[2 * n + 1] = h2o_iovec_init(m->text, m->len);
-    c->inflight[n] = m;
-    bytes += hl + m->len;
-    n++;
   }
-  memmove(c->wait, c->wait + n, (c->nwait - n) * sizeof *c->wait);
-  c->nwait -= n;
-  c->ninflight = n;
-  c->writing = true;
-  qs_metric_add(c->l->m_frames, (double)n);
-  h2o_socket_write(c->sock, iov, 2 * n, on_written);
 }
 
 /* Queues m for c (taking a reference). Window and rolling updates replace a waiting update of the
