@@ -1157,10 +1157,12 @@ static int on_api(void *data, h2o_req_t *req) {
     return 0;
   }
   if (rid == R_LIVE) {
-    count(a, rid, 101, t0);
-    if (live_upgrade(a->lv, req) != 0)
+    int up = live_upgrade(a->lv, req);
+    if (up < 0)
       problem(a, req, rid, t0, 400,
               "a WebSocket upgrade (GET with Upgrade: websocket) is required");
+    else
+      count(a, rid, up == 0 ? 101 : 503, t0);
     return 0;
   }
   api_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);

@@ -723,7 +723,7 @@ int live_upgrade(live *l, h2o_req_t *req) {
   if (l->closing || l->nclients >= l->opt.max_clients) {
     qs_httpd_problem(req, 503, "Service Unavailable",
                      l->closing ? "shutting down" : "too many WebSocket clients (WS_MAX_CLIENTS)");
-    return 0;
+    return 1;
   }
   client *c = qs_xcalloc(1, sizeof *c);
   c->l = l;

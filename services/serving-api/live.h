@@ -39,8 +39,8 @@ typedef struct live_options {
  * subscriber. */
 live *live_new(uv_loop_t *loop, const live_options *o, qs_redis *cmd, qs_redis *sub, qs_log *log,
                qs_metrics *metrics);
-/* Handles GET /api/v1/live: 0 when the upgrade started (or a problem was sent), -1 if req is not
- * a WebSocket handshake. */
+/* Handles GET /api/v1/live: 0 when the upgrade started, 1 when it answered 503 (closing, or
+ * WS_MAX_CLIENTS reached), -1 if req is not a WebSocket handshake (nothing sent). */
 int live_upgrade(live *l, h2o_req_t *req);
 size_t live_clients(const live *l);
 /* Close every client and the subscription; cb when done. */

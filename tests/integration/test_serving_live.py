@@ -351,3 +351,25 @@ def test_sigterm_while_upgrades_are_in_flight_stops_cleanly(start_service, redis
     assert not [r for r in svc.logs if r.get("level") == "error"], svc.lines
     for s in socks:
         s.close()
+
+
+def test_clients_beyond_ws_max_clients_get_503(start_service, redis_server):
+    from serving_helpers import http
+    svc = start_serving(start_service, redis_server.url, WS_MAX_CLIENTS="2")
+
+    async def run():
+        a = await WS.connect(svc.api_port)
+        b = await WS.connect(svc.api_port)
+        try:
+            await WS.connect(svc.api_port)
+            raise AssertionError("third client accepted")
+        except AssertionError as e:
+            assert "503" in str(e)
+        a.close()
+        b.close()
+
+    asyncio.run(run())
+    _, _, body = svc.get("/metrics")
+    assert 'quakestream_api_requests_total{route="live",code="503"} 1' in body.decode()
+    assert 'quakestream_api_requests_total{route="live",code="101"} 2' in body.decode()
+    assert http(svc.api + "/api/v1/live")[0] == 400
