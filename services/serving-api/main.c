@@ -48,7 +48,7 @@ static const qs_cfg_spec serving_config[] = {
      "most rows one merged query reads from Redis (more: 400 asking for a narrower since)", 0},
     {"SCAN_MAX", QS_CFG_INT, "100000", 100, 10000000, NULL,
      "most events one /events or /stats call scans", 0},
-    {"MAX_CONNECTIONS", QS_CFG_INT, "20000", 1, 1000000, NULL,
+    {"API_MAX_CONNECTIONS", QS_CFG_INT, "20000", 1, 1000000, NULL,
      "HTTP and WebSocket connections accepted at once", 0},
     {"WS_MAX_CLIENTS", QS_CFG_INT, "20000", 1, 1000000, NULL, "WebSocket clients at once", 0},
     {"WS_SEND_BUFFER", QS_CFG_INT, "65536", 1024, 67108864, NULL,
@@ -196,7 +196,7 @@ int main(int argc, char **argv) {
       .anomaly_k = qs_config_double(c, "ANOMALY_K"),
       .max_rows = qs_config_int(c, "MAX_ROWS"),
       .scan_max = qs_config_int(c, "SCAN_MAX"),
-      .max_connections = (size_t)qs_config_int(c, "MAX_CONNECTIONS"),
+      .max_connections = (size_t)qs_config_int(c, "API_MAX_CONNECTIONS"),
   };
   s.api = api_new(&svc.loop, &ao, &s.redis, s.lv, &svc.log, &svc.metrics);
   qs_service_on_stop(&svc, stop, &s);

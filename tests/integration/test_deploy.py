@@ -719,7 +719,9 @@ def test_dockerfile_is_multi_stage_on_bookworm_slim_non_root_with_a_healthcheck(
     wanted = {p for p in launcher_packages() if p.endswith("-dev") and p != "libcmocka-dev"}
     wanted |= {"gcc", "pkg-config", "meson", "ninja-build"}
     assert wanted <= set(build), wanted - set(build)
-    assert set(build) - {"libc6-dev", "python3"} <= launcher_packages()
+    # node and npm: the launcher installs Debian's only when no npm is present (it may be
+    # NodeSource's), so they are not in DEB_PACKAGES; the build stage runs npm ci for web/
+    assert set(build) - {"libc6-dev", "python3", "nodejs", "npm"} <= launcher_packages()
     assert not any(p.endswith("-dev") or p in ("gcc", "meson") for p in runtime)
     m = re.search(r"^USER (\d+)", text, re.M)
     assert m and int(m.group(1)) != 0
