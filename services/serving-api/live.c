@@ -68,8 +68,8 @@ typedef struct client {
   char regions[MAX_REGIONS][REGION_MAX];
   size_t nregions;
   enum snap_state snap;
-  live_msg **wait; /* frames not yet handed to the socket (the backlog), oldest first */
-  size_t nwait;
+  live_msg **wait;       /* frames not yet handed to the socket (the backlog), oldest first */
+  size_t nwait, waitcap; /* waitcap grows by doubling up to max_backlog */
   live_msg *inflight[WRITE_BATCH];
   uint8_t hdr[WRITE_BATCH][WS_HEADER_MAX];
   size_t ninflight;
@@ -195,6 +195,17 @@ static live_msg *msg_own(const char *text, size_t len, uint8_t opcode) {
   return m;
 }
 
+/* Room for one more waiting frame (callers have checked nwait < max_backlog). */
+static void wait_reserve(client *c) {
+  if (c->nwait < c->waitcap)
+    return;
+  size_t cap = c->waitcap ? c->waitcap * 2 : 8;
+  if (cap > c->l->opt.max_backlog)
+    cap = c->l->opt.max_backlog;
+  c->wait = qs_xrealloc(c->wait, cap * sizeof *c->wait);
+  c->waitcap = cap;
+}
+
 static void wait_clear(client *c) {
   for (size_t i = 0; i < c->nwait; i++)
     msg_unref(c->wait[i]);
@@ -297,8 +308,7 @@ static void client_queue(client *c, live_msg *m) {
     kill_client(c, "backlog limit reached (slow client)");
     return;
   }
-  if (!c->wait)
-    c->wait = qs_xmalloc(l->opt.max_backlog * sizeof *c->wait);
+  wait_reserve(c);
   c->wait[c->nwait++] = m;
   m->refs++;
 }
@@ -346,8 +356,7 @@ static void send_at(client *c, size_t *at, const char *text, size_t len) {
     kill_client(c, "backlog limit reached (slow client)");
     return;
   }
-  if (!c->wait)
-    c->wait = qs_xmalloc(c->l->opt.max_backlog * sizeof *c->wait);
+  wait_reserve(c);
   memmove(c->wait + *at + 1, c->wait + *at, (c->nwait - *at) * sizeof *c->wait);
   c->wait[(*at)++] = msg_own(text, len, WS_OP_TEXT);
   c->nwait++;
