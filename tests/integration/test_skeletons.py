@@ -26,6 +26,8 @@ def start_service(start_service, request):
         svc = start_service(name, env={**needs(request, name), **(env or {})}, args=args)
         if name == "ingestor":  # ready once its dependency answered
             svc.wait_for_log(lambda r: r.get("msg") == "event hub connected")
+        if name == "serving-api":
+            svc.wait_for_log(lambda r: r.get("msg") == "live subscription ready")
         return svc
     return start
 
