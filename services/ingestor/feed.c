@@ -33,8 +33,9 @@ int feed_list_add_event(feed_list *l, qs_event *ev, const qs_regions *regions, c
   }
   feed_entry *e = &l->v[l->n++];
   memset(e, 0, sizeof *e);
-  snprintf(e->id, sizeof e->id, "%s", ev->event_id);
-  snprintf(e->region, sizeof e->region, "%s", ev->region);
+  /* both fit: the event's arrays have the same bounds (no snprintf on this hot path) */
+  memcpy(e->id, ev->event_id, strlen(ev->event_id) + 1);
+  memcpy(e->region, ev->region, strlen(ev->region) + 1);
   e->time = ev->time;
   e->updated = ev->updated;
   e->json = qs_xmalloc(n + 1);
