@@ -17,7 +17,8 @@ pytest.importorskip("avro.datafile")
 import batch_ref  # noqa: E402
 from conftest import ROOT, binary  # noqa: E402
 
-SHARED = os.path.join(ROOT, "..", "shared", "data", "capture")
+SHARED = os.path.join(os.environ.get("QS_SHARED_DIR", os.path.join(ROOT, "..", "shared")), "data",
+                      "capture")
 AZURITE = os.path.join(ROOT, "tests", "node", "node_modules", ".bin", "azurite-blob")
 DEV_ACCOUNT = "devstoreaccount1"
 # Azurite's documented, public development account key.
@@ -187,7 +188,7 @@ def azurite(tmp_path):
                                  "--silent"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 cwd=str(tmp_path))
         for raw in proc.stdout:
-            if b"successfully listening" in raw:
+            if b"successfully listens" in raw:
                 break
         if proc.poll() is None:
             break
