@@ -28,6 +28,8 @@ static int parse_field(const char *f, size_t len, long lo, long hi, uint64_t *bi
   buf[len] = '\0';
   *bits = 0;
   *star = strcmp(buf, "*") == 0;
+  if (strstr(buf, ",,") || buf[0] == ',' || buf[len - 1] == ',')
+    return -1; /* strtok_r would skip the empty item */
   char *save = NULL;
   for (char *item = strtok_r(buf, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
     const char *s = item;

@@ -449,8 +449,8 @@ static int parse_args(app *a, qs_service *svc) {
   if (svc->argc == 0)
     return 0;
   if (strcmp(svc->argv[0], "run-once") != 0) {
-    qs_log_error(&svc->log, "unknown command", QS_LSTR("command", svc->argv[0]),
-                 QS_LSTR("usage", def.usage));
+    qs_log_error(&svc->log, "invalid arguments", QS_LSTR("argument", svc->argv[0]));
+    fprintf(stderr, "batch-worker: unexpected argument \"%.200s\"\n%s\n", svc->argv[0], def.usage);
     return -1;
   }
   a->once = 1;
@@ -460,8 +460,9 @@ static int parse_args(app *a, qs_service *svc) {
     } else if (strncmp(svc->argv[i], "--source=", 9) == 0) {
       a->source = svc->argv[i] + 9;
     } else {
-      qs_log_error(&svc->log, "unexpected argument", QS_LSTR("argument", svc->argv[i]),
-                   QS_LSTR("usage", def.usage));
+      qs_log_error(&svc->log, "invalid arguments", QS_LSTR("argument", svc->argv[i]));
+      fprintf(stderr, "batch-worker: unexpected argument \"%.200s\"\n%s\n", svc->argv[i],
+              def.usage);
       return -1;
     }
   }
