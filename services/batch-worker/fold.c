@@ -507,8 +507,10 @@ int bw_fold_finish(bw_fold *f, bw_fold_result *res) {
     bw_fold_result_free(res);
     return rc;
   }
-  qsort(res->hourly, res->n_hourly, sizeof *res->hourly, row_cmp);
-  qsort(res->daily, res->n_daily, sizeof *res->daily, row_cmp);
+  if (res->n_hourly > 1) /* qsort's base must not be NULL, even for 0 rows */
+    qsort(res->hourly, res->n_hourly, sizeof *res->hourly, row_cmp);
+  if (res->n_daily > 1)
+    qsort(res->daily, res->n_daily, sizeof *res->daily, row_cmp);
   return 0;
 }
 

@@ -322,7 +322,8 @@ void bw_job_run(const bw_job_opts *o, bw_job_progress *prog, bw_job_result *res)
       bw_blob_free(&blob);
     return;
   }
-  qsort(l.v, l.n, sizeof *l.v, name_cmp);
+  if (l.n > 1)
+    qsort(l.v, l.n, sizeof *l.v, name_cmp);
   atomic_store(&prog->files_total, l.n);
   res->files = l.n;
 
