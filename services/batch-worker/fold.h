@@ -1,7 +1,7 @@
 /* fold.h — the batch layer's computation: event bodies in, hourly and daily rows out.
  *
  * Every valid event body is folded into one entry per event_id (DESIGN.md "The event"): the
- * entry keeps the version with the greatest (updated, ingested_at, FNV-1a 64 of the body bytes),
+ * entry keeps the version with the greatest (updated, ingested_at, bw_body_hash of the body bytes),
  * so the winner does not depend on the order of the files or records. After the last body,
  * bw_fold_finish excludes deleted and superseded ids (explicit `change: superseded`, or listed in
  * the `ids` of another live event: the association rule; when two live events list each other,
@@ -92,7 +92,11 @@ void bw_fold_result_free(bw_fold_result *res);
 /* Bytes of memory the fold holds now (entries, index, arena), for the README's figure. */
 size_t bw_fold_memory(const bw_fold *f);
 
-/* FNV-1a 64 (the tie-break hash; tests reproduce it). */
+/* FNV-1a 64 (the event id hash of the index). */
 uint64_t bw_fnv1a64(const void *p, size_t n);
+/* The tie-break hash of a body: FNV-1a over 64-bit little-endian words (each multiply followed
+ * by h ^= h >> 32), then the tail bytes, then the length. tests/integration/batch_ref.py
+ * reproduces it. */
+uint64_t bw_body_hash(const void *p, size_t n);
 
 #endif

@@ -157,12 +157,23 @@ def micro(v):
     return int(Decimal(v * 1e6).to_integral_value(rounding=ROUND_HALF_UP))
 
 
-def fnv1a64(data):
+def body_hash(data):
+    """The worker's tie-break hash (fold.h bw_body_hash): FNV-1a over 64-bit little-endian
+    words, each multiply followed by h ^= h >> 32, then the tail bytes, then the length."""
+    m, p = 0xFFFFFFFFFFFFFFFF, 1099511628211
     h = 14695981039346656037
-    for b in data:
+    n = len(data)
+    i = 0
+    while i + 8 <= n:
+        h ^= int.from_bytes(data[i:i + 8], "little")
+        h = (h * p) & m
+        h ^= h >> 32
+        i += 8
+    for b in data[i:]:
         h ^= b
-        h = (h * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
+        h = (h * p) & m
+    h ^= n
+    return (h * p) & m
 
 
 REQUIRED = ["event_id", "magnitude", "mag_type", "place", "time", "updated", "longitude",
@@ -198,7 +209,7 @@ def reference(paths, significant=5.0):
         if not usable(ev):
             invalid += 1
             continue
-        key = (ev["updated"], ev["ingested_at"], fnv1a64(b))
+        key = (ev["updated"], ev["ingested_at"], body_hash(b))
         cur = latest.get(ev["event_id"])
         if cur is None or key > cur[0]:
             latest[ev["event_id"]] = (key, ev)
