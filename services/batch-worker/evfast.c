@@ -9,6 +9,7 @@
 #include "evfast.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,26 +95,50 @@ static int literal(cur *c, const char *lit) {
 
 static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
 
-/* A number in strict JSON grammar, converted with strtod as cJSON does. */
+/* A number in strict JSON grammar, with the value strtod gives (cJSON's conversion). When the
+ * decimal significand has at most 15 digits and the decimal exponent is within ±22, both the
+ * significand and the power of ten are exact doubles, so one IEEE multiply or divide is the
+ * correctly rounded result — the value strtod returns (Clinger's fast path); otherwise strtod. */
 static int num(cur *c, double *out) {
+  static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
   const char *a = c->p, *p = c->p, *e = c->end;
-  if (p < e && *p == '-')
+  int neg = 0, digits = 0, exp10 = 0;
+  uint64_t m = 0;
+  if (p < e && *p == '-') {
+    neg = 1;
     p++;
+  }
   if (p >= e || !is_digit(*p))
     return 0;
-  if (*p == '0')
+  if (*p == '0') {
     p++;
-  else
-    while (p < e && is_digit(*p))
+  } else {
+    while (p < e && is_digit(*p)) {
+      if (digits < 19)
+        m = m * 10 + (uint64_t)(*p - '0');
+      digits++;
       p++;
+    }
+  }
   if (p < e && *p == '.') {
     p++;
     if (p >= e || !is_digit(*p))
       return 0;
-    while (p < e && is_digit(*p))
+    while (p < e && is_digit(*p)) {
+      if (digits < 19) {
+        m = m * 10 + (uint64_t)(*p - '0');
+        exp10--;
+      }
+      if (m != 0 || *p != '0')
+        digits++;
       p++;
+    }
   }
+  int has_exp = 0;
   if (p < e && (*p == 'e' || *p == 'E')) {
+    has_exp = 1;
     p++;
     if (p < e && (*p == '+' || *p == '-'))
       p++;
@@ -122,8 +147,15 @@ static int num(cur *c, double *out) {
     while (p < e && is_digit(*p))
       p++;
   }
-  char buf[64];
   size_t n = (size_t)(p - a);
+  if (!has_exp && digits <= 15 && exp10 >= -22) {
+    double d = (double)m;
+    d = exp10 < 0 ? d / pow10[-exp10] : d;
+    *out = neg ? -d : d;
+    c->p = p;
+    return 1;
+  }
+  char buf[64];
   if (n >= sizeof buf)
     return 0;
   memcpy(buf, a, n);
@@ -153,9 +185,12 @@ static int nullable_num(cur *c, bool *has, double *out) {
   return num(c, out);
 }
 
+static const unsigned char name_len[K_COUNT] = {8,  9,  8, 5, 4, 7, 9,  8, 8, 10, 6,
+                                                12, 11, 3, 3, 6, 6, 11, 3, 6, 13};
+
 static int key_of(const char *s, size_t n) {
   for (int k = 0; k < K_COUNT; k++)
-    if (s[0] == names[k][0] && strlen(names[k]) == n && memcmp(s, names[k], n) == 0)
+    if (name_len[k] == n && s[0] == names[k][0] && memcmp(s, names[k], n) == 0)
       return k;
   return -1;
 }
