@@ -2,14 +2,14 @@
 """bench/batch: records/s of the batch worker vs a straightforward python3-avro + dict peer.
 
 Generates N captured events (default 1,000,000; 10% of them revisions of earlier ids) as Event
-Hubs Capture files (4 partitions, deflate, 50,000 records per file) with python3-avro, then runs
+Hubs Capture files (4 partitions, deflate by default, 50,000 records per file) with python3-avro, then runs
 `batch-worker run-once` (no Redis; gold files into a temp dir) REPS times and the peer REPS times
 on the same files, and prints the median records/s of each and their ratio. The worker's figure
 is records / read_seconds from its run record: reading, decoding, JSON parsing and folding the
 files (page cache warm, so "excluding disk"), without the final row sort and gold write, which
 the total time includes and is printed too.
 
-usage: QS_BUILD_DIR=build /usr/bin/python3 bench/batch/run.py [N] [REPS]
+usage: QS_BUILD_DIR=build /usr/bin/python3 bench/batch/run.py [N] [REPS] [deflate|null]
 """
 import json
 import os
@@ -28,7 +28,7 @@ import batch_ref  # noqa: E402
 PER_FILE = 50000
 
 
-def generate(root, n):
+def generate(root, n, codec="deflate"):
     rnd = random.Random(1)
     base = 1764028800000  # 2025-11-25T00:00:00Z
     distinct = n - n // 10
@@ -44,7 +44,7 @@ def generate(root, n):
     for p, lst in recs.items():
         for j in range(0, len(lst), PER_FILE):
             path = batch_ref.capture_path(root, p, base + j)
-            batch_ref.write_capture(path, lst[j:j + PER_FILE], codec="deflate")
+            batch_ref.write_capture(path, lst[j:j + PER_FILE], codec=codec)
 
 
 def run_worker(src, gold):
@@ -93,13 +93,14 @@ def run_peer(src):
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000000
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    codec = sys.argv[3] if len(sys.argv) > 3 else "deflate"
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "capture")
         t0 = time.monotonic()
-        generate(src, n)
+        generate(src, n, codec)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(src) for f in fs)
-        print("generated %d records, %.1f MB deflate Capture, in %.1f s" %
-              (n, size / 1e6, time.monotonic() - t0), flush=True)
+        print("generated %d records, %.1f MB %s Capture, in %.1f s" %
+              (n, size / 1e6, codec, time.monotonic() - t0), flush=True)
         w_rates, w_total = [], []
         for _ in range(reps):
             records, read_s, total_s = run_worker(src, os.path.join(tmp, "gold"))

@@ -293,6 +293,44 @@ static int read_file(const bw_job_opts *o, bw_blob *blob, qs_buf *mem, const src
   return 0;
 }
 
+/* Uploads the gold files just written to o->gold_url (one Put Blob each: atomic per file). */
+static int upload_gold(const bw_job_opts *o, char *err, size_t errlen) {
+  bw_blob b;
+  int rc = bw_blob_init(&b, o->gold_url, o->blob_key, o->blob_sas, err, errlen);
+  if (rc)
+    return rc;
+  static const char *const names[] = {BW_GOLD_HOURLY_FILE, BW_GOLD_DAILY_FILE};
+  for (size_t i = 0; i < 2 && rc == 0; i++) {
+    char path[4096], name[2048];
+    snprintf(path, sizeof path, "%s/%s", o->gold_dir, names[i]);
+    size_t pl = strlen(b.prefix);
+    snprintf(name, sizeof name, "%s%s%s", b.prefix, pl && b.prefix[pl - 1] != '/' ? "/" : "",
+             names[i]);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+      qs_set_reason(err, errlen, "%s: %s", path, strerror(errno));
+      rc = QS_ERR_IO;
+      break;
+    }
+    qs_buf data = QS_BUF_INIT;
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+      qs_buf_append(&data, chunk, n);
+    int bad = ferror(fp);
+    fclose(fp);
+    if (bad) {
+      qs_set_reason(err, errlen, "%s: read error", path);
+      rc = QS_ERR_IO;
+    } else {
+      rc = bw_blob_put(&b, name, data.p ? data.p : "", data.len, err, errlen);
+    }
+    qs_buf_free(&data);
+  }
+  bw_blob_free(&b);
+  return rc;
+}
+
 void bw_job_run(const bw_job_opts *o, bw_job_progress *prog, bw_job_result *res) {
   double t0 = now_s();
   memset(res, 0, sizeof *res);
@@ -389,6 +427,8 @@ void bw_job_run(const bw_job_opts *o, bw_job_progress *prog, bw_job_result *res)
   if (res->rc == 0 && o->gold_dir && o->gold_dir[0])
     res->rc = bw_gold_write(o->gold_dir, res->rows.hourly, res->rows.n_hourly, res->rows.daily,
                             res->rows.n_daily, res->err, sizeof res->err);
+  if (res->rc == 0 && o->gold_url && o->gold_url[0] && o->gold_dir && o->gold_dir[0])
+    res->rc = upload_gold(o, res->err, sizeof res->err);
   for (size_t i = 0; i < l.n; i++)
     free(l.v[i].name);
   free(l.v);

@@ -34,6 +34,7 @@ typedef struct bw_job_opts {
   size_t max_file_bytes; /* largest Capture file read (blob downloads are held in memory) */
   size_t max_files;      /* most files one run reads */
   const char *gold_dir;  /* "" = no gold files */
+  const char *gold_url;  /* blob container URL the gold files are also uploaded to; "" = none */
   double significant_threshold;
   int64_t retention_ms;       /* baseline hours only within the cutoff minus this */
   const char *const *regions; /* known region names (NULL-terminated), baseline for each */

@@ -16,6 +16,7 @@
 #include "qs/service.h"
 #include "qs/timeutil.h"
 
+#include "blob.h"
 #include "cron.h"
 #include "job.h"
 #include "loader.h"
@@ -36,6 +37,10 @@ static const qs_cfg_spec batch_config[] = {
     {"BLOB_PAGE_SIZE", QS_CFG_INT, "5000", 1, 5000, NULL, "List Blobs page size (maxresults)", 0},
     {"GOLD_DIR", QS_CFG_STR, "var/gold", 0, 4096, NULL,
      "where hourly.avro and daily.avro are written (temp name + rename); empty: no gold files", 0},
+    {"GOLD_URL", QS_CFG_STR, "", 0, 4096, NULL,
+     "blob container URL (same forms and credentials as SOURCE) the gold files are also uploaded "
+     "to after each run; needs GOLD_DIR; empty: none",
+     0},
     {"REDIS_URL", QS_CFG_STR, "redis://127.0.0.1:6379/0", 0, 1024, NULL,
      "Redis for the batch tables, run records and the run lock; empty: no Redis (gold only)",
      QS_CFG_SECRET},
@@ -489,6 +494,13 @@ int main(int argc, char **argv) {
     qs_service_request_stop(&svc, 2);
     return qs_service_run(&svc);
   }
+  if (qs_config_is_set(a.cfg, "GOLD_URL") &&
+      (!qs_config_is_set(a.cfg, "GOLD_DIR") || !bw_blob_is_url(qs_config_str(a.cfg, "GOLD_URL")))) {
+    qs_log_error(&svc.log, "GOLD_URL needs GOLD_DIR and an http(s):// or abfs(s):// URL");
+    fprintf(stderr, "batch-worker: GOLD_URL needs GOLD_DIR and an http(s):// or abfs(s):// URL\n");
+    qs_service_request_stop(&svc, 2);
+    return qs_service_run(&svc);
+  }
   qs_regions_init(&a.regions);
   if (qs_regions_load_default(&a.regions, err, sizeof err) == 0) {
     size_t n = qs_regions_count(&a.regions);
@@ -504,6 +516,7 @@ int main(int argc, char **argv) {
       .max_file_bytes = (size_t)qs_config_int(a.cfg, "MAX_FILE_BYTES"),
       .max_files = (size_t)qs_config_int(a.cfg, "MAX_FILES"),
       .gold_dir = qs_config_str(a.cfg, "GOLD_DIR"),
+      .gold_url = qs_config_str(a.cfg, "GOLD_URL"),
       .significant_threshold = qs_config_double(a.cfg, "SIGNIFICANT_MAGNITUDE"),
       .retention_ms = qs_config_ms(a.cfg, "RETENTION"),
       .regions = a.region_names,

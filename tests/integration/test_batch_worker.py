@@ -152,6 +152,21 @@ def test_truncated_and_empty_files_are_reported_and_skipped(tmp_path, dataset):
     assert batch_ref.read_gold(tmp_path / "gold" / "daily.avro") == daily
 
 
+def test_progress_bar_only_when_asked_or_on_a_terminal(tmp_path, dataset):
+    root = dataset[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "LOG_"))}
+    env.update({"ADMIN_PORT": "0", "REDIS_URL": "", "GOLD_DIR": str(tmp_path / "g")})
+    cmd = [binary("batch-worker"), "run-once", "--source", str(root)]
+    p = subprocess.run(cmd, env=env, capture_output=True, timeout=60)  # stderr is a pipe
+    assert p.returncode == 0
+    assert b"\r" not in p.stderr
+    assert all(json.loads(line) for line in p.stderr.decode().splitlines())  # JSON lines only
+    p = subprocess.run(cmd, env=dict(env, PROGRESS="always"), capture_output=True, timeout=60)
+    assert p.returncode == 0
+    assert b"files 6/6" in p.stderr and b"MB/s" in p.stderr
+    assert b"ok: 6 files (0 failed)" in p.stderr  # the closing summary
+
+
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="../shared/data/capture not present")
 def test_real_capture_files_count_invalid_bodies(tmp_path):
     src = tmp_path / "real"
@@ -219,10 +234,15 @@ def test_blob_source_gives_the_same_gold_as_the_directory(tmp_path, dataset, azu
 
     rc, rec_dir, _ = run_once(tmp_path / "d", str(root))
     assert rc == 0
-    # Shared Key, paging through 2 blobs per List Blobs call.
+    # Shared Key, paging through 2 blobs per List Blobs call; gold also uploaded to a container.
+    gold = svc.create_container("gold")
     rc, rec_blob, logs = run_once(tmp_path / "b", azurite.url + "/capture/archive/",
-                                  extra={"BLOB_ACCOUNT_KEY": DEV_KEY, "BLOB_PAGE_SIZE": "2"})
+                                  extra={"BLOB_ACCOUNT_KEY": DEV_KEY, "BLOB_PAGE_SIZE": "2",
+                                         "GOLD_URL": azurite.url + "/gold/batch"})
     assert rc == 0, logs
+    for n in ("hourly.avro", "daily.avro"):
+        assert gold.download_blob("batch/" + n).readall() == \
+            (tmp_path / "b" / "gold" / n).read_bytes()
     assert rec_blob["files"] == 6 and rec_blob["files_failed"] == 0
     assert rec_blob["records"] == rec_dir["records"]
     for n in ("hourly.avro", "daily.avro"):
