@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ typedef struct file_list {
   src_file *v;
   size_t n, cap, max;
   int over;
+  const char *hub;
 } file_list;
 
 typedef struct partition {
@@ -44,9 +46,28 @@ static int ends_with(const char *s, const char *suf) {
   return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
+/* The last "p=" path component of name, or NULL. */
+static const char *partition_component(const char *name) {
+  const char *p = NULL;
+  for (const char *s = name; (s = strstr(s, "p=")) != NULL; s += 2)
+    if (s == name || s[-1] == '/')
+      p = s;
+  return p;
+}
+
+int bw_job_hub_matches(const char *name, const char *event_hub) {
+  const char *p = partition_component(name);
+  if (!event_hub || !event_hub[0] || !p)
+    return 1;
+  size_t n = strlen(event_hub);
+  const char *hub = p - 1 - n;
+  return p - name >= (ptrdiff_t)n + 1 && memcmp(hub, event_hub, n) == 0 &&
+         (hub == name || hub[-1] == '/');
+}
+
 static int list_add(void *ud, const char *name, uint64_t size) {
   file_list *l = ud;
-  if (!ends_with(name, ".avro"))
+  if (!ends_with(name, ".avro") || !bw_job_hub_matches(name, l->hub))
     return 0;
   if (l->n >= l->max) {
     l->over = 1;
@@ -116,10 +137,7 @@ static int parse_num(const char *s, size_t n, int *out) {
 
 void bw_job_path_info(const char *name, char *partition_key, size_t cap, int64_t *time_ms) {
   *time_ms = -1;
-  const char *p = NULL;
-  for (const char *s = name; (s = strstr(s, "p=")) != NULL; s += 2)
-    if (s == name || s[-1] == '/')
-      p = s;
+  const char *p = partition_component(name);
   if (!p) {
     const char *slash = strrchr(name, '/');
     snprintf(partition_key, cap, "%.*s", slash ? (int)(slash - name) : 0, name);
@@ -334,7 +352,7 @@ static int upload_gold(const bw_job_opts *o, char *err, size_t errlen) {
 void bw_job_run(const bw_job_opts *o, bw_job_progress *prog, bw_job_result *res) {
   double t0 = now_s();
   memset(res, 0, sizeof *res);
-  file_list l = {.max = o->max_files ? o->max_files : 1000000};
+  file_list l = {.max = o->max_files ? o->max_files : 1000000, .hub = o->event_hub};
   bw_blob blob;
   int use_blob = bw_blob_is_url(o->source);
   if (use_blob) {

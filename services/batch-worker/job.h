@@ -34,6 +34,8 @@ typedef struct bw_job_opts {
   size_t max_file_bytes; /* largest Capture file read (blob downloads are held in memory) */
   size_t max_files;      /* most files one run reads */
   const char *gold_dir;  /* "" = no gold files */
+  const char *event_hub; /* only files under ".../<event_hub>/p=<id>/..." (and files without a
+                            p= component); "" = every hub */
   const char *gold_url;  /* blob container URL the gold files are also uploaded to; "" = none */
   double significant_threshold;
   int64_t retention_ms;       /* baseline hours only within the cutoff minus this */
@@ -88,6 +90,9 @@ typedef struct bw_job_result {
  * bw_job_result_free. */
 void bw_job_run(const bw_job_opts *o, bw_job_progress *prog, bw_job_result *res);
 void bw_job_result_free(bw_job_result *res);
+
+/* True when a Capture file name belongs to event_hub (see bw_job_opts.event_hub). */
+int bw_job_hub_matches(const char *name, const char *event_hub);
 
 /* Partition key and path time of a Capture file name ("ns/hub/p=3/2026/11/25/06/40/00.avro" ->
  * "ns/hub/p=3", epoch ms). *time_ms = -1 when the name has no Capture time. Exposed for tests. */

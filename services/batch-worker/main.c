@@ -28,6 +28,10 @@ static const qs_cfg_spec batch_config[] = {
      "abfss://<container>@<account>.dfs.core.windows.net/<prefix>, or path style "
      "http://127.0.0.1:10000/<account>/<container> for Azurite)",
      0},
+    {"EVENT_HUB", QS_CFG_STR, "earthquake-events", 0, 256, NULL,
+     "read only Capture files of this event hub (the path component before p=<id>); files "
+     "without a p= component are always read; empty: every hub",
+     0},
     {"BLOB_ACCOUNT_KEY", QS_CFG_STR, "", 0, 256, NULL,
      "storage account key (base64) for Shared Key authentication; empty: SAS or anonymous",
      QS_CFG_SECRET},
@@ -517,6 +521,7 @@ int main(int argc, char **argv) {
       .max_files = (size_t)qs_config_int(a.cfg, "MAX_FILES"),
       .gold_dir = qs_config_str(a.cfg, "GOLD_DIR"),
       .gold_url = qs_config_str(a.cfg, "GOLD_URL"),
+      .event_hub = qs_config_str(a.cfg, "EVENT_HUB"),
       .significant_threshold = qs_config_double(a.cfg, "SIGNIFICANT_MAGNITUDE"),
       .retention_ms = qs_config_ms(a.cfg, "RETENTION"),
       .regions = a.region_names,

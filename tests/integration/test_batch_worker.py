@@ -141,9 +141,13 @@ def test_truncated_and_empty_files_are_reported_and_skipped(tmp_path, dataset):
     data = open(files[0], "rb").read()
     trunc = root / "qsns" / "earthquake-events" / "p=1" / "truncated.avro"
     trunc.write_bytes(data[: len(data) * 2 // 3])
+    # Another hub's capture (EVENT_HUB keeps it out: it would hold the cutoff back).
+    other = root / "qsns" / "weather-events" / "p=0" / "2020" / "01" / "01" / "00" / "00" / "00.avro"
+    batch_ref.write_capture(str(other), [("1/1/2020 12:00:00 AM", b"{}")])
     rc, rec, _ = run_once(tmp_path, str(root))
     assert rc == 0
     assert rec["files"] == 8 and rec["files_failed"] == 1 and rec["files_empty"] == 1
+    assert rec["cutoff_ms"] == dataset[2]
     assert [e["path"] for e in rec["errors"]] == ["qsns/earthquake-events/p=1/truncated.avro"]
     assert rec["errors"][0]["reason"]
     # The truncated file contributes nothing: rows equal the computation without it.

@@ -156,6 +156,32 @@ static void test_rollback_forgets_a_failed_file(void **state) {
   bw_fold_free(&f);
 }
 
+static void test_memory_grows_with_distinct_ids_not_with_revisions(void **state) {
+  (void)state;
+  char j[1024];
+  bw_fold f;
+  bw_fold_init(&f, 5.0);
+  size_t before = 0;
+  for (int i = 0; i < 200000; i++) {
+    if (i % 1000 == 0)
+      bw_fold_mark(&f); /* file boundaries: where replaced ids lists are reclaimed */
+    snprintf(j, sizeof j,
+             "{\"event_id\":\"us1\",\"magnitude\":3,\"mag_type\":\"ml\",\"place\":\"x\","
+             "\"time\":%lld,\"updated\":%lld,\"longitude\":1,\"latitude\":2,\"depth_km\":10,"
+             "\"event_type\":\"earthquake\",\"status\":\"reviewed\",\"tsunami_flag\":false,"
+             "\"alert_level\":null,\"net\":\"us\",\"sig\":1,\"region\":\"japan\","
+             "\"source\":\"t\",\"ingested_at\":1,\"ids\":[\"us1\",\"ci%d\",\"nc%d\"]}",
+             (long long)T0, (long long)T0 + i, i, i);
+    assert_int_equal(add(&f, j), 0);
+    if (i == 10000)
+      before = bw_fold_memory(&f);
+  }
+  assert_int_equal(f.n, 1);
+  assert_true(bw_fold_memory(&f) <= before * 2);
+  assert_true(bw_fold_memory(&f) < ((size_t)4 << 20));
+  bw_fold_free(&f);
+}
+
 static void test_invalid_bodies_are_counted_not_fatal(void **state) {
   (void)state;
   bw_fold f;
@@ -181,6 +207,12 @@ static void test_capture_path_gives_partition_and_time(void **state) {
   assert_int_equal(t, -1);
   bw_job_path_info("ns/hub/p=0/2026/13/25/06/40/05.avro", key, sizeof key, &t);
   assert_int_equal(t, -1);
+  assert_true(bw_job_hub_matches("ns/earthquake-events/p=0/x.avro", "earthquake-events"));
+  assert_true(bw_job_hub_matches("earthquake-events/p=0/x.avro", "earthquake-events"));
+  assert_false(bw_job_hub_matches("ns/clickstream-events/p=0/x.avro", "earthquake-events"));
+  assert_false(bw_job_hub_matches("ns/xearthquake-events/p=0/x.avro", "earthquake-events"));
+  assert_true(bw_job_hub_matches("flat.avro", "earthquake-events"));
+  assert_true(bw_job_hub_matches("ns/other/p=1/x.avro", ""));
 }
 
 static void test_blob_urls_path_style_host_style_and_abfss(void **state) {
@@ -321,6 +353,7 @@ int main(void) {
       cmocka_unit_test(test_deleted_and_associated_ids_are_not_counted),
       cmocka_unit_test(test_rollback_forgets_a_failed_file),
       cmocka_unit_test(test_invalid_bodies_are_counted_not_fatal),
+      cmocka_unit_test(test_memory_grows_with_distinct_ids_not_with_revisions),
       cmocka_unit_test(test_capture_path_gives_partition_and_time),
       cmocka_unit_test(test_blob_urls_path_style_host_style_and_abfss),
       cmocka_unit_test(test_fast_decoder_agrees_with_the_codec_on_numbers),
