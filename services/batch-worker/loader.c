@@ -354,26 +354,27 @@ void bw_run_record_json(qs_buf *b, const char *run_id, const char *source, int64
     json_str(b, res->err);
   else
     qs_buf_puts(b, "null");
-  qs_buf_printf(b,
-                ",\"files\":%llu,\"files_ok\":%llu,\"files_failed\":%llu,\"files_empty\":%llu,"
-                "\"records\":%llu,\"bytes\":%llu,\"records_skipped\":%llu,\"events\":%llu,"
-                "\"events_counted\":%llu,\"invalid_bodies\":%llu,\"changes\":{\"new\":%llu,"
-                "\"revision\":%llu,\"deleted\":%llu,\"superseded\":%llu},\"revisions_folded\":%llu,"
-                "\"duplicates\":%llu,\"excluded_deleted\":%llu,\"excluded_superseded\":%llu,"
-                "\"partitions\":%zu,\"cutoff_ms\":%lld,\"hourly_rows\":%zu,\"daily_rows\":%zu,"
-                "\"read_seconds\":%.3f",
-                (unsigned long long)res->files, (unsigned long long)res->files_ok,
-                (unsigned long long)res->files_failed, (unsigned long long)res->files_empty,
-                (unsigned long long)res->records, (unsigned long long)res->bytes,
-                (unsigned long long)res->records_skipped, (unsigned long long)res->rows.events,
-                (unsigned long long)res->rows.events_live, (unsigned long long)s->invalid,
-                (unsigned long long)s->kind_new, (unsigned long long)s->kind_revision,
-                (unsigned long long)s->kind_deleted, (unsigned long long)s->kind_superseded,
-                (unsigned long long)s->revisions_folded, (unsigned long long)s->duplicates,
-                (unsigned long long)res->rows.excluded_deleted,
-                (unsigned long long)res->rows.excluded_superseded, res->partitions,
-                (long long)res->cutoff_ms, res->rows.n_hourly, res->rows.n_daily,
-                res->seconds_read);
+  qs_buf_printf(
+      b,
+      ",\"files\":%llu,\"files_ok\":%llu,\"files_failed\":%llu,\"files_empty\":%llu,"
+      "\"records\":%llu,\"bytes\":%llu,\"records_skipped\":%llu,\"bad_enqueued_time\":%llu,"
+      "\"events\":%llu,"
+      "\"events_counted\":%llu,\"invalid_bodies\":%llu,\"changes\":{\"new\":%llu,"
+      "\"revision\":%llu,\"deleted\":%llu,\"superseded\":%llu},\"revisions_folded\":%llu,"
+      "\"duplicates\":%llu,\"excluded_deleted\":%llu,\"excluded_superseded\":%llu,"
+      "\"partitions\":%zu,\"cutoff_ms\":%lld,\"hourly_rows\":%zu,\"daily_rows\":%zu,"
+      "\"read_seconds\":%.3f",
+      (unsigned long long)res->files, (unsigned long long)res->files_ok,
+      (unsigned long long)res->files_failed, (unsigned long long)res->files_empty,
+      (unsigned long long)res->records, (unsigned long long)res->bytes,
+      (unsigned long long)res->records_skipped, (unsigned long long)res->bad_enqueued_time,
+      (unsigned long long)res->rows.events, (unsigned long long)res->rows.events_live,
+      (unsigned long long)s->invalid, (unsigned long long)s->kind_new,
+      (unsigned long long)s->kind_revision, (unsigned long long)s->kind_deleted,
+      (unsigned long long)s->kind_superseded, (unsigned long long)s->revisions_folded,
+      (unsigned long long)s->duplicates, (unsigned long long)res->rows.excluded_deleted,
+      (unsigned long long)res->rows.excluded_superseded, res->partitions, (long long)res->cutoff_ms,
+      res->rows.n_hourly, res->rows.n_daily, res->seconds_read);
   qs_buf_puts(b, ",\"errors\":[");
   for (size_t i = 0; i < res->n_file_errors; i++) {
     qs_buf_puts(b, i ? ",{\"path\":" : "{\"path\":");

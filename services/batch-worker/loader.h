@@ -59,7 +59,7 @@ int bw_lock_release(qs_redis *r, const char *owner, bw_lock_fn cb, void *data);
 
 /* The run record as JSON (appended to out): run_id, started_at, finished_at (epoch ms),
  * duration_ms, source, status, error, files, files_ok, files_failed, files_empty, records,
- * bytes, records_skipped, events, events_counted, invalid_bodies, changes
+ * bytes, records_skipped, bad_enqueued_time, events, events_counted, invalid_bodies, changes
  * {new,revision,deleted,superseded}, revisions_folded, duplicates, excluded_deleted,
  * excluded_superseded, partitions, cutoff_ms, hourly_rows, daily_rows, errors [{path,reason}],
  * invalid [{path,sequence,reason}]. */

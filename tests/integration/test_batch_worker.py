@@ -68,6 +68,7 @@ def test_rows_equal_an_independent_computation(tmp_path, dataset, redis_server):
     assert gold_d == daily
     # The run record counts what happened.
     assert rec["status"] == "ok" and rec["files"] == 6 and rec["files_failed"] == 0
+    assert rec["bad_enqueued_time"] == 0  # both M/D/YYYY h:mm:ss AM and ISO-8601 parsed
     assert rec["invalid_bodies"] == counters["invalid"] == 4
     assert rec["events"] == counters["events"]
     assert rec["events_counted"] == counters["counted"]
