@@ -10,7 +10,8 @@
  *
  * Memory is per distinct event_id, never per record: an entry is 64 bytes plus the id and, for
  * events that carry ids other than their own, those ids; the index is a power-of-two array of
- * 4-byte slots kept at most 70% full (about 90 bytes per event in all, see README).
+ * 8-byte slots (entry number and 32 bits of the id hash, so a probe rarely touches an entry) kept
+ * at most 70% full (about 120 bytes per event in all, see README).
  *
  * A file that turns out corrupt half-way must leave no trace: bw_fold_mark / bw_fold_rollback
  * undo every change made since the mark (entries, ids, regions, counters).
@@ -56,7 +57,7 @@ typedef struct bw_fold {
   bw_fold_stats stats;
   struct bw_fold_entry *entries;
   size_t n, cap;
-  uint32_t *index; /* entry index + 1, 0 = empty */
+  uint64_t *index; /* (id hash >> 32) << 32 | (entry index + 1); 0 = empty */
   size_t index_mask;
   char *arena; /* event ids and ids lists */
   size_t arena_len, arena_cap;
@@ -94,9 +95,10 @@ size_t bw_fold_memory(const bw_fold *f);
 
 /* FNV-1a 64 (the event id hash of the index). */
 uint64_t bw_fnv1a64(const void *p, size_t n);
-/* The tie-break hash of a body: FNV-1a over 64-bit little-endian words (each multiply followed
- * by h ^= h >> 32), then the tail bytes, then the length. tests/integration/batch_ref.py
- * reproduces it. */
+/* The tie-break hash of a body: four FNV-1a style lanes over 32-byte blocks of little-endian
+ * 64-bit words (lane k takes word k; each multiply followed by h ^= h >> 32), the remaining words
+ * into lane 0, the tail bytes into lane 0, then the lanes and the length folded together.
+ * tests/integration/batch_ref.py reproduces it. */
 uint64_t bw_body_hash(const void *p, size_t n);
 
 #endif

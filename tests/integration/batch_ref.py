@@ -158,22 +158,30 @@ def micro(v):
 
 
 def body_hash(data):
-    """The worker's tie-break hash (fold.h bw_body_hash): FNV-1a over 64-bit little-endian
-    words, each multiply followed by h ^= h >> 32, then the tail bytes, then the length."""
+    """The worker's tie-break hash (fold.h bw_body_hash)."""
     m, p = 0xFFFFFFFFFFFFFFFF, 1099511628211
-    h = 14695981039346656037
+    basis = 14695981039346656037
+    h = [basis, basis ^ 1, basis ^ 2, basis ^ 3]
+
+    def step(x, w):
+        x = ((x ^ w) * p) & m
+        return x ^ (x >> 32)
+
     n = len(data)
     i = 0
+    while i + 32 <= n:
+        for k in range(4):
+            h[k] = step(h[k], int.from_bytes(data[i + 8 * k:i + 8 * k + 8], "little"))
+        i += 32
     while i + 8 <= n:
-        h ^= int.from_bytes(data[i:i + 8], "little")
-        h = (h * p) & m
-        h ^= h >> 32
+        h[0] = step(h[0], int.from_bytes(data[i:i + 8], "little"))
         i += 8
     for b in data[i:]:
-        h ^= b
-        h = (h * p) & m
-    h ^= n
-    return (h * p) & m
+        h[0] = ((h[0] ^ b) * p) & m
+    r = h[0]
+    for k in range(1, 4):
+        r = ((r ^ h[k]) * p) & m
+    return ((r ^ n) * p) & m
 
 
 REQUIRED = ["event_id", "magnitude", "mag_type", "place", "time", "updated", "longitude",
