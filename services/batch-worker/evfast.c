@@ -55,11 +55,33 @@ static void ws(cur *c) {
     c->p++;
 }
 
+#define ONES UINT64_C(0x0101010101010101)
+#define HIGHS UINT64_C(0x8080808080808080)
+
+/* Any byte of w that ends or escapes a plain string, or is not printable ASCII (< 0x20, > 0x7e,
+ * '"', '\\')? The usual exact SWAR tests: has-zero-byte, has-less-than, has-more-than. */
+static inline int word_special(uint64_t w) {
+  uint64_t less = (w - ONES * 0x20) & ~w & HIGHS;
+  uint64_t more = ((w + ONES * (127 - 0x7e)) | w) & HIGHS;
+  uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
+  uint64_t quote = (q - ONES) & ~q & HIGHS, bslash = (b - ONES) & ~b & HIGHS;
+  return (less | more | quote | bslash) != 0;
+}
+
 /* A string of printable ASCII without escapes: *s, *n point into the input. */
 static int str(cur *c, const char **s, size_t *n) {
   if (c->p >= c->end || *c->p != '"')
     return 0;
   const char *a = ++c->p;
+  for (;;) { /* 8 plain bytes at a time, then byte by byte from the first special one */
+    uint64_t w;
+    if (c->end - c->p < 8)
+      break;
+    memcpy(&w, c->p, 8);
+    if (word_special(w))
+      break;
+    c->p += 8;
+  }
   while (c->p < c->end) {
     unsigned char ch = (unsigned char)*c->p;
     if (ch == '"') {
