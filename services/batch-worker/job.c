@@ -41,6 +41,12 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double thread_cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int ends_with(const char *s, const char *suf) {
   size_t a = strlen(s), b = strlen(suf);
   return a >= b && strcmp(s + a - b, suf) == 0;
@@ -350,7 +356,7 @@ static int upload_gold(const bw_job_opts *o, char *err, size_t errlen) {
 }
 
 void bw_job_run(const bw_job_opts *o, bw_job_progress *prog, bw_job_result *res) {
-  double t0 = now_s();
+  double t0 = now_s(), c0 = thread_cpu_s();
   memset(res, 0, sizeof *res);
   file_list l = {.max = o->max_files ? o->max_files : 1000000, .hub = o->event_hub};
   bw_blob blob;
@@ -415,6 +421,7 @@ void bw_job_run(const bw_job_opts *o, bw_job_progress *prog, bw_job_result *res)
   }
   qs_buf_free(&mem);
   res->seconds_read = now_s() - t0;
+  res->cpu_seconds_read = thread_cpu_s() - c0;
   res->fold_bytes = bw_fold_memory(&f);
   res->stats = f.stats;
 

@@ -82,7 +82,9 @@ typedef struct bw_job_result {
   size_t n_file_errors;
   bw_job_listed invalid[BW_JOB_MAX_LISTED];
   size_t n_invalid;
-  double seconds_read; /* wall time reading and folding */
+  double seconds_read;     /* wall time reading and folding */
+  double cpu_seconds_read; /* CPU time of the worker thread for the same (a per-core figure on a
+                              busy machine) */
   double seconds_total;
 } bw_job_result;
 

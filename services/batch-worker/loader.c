@@ -363,7 +363,7 @@ void bw_run_record_json(qs_buf *b, const char *run_id, const char *source, int64
       "\"revision\":%llu,\"deleted\":%llu,\"superseded\":%llu},\"revisions_folded\":%llu,"
       "\"duplicates\":%llu,\"excluded_deleted\":%llu,\"excluded_superseded\":%llu,"
       "\"partitions\":%zu,\"cutoff_ms\":%lld,\"hourly_rows\":%zu,\"daily_rows\":%zu,"
-      "\"read_seconds\":%.3f",
+      "\"read_seconds\":%.3f,\"read_cpu_seconds\":%.3f",
       (unsigned long long)res->files, (unsigned long long)res->files_ok,
       (unsigned long long)res->files_failed, (unsigned long long)res->files_empty,
       (unsigned long long)res->records, (unsigned long long)res->bytes,
@@ -374,7 +374,7 @@ void bw_run_record_json(qs_buf *b, const char *run_id, const char *source, int64
       (unsigned long long)s->kind_superseded, (unsigned long long)s->revisions_folded,
       (unsigned long long)s->duplicates, (unsigned long long)res->rows.excluded_deleted,
       (unsigned long long)res->rows.excluded_superseded, res->partitions, (long long)res->cutoff_ms,
-      res->rows.n_hourly, res->rows.n_daily, res->seconds_read);
+      res->rows.n_hourly, res->rows.n_daily, res->seconds_read, res->cpu_seconds_read);
   qs_buf_puts(b, ",\"errors\":[");
   for (size_t i = 0; i < res->n_file_errors; i++) {
     qs_buf_puts(b, i ? ",{\"path\":" : "{\"path\":");
