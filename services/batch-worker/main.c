@@ -107,6 +107,7 @@ typedef struct app {
   bw_loader loader;
   qs_buf run_json;
   int64_t last_cutoff_ms;
+  int64_t next_at; /* the scheduled run the cron timer is armed for */
   struct {
     qs_metric_family *runs;
     qs_metric *duration, *files, *records, *rate, *cutoff_age, *running, *last_success;
@@ -126,10 +127,13 @@ static void arm_cron(app *a) {
   if (a->once || a->stopping)
     return;
   int64_t now = qs_time_now_ms();
-  int64_t next = bw_cron_next(&a->cron, now);
+  /* From the slot just served at the earliest: a timer that fires a hair early (monotonic vs wall
+   * clock) must not schedule the same minute again. */
+  int64_t next = bw_cron_next(&a->cron, a->next_at > now ? a->next_at : now);
   if (next < 0)
     return;
-  uv_timer_start(&a->cron_timer, on_cron, (uint64_t)(next - now), 0);
+  a->next_at = next;
+  uv_timer_start(&a->cron_timer, on_cron, (uint64_t)(next > now ? next - now : 0), 0);
   char iso[32];
   qs_time_format_iso8601(next, iso, sizeof iso);
   qs_log_info(&a->svc->log, "next run scheduled", QS_LSTR("at", iso));
