@@ -242,8 +242,24 @@ static uint32_t store_ids(bw_fold *f, const qs_event *ev) {
   return off;
 }
 
+/* Producers (qs_event_to_json, the ingestor) write event_id first: hash it straight from the
+ * bytes and start loading its index slot, so the cache miss overlaps the whole decode. Only a
+ * hint: the decoded id is what counts. */
+static void prefetch_slot(const bw_fold *f, const uint8_t *body, size_t len) {
+  static const char head[] = "{\"event_id\":\"";
+  const size_t hl = sizeof head - 1;
+  if (len <= hl || memcmp(body, head, hl) != 0)
+    return;
+  size_t room = len - hl < QS_EVENT_ID_MAX + 1 ? len - hl : QS_EVENT_ID_MAX + 1;
+  const uint8_t *q = memchr(body + hl, '"', room);
+  if (q)
+    __builtin_prefetch(
+        &f->index[(size_t)bw_fnv1a64(body + hl, (size_t)(q - body - hl)) & f->index_mask]);
+}
+
 int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, size_t whylen) {
   static __thread qs_event ev; /* 4 KiB: kept off the worker thread's stack */
+  prefetch_slot(f, body, len);
   int rc = bw_event_decode(&ev, (const char *)body, len, why, whylen);
   if (rc) {
     f->stats.invalid++;
@@ -268,8 +284,6 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
   bw_fold_entry cand = {0};
   size_t id_len = strlen(ev.event_id);
   cand.id_hash = bw_fnv1a64(ev.event_id, id_len);
-  /* The index slot is a cache miss on big archives: start loading it before the body hash. */
-  __builtin_prefetch(&f->index[(size_t)cand.id_hash & f->index_mask]);
   cand.body_hash = bw_body_hash(body, len);
   cand.updated = ev.updated;
   cand.ingested_at = ev.ingested_at;
@@ -313,6 +327,8 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
     if (cmp < 0)
       return 0;
     undo_push(f, (size_t)at);
+    if (e->ids_off != NO_IDS)
+      f->arena_waste += ids_list_len(f->arena + e->ids_off);
     cand.id_off = e->id_off;
     cand.ids_off = store_ids(f, &ev);
     *e = cand;
@@ -351,21 +367,17 @@ static void arena_compact(bw_fold *f) {
 }
 
 void bw_fold_mark(bw_fold *f) {
-  /* Live arena bytes are at most ~ (id + lists) per entry; compact when over half is garbage. */
-  size_t live = 0;
-  if (f->arena_len > (size_t)1 << 20) {
-    for (size_t i = 0; i < f->n; i++) {
-      live += (size_t)f->entries[i].id_len + 1;
-      if (f->entries[i].ids_off != NO_IDS)
-        live += ids_list_len(f->arena + f->entries[i].ids_off);
-    }
-    if (live * 2 < f->arena_len)
-      arena_compact(f);
+  /* Reclaim replaced ids lists once they are over half the arena (never inside a marked span:
+   * the undo log refers to arena offsets). */
+  if (f->arena_len > ((size_t)1 << 20) && f->arena_waste * 2 > f->arena_len) {
+    arena_compact(f);
+    f->arena_waste = 0;
   }
   f->marked = 1;
   f->mark_n = f->n;
   f->mark_arena = f->arena_len;
   f->mark_regions = f->n_regions;
+  f->mark_waste = f->arena_waste;
   f->mark_stats = f->stats;
   f->n_undo = 0;
 }
@@ -380,6 +392,7 @@ void bw_fold_rollback(bw_fold *f) {
   int shrink = f->n != f->mark_n;
   f->n = f->mark_n;
   f->arena_len = f->mark_arena;
+  f->arena_waste = f->mark_waste;
   f->n_regions = f->mark_regions;
   f->stats = f->mark_stats;
   if (shrink)

@@ -61,11 +61,12 @@ typedef struct bw_fold {
   size_t index_mask;
   char *arena; /* event ids and ids lists */
   size_t arena_len, arena_cap;
+  size_t arena_waste; /* bytes of ids lists of replaced versions (reclaimed by compaction) */
   char (*regions)[QS_AGG_REGION_MAX + 1];
   size_t n_regions;
   /* Undo log since the last mark. */
   int marked;
-  size_t mark_n, mark_arena, mark_regions;
+  size_t mark_n, mark_arena, mark_regions, mark_waste;
   bw_fold_stats mark_stats;
   struct bw_fold_undo *undo;
   size_t n_undo, undo_cap;
