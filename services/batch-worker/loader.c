@@ -242,6 +242,8 @@ static void pump(bw_loader *l) {
   }
   if (l->phase == PH_STREAM_DONE) {
     l->phase = PH_SWAP;
+    if (l->before_swap)
+      l->before_swap(l);
     int rc = qs_redis_command(l->redis, on_swap_step, l, "WATCH %s", BW_KEY_LOCK);
     if (rc == 0)
       rc = qs_redis_command(l->redis, on_lock_check, l, "GET %s", BW_KEY_LOCK);
@@ -252,7 +254,7 @@ static void pump(bw_loader *l) {
 
 int bw_loader_start(bw_loader *l, qs_redis *r, const char *run_id, const bw_job_result *res,
                     const char *run_json, int64_t now_ms, int64_t retention_ms,
-                    bw_loader_done_fn done, void *data) {
+                    bw_loader_hook_fn before_swap, bw_loader_done_fn done, void *data) {
   memset(l, 0, sizeof *l);
   l->redis = r;
   snprintf(l->run_id, sizeof l->run_id, "%s", run_id);
@@ -262,6 +264,7 @@ int bw_loader_start(bw_loader *l, qs_redis *r, const char *run_id, const bw_job_
   l->retention_ms = retention_ms;
   l->keep_from_ms = now_ms - retention_ms;
   l->done = done;
+  l->before_swap = before_swap;
   l->data = data;
   l->phase = PH_HOURLY;
   pump(l);

@@ -26,6 +26,9 @@
 
 typedef struct bw_loader bw_loader;
 typedef void (*bw_loader_done_fn)(bw_loader *l, int rc, const char *err);
+/* Called once right before WATCH: the caller stops renewing the lock from here on (a renewal
+ * touches the watched key and would abort the swap). */
+typedef void (*bw_loader_hook_fn)(bw_loader *l);
 
 struct bw_loader {
   qs_redis *redis;
@@ -42,13 +45,14 @@ struct bw_loader {
   int failed;
   char err[256];
   bw_loader_done_fn done;
+  bw_loader_hook_fn before_swap;
   void *data;
 };
 
 /* Starts loading; done runs exactly once (rc 0, or negative with err). 0 or a synchronous error. */
 int bw_loader_start(bw_loader *l, qs_redis *r, const char *run_id, const bw_job_result *res,
                     const char *run_json, int64_t now_ms, int64_t retention_ms,
-                    bw_loader_done_fn done, void *data);
+                    bw_loader_hook_fn before_swap, bw_loader_done_fn done, void *data);
 
 /* Lock helpers: cb(data, status) with status 1 = acquired/renewed/released, 0 = held by someone
  * else (or no longer ours), < 0 = Redis unreachable or error. cb may be NULL. */

@@ -268,6 +268,11 @@ static void end_run(app *a, const char *status, const char *err) {
   on_released(a, 1);
 }
 
+static void on_before_swap(bw_loader *l) {
+  app *a = l->data;
+  uv_timer_stop(&a->lock_timer); /* a renewal would touch the WATCHed lock and abort the swap */
+}
+
 static void on_loaded(bw_loader *l, int rc, const char *err) {
   app *a = l->data;
   if (rc) {
@@ -314,7 +319,7 @@ static void after_work(uv_work_t *w, int status) {
     return;
   }
   bw_loader_start(&a->loader, &a->redis, a->run_id, r, a->run_json.p, now,
-                  qs_config_ms(a->cfg, "RETENTION"), on_loaded, a);
+                  qs_config_ms(a->cfg, "RETENTION"), on_before_swap, on_loaded, a);
 }
 
 static void launch(app *a) {
