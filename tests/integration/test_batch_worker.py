@@ -298,3 +298,28 @@ def test_bad_schedule_is_refused(tmp_path):
     p = subprocess.run([binary("batch-worker")], env=env, capture_output=True, timeout=20)
     assert p.returncode == 2
     assert b"minute" in p.stderr
+
+
+def test_serving_api_serves_what_the_batch_worker_loaded(tmp_path, dataset, redis_server,
+                                                         start_service):
+    import serving_helpers
+    root, files, cutoff, base = dataset
+    rc, rec, _ = run_once(tmp_path, str(root), redis_server)
+    assert rc == 0
+    hourly, daily, _ = batch_ref.reference(files)
+    svc = serving_helpers.start_serving(start_service, redis_server.url)
+    status, _, body = serving_helpers.http(
+        svc.api + "/api/v1/windows/batch/hourly?since=7d&limit=10000")
+    assert status == 200, body
+    got = {(w["region"], w["window_start_ms"]): w for w in json.loads(body)["windows"]}
+    assert len(got) == len(hourly)
+    for r in hourly:
+        w = got[(r["region"], r["window_start"])]
+        for k in ("event_count", "avg_magnitude", "min_magnitude", "max_magnitude",
+                  "avg_depth_km", "significant_count", "tsunami_count", "mag_sum_micro"):
+            assert w[k] == r[k], (k, r)
+    status, _, body = serving_helpers.http(svc.api + "/api/v1/batch/runs")
+    assert status == 200, body
+    runs = json.loads(body)
+    assert runs["runs"][0]["run_id"] == rec["run_id"]
+    assert runs["batch"]["cutoff_ms"] == cutoff and runs["batch"]["run_id"] == rec["run_id"]
