@@ -3,7 +3,7 @@
  * Wiring only: configuration -> job options; a run = lock (Redis SET NX PX, renewed while it
  * runs) -> job on a uv_queue_work thread (job.c) -> Redis load and atomic swap (loader.c) ->
  * lock released. `run-once` does one run and exits (progress bar on a terminal, the run record
- * as one JSON line on stdout); without arguments the service runs on its cron SCHEDULE.
+ * as one JSON line on stdout); without arguments the service runs on its CRON schedule.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,7 +48,7 @@ static const qs_cfg_spec batch_config[] = {
     {"REDIS_URL", QS_CFG_STR, "redis://127.0.0.1:6379/0", 0, 1024, NULL,
      "Redis for the batch tables, run records and the run lock; empty: no Redis (gold only)",
      QS_CFG_SECRET},
-    {"SCHEDULE", QS_CFG_STR, "0 */6 * * *", 1, 128, NULL,
+    {"CRON", QS_CFG_STR, "0 */6 * * *", 1, 128, NULL,
      "cron expression (UTC, 5 fields or @hourly/@daily...) of the service mode's runs", 0},
     {"RUN_ON_START", QS_CFG_BOOL, "false", 0, 0, NULL,
      "service mode: also run once right after start", 0},
@@ -74,7 +74,7 @@ static const qs_cfg_spec batch_config[] = {
 static const qs_service_def def = {
     .name = "batch-worker",
     .summary = "reprocesses the Capture archive into hourly and daily views",
-    .usage = "usage: batch-worker                       run on SCHEDULE (service mode)\n"
+    .usage = "usage: batch-worker                       run on CRON (service mode)\n"
              "       batch-worker run-once [--source DIR|URL]   one run, then exit",
     .admin_port = 8093,
     .config = batch_config,
@@ -501,9 +501,9 @@ int main(int argc, char **argv) {
   a.source = qs_config_str(a.cfg, "SOURCE");
   char err[512];
   if (parse_args(&a, &svc) != 0 ||
-      bw_cron_parse(&a.cron, qs_config_str(a.cfg, "SCHEDULE"), err, sizeof err) != 0) {
+      bw_cron_parse(&a.cron, qs_config_str(a.cfg, "CRON"), err, sizeof err) != 0) {
     if (!a.once && svc.argc == 0)
-      qs_log_error(&svc.log, "bad SCHEDULE", QS_LSTR("error", err));
+      qs_log_error(&svc.log, "bad CRON", QS_LSTR("error", err));
     qs_service_request_stop(&svc, 2);
     return qs_service_run(&svc);
   }

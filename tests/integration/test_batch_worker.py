@@ -274,7 +274,7 @@ def test_service_runs_on_start_and_refuses_to_overlap(tmp_path, dataset, start_s
     root, _, _, _ = dataset
     redis_server.cli("SET", "qs:batch:lock", "someone-else", "PX", "60000")
     env = {"SOURCE": str(root), "REDIS_URL": redis_server.url, "GOLD_DIR": str(tmp_path / "g"),
-           "RUN_ON_START": "true", "SCHEDULE": "0 */6 * * *"}
+           "RUN_ON_START": "true", "CRON": "0 */6 * * *"}
     svc = start_service("batch-worker", env=env)
     svc.wait_for_log(lambda r: r.get("msg") == "run skipped: another run holds the lock")
     assert svc.get("/readyz")[0] == 200
@@ -294,7 +294,7 @@ def test_service_runs_on_start_and_refuses_to_overlap(tmp_path, dataset, start_s
 
 def test_bad_schedule_is_refused(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "LOG_"))}
-    env.update({"SCHEDULE": "61 * * * *", "ADMIN_PORT": "0", "REDIS_URL": ""})
+    env.update({"CRON": "61 * * * *", "ADMIN_PORT": "0", "REDIS_URL": ""})
     p = subprocess.run([binary("batch-worker")], env=env, capture_output=True, timeout=20)
     assert p.returncode == 2
     assert b"minute" in p.stderr
