@@ -199,30 +199,37 @@ def free_port():
 
 @pytest.fixture
 def azurite(tmp_path):
+    """Azurite's blob service on a free port, in memory; killed at teardown, also when its start
+    fails or times out."""
     if not os.access(AZURITE, os.X_OK):
         pytest.skip("azurite not installed (./quakestream deps)")
-    for _ in range(10):
-        port = free_port()
-        proc = subprocess.Popen([AZURITE, "--blobHost", "127.0.0.1", "--blobPort", str(port),
-                                 "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
-                                 "--silent"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                cwd=str(tmp_path))
-        for raw in proc.stdout:
-            if b"successfully listens" in raw:
-                break
-        if proc.poll() is None:
-            break
-        proc.wait()
-    else:
-        pytest.fail("azurite did not start")
     import threading
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    proc.url = "http://127.0.0.1:%d/%s" % (port, DEV_ACCOUNT)
-    proc.conn = ("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;"
-                 % (DEV_ACCOUNT, DEV_KEY, proc.url))
-    yield proc
-    proc.kill()
-    proc.wait(timeout=10)
+    started = []
+    try:
+        for _ in range(10):
+            port = free_port()
+            proc = subprocess.Popen([AZURITE, "--blobHost", "127.0.0.1", "--blobPort", str(port),
+                                     "--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
+                                     "--silent"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, cwd=str(tmp_path))
+            started.append(proc)
+            for raw in proc.stdout:  # Azurite says when it listens, or exits (port taken)
+                if b"successfully listens" in raw:
+                    break
+            if proc.poll() is None:
+                break
+        else:
+            pytest.fail("azurite did not start")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        proc.url = "http://127.0.0.1:%d/%s" % (port, DEV_ACCOUNT)
+        proc.conn = ("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;"
+                     % (DEV_ACCOUNT, DEV_KEY, proc.url))
+        yield proc
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
 
 
 def test_blob_source_gives_the_same_gold_as_the_directory(tmp_path, dataset, azurite):
