@@ -437,6 +437,27 @@ int qs_redis_command(qs_redis *r, qs_redis_cb cb, void *ud, const char *fmt, ...
   return 0;
 }
 
+int qs_redis_command_argv(qs_redis *r, qs_redis_cb cb, void *ud, int argc, const char **argv,
+                          const size_t *argvlen) {
+  if (!r || !cb || argc <= 0 || !argv)
+    return QS_ERR_INVALID;
+  if (r->closing)
+    return QS_ERR_CLOSED;
+  if (r->pending >= r->opts.max_pending)
+    return QS_ERR_FULL;
+  struct qs_redis_req *q = qs_xcalloc(1, sizeof *q);
+  q->r = r;
+  q->cb = cb;
+  q->ud = ud;
+  r->pending++;
+  if (r->ac && redisAsyncCommandArgv(r->ac, req_cb, q, argc, argv, argvlen) == REDIS_OK)
+    return 0;
+  q->next = r->failed;
+  r->failed = q;
+  uv_timer_start(&r->fail_timer, on_fail_timer, 0, 0);
+  return 0;
+}
+
 int qs_redis_ready(const qs_redis *r, const char **reason) {
   if (reason)
     *reason = r->ready ? "ready" : r->reason;

@@ -69,6 +69,9 @@ struct qs_redis {
 int qs_redis_init(qs_redis *r, uv_loop_t *loop, const char *url, const qs_redis_opts *opts,
                   char *err, size_t errlen);
 int qs_redis_command(qs_redis *r, qs_redis_cb cb, void *ud, const char *fmt, ...);
+/* The same with binary-safe arguments (argvlen NULL: strlen of each). */
+int qs_redis_command_argv(qs_redis *r, qs_redis_cb cb, void *ud, int argc, const char **argv,
+                          const size_t *argvlen);
 /* 1 if ready; *reason (may be NULL) points to r's reason text. */
 int qs_redis_ready(const qs_redis *r, const char **reason);
 void qs_redis_close(qs_redis *r, qs_redis_close_cb cb);
