@@ -136,8 +136,166 @@ static size_t performative_arity(uint64_t code) {
 
 void qs_amqp_frame_pad_init(qs_amqp_frame_pad_state *f) {
   memset(f, 0, sizeof(*f));
+  f->pad = true;
   f->phase = PH_HEAD;
   f->need = 8;
+}
+
+void qs_amqp_frame_mark_init(qs_amqp_frame_pad_state *f) {
+  memset(f, 0, sizeof(*f));
+  f->mark_batches = true;
+  f->phase = PH_HEAD;
+  f->need = 8;
+}
+
+static void filter_next_frame(qs_amqp_frame_pad_state *f);
+static void filter_pass_rest(qs_amqp_frame_pad_state *f, qs_amqp_buf *out);
+
+/* End of the AMQP-encoded value at p (NULL if it does not fit before end). */
+static const uint8_t *amqp_skip(const uint8_t *p, const uint8_t *end, int depth) {
+  if (p >= end || depth > 4)
+    return NULL;
+  uint8_t c = *p++;
+  if (c == 0x00) { /* described: descriptor, then value */
+    p = amqp_skip(p, end, depth + 1);
+    return p ? amqp_skip(p, end, depth + 1) : NULL;
+  }
+  size_t w;
+  switch (c >> 4) {
+  case 0x4:
+    w = 0;
+    break;
+  case 0x5:
+    w = 1;
+    break;
+  case 0x6:
+    w = 2;
+    break;
+  case 0x7:
+    w = 4;
+    break;
+  case 0x8:
+    w = 8;
+    break;
+  case 0x9:
+    w = 16;
+    break;
+  case 0xa:
+  case 0xc:
+  case 0xe:
+    if (p + 1 > end)
+      return NULL;
+    w = 1 + (size_t)p[0];
+    break;
+  case 0xb:
+  case 0xd:
+  case 0xf:
+    if (p + 4 > end)
+      return NULL;
+    w = 4 + (size_t)get_be32(p);
+    break;
+  default:
+    return NULL;
+  }
+  return (size_t)(end - p) >= w ? p + w : NULL;
+}
+
+static uint32_t amqp_uint_at(const uint8_t *p, const uint8_t *end) {
+  if (p >= end)
+    return 0;
+  if (p[0] == 0x52 && p + 2 <= end)
+    return p[1];
+  if (p[0] == 0x70 && p + 5 <= end)
+    return get_be32(p + 1);
+  return 0;
+}
+
+/* acc holds a transfer frame up to the end of its field list (at list_end) plus up to 3 payload
+ * bytes. Rewrites field 3 (message-format) when the delivery is a batch; see the header. */
+static void filter_mark_transfer(qs_amqp_frame_pad_state *f, qs_amqp_buf *out, size_t count,
+                                 size_t elems, size_t elems_len) {
+  const uint8_t *a = f->acc, *lend = a + elems + elems_len;
+  uint32_t size = get_be32(a);
+  const uint8_t *field[12] = {0};
+  const uint8_t *q = a + elems;
+  size_t nf = 0;
+  while (nf < count && nf < 11) {
+    field[nf] = q;
+    q = amqp_skip(q, lend, 0);
+    if (!q)
+      break;
+    nf++;
+  }
+  field[nf] = q;
+  if (nf < count && nf < 11) { /* unparsable: leave the frame alone */
+    filter_pass_rest(f, out);
+    return;
+  }
+  uint16_t channel = (uint16_t)(a[6] << 8 | a[7]);
+  uint32_t handle = nf > 0 ? amqp_uint_at(field[0], lend) : 0;
+  bool more = nf > 5 && (field[5][0] == 0x41 || (field[5][0] == 0x56 && field[5][1] == 1));
+  size_t pi = 0;
+  while (pi < f->npartial &&
+         !(f->partial[pi].channel == channel && f->partial[pi].handle == handle))
+    pi++;
+  bool continuation = pi < f->npartial;
+  size_t payload = (size_t)(lend - a);
+  bool marked = continuation ? f->partial[pi].marked
+                             : f->acc_len >= payload + 3 && a[payload] == 0x00 &&
+                                   a[payload + 1] == 0x53 && a[payload + 2] == 0x72;
+  if (more && !continuation && f->npartial < sizeof f->partial / sizeof f->partial[0]) {
+    f->partial[f->npartial].channel = channel;
+    f->partial[f->npartial].handle = handle;
+    f->partial[f->npartial].marked = marked;
+    f->npartial++;
+  } else if (!more && continuation) {
+    f->partial[pi] = f->partial[--f->npartial];
+  }
+  if (!marked) {
+    filter_pass_rest(f, out);
+    return;
+  }
+  /* new element bytes: fields 0..2 (nulls where absent), the format, fields 4.. */
+  static const uint8_t fmt[] = {0x70, 0x80, 0x01, 0x37, 0x00};
+  uint8_t head[64];
+  size_t hl = 0;
+  size_t keep = nf < 3 ? nf : 3;
+  size_t keep_len = (size_t)(field[keep] - field[0]);
+  for (size_t i = nf; i < 3; i++)
+    head[hl++] = 0x40;
+  memcpy(head + hl, fmt, sizeof fmt);
+  hl += sizeof fmt;
+  const uint8_t *tail = nf > 4 ? field[4] : lend;
+  size_t tail_len = (size_t)(lend - tail);
+  size_t new_count = nf > 4 ? nf : 4;
+  size_t new_elems = keep_len + hl + tail_len;
+  uint8_t lhdr[9];
+  size_t lhdr_len;
+  if (new_elems + 1 <= 255) {
+    lhdr[0] = 0xc0, lhdr[1] = (uint8_t)(new_elems + 1), lhdr[2] = (uint8_t)new_count, lhdr_len = 3;
+  } else {
+    lhdr[0] = 0xd0;
+    put_be32(lhdr + 1, (uint32_t)(new_elems + 4));
+    put_be32(lhdr + 5, (uint32_t)new_count);
+    lhdr_len = 9;
+  }
+  size_t rest = size - payload; /* payload bytes, some of them already in acc */
+  size_t new_size = f->list_at + lhdr_len + new_elems + rest;
+  uint8_t hdr[4];
+  put_be32(hdr, (uint32_t)new_size);
+  qs_amqp_buf_append(out, hdr, 4);
+  qs_amqp_buf_append(out, a + 4, f->list_at - 4);
+  qs_amqp_buf_append(out, lhdr, lhdr_len);
+  qs_amqp_buf_append(out, field[0], keep_len);
+  qs_amqp_buf_append(out, head, hl);
+  qs_amqp_buf_append(out, tail, tail_len);
+  qs_amqp_buf_append(out, a + payload, f->acc_len - payload);
+  f->pass_left = size - f->acc_len;
+  f->acc_len = 0;
+  if (f->pass_left == 0)
+    filter_next_frame(f);
+  else
+    f->phase = PH_PASS;
 }
 
 static void filter_next_frame(qs_amqp_frame_pad_state *f) {
@@ -243,7 +401,7 @@ static int filter_decide(qs_amqp_frame_pad_state *f, qs_amqp_buf *out) {
       f->list_at = doff + 10;
     }
     f->arity = performative_arity(f->code);
-    if (f->arity == 0 || f->list_at >= size) {
+    if (f->arity == 0 || f->list_at >= size || (!f->pad && !(f->mark_batches && f->code == 0x14))) {
       filter_pass_rest(f, out);
       return 0;
     }
@@ -264,16 +422,31 @@ static int filter_decide(qs_amqp_frame_pad_state *f, qs_amqp_buf *out) {
                                 : p + 5 + (size_t)get_be32(a + p + 1);
     if (end > size || (a[p] == 0xc0 && a[p + 1] < 1) || (a[p] == 0xd0 && get_be32(a + p + 1) < 4))
       return QS_ERR_PARSE;
-    if (end > sizeof(f->acc)) { /* a huge list (never seen): leave the frame as it is */
+    if (end + 3 > sizeof(f->acc)) { /* a huge list (never seen): leave the frame as it is */
       filter_pass_rest(f, out);
       return 0;
     }
     f->phase = PH_LIST;
     f->need = end;
+    if (f->mark_batches && f->code == 0x14) /* peek at the payload's first section */
+      f->need = end + (size - end < 3 ? size - end : 3);
     return 0;
   }
   case PH_LIST: {
     size_t p = f->list_at;
+    if (f->mark_batches && f->code == 0x14) {
+      if (a[p] == 0x45)
+        filter_mark_transfer(f, out, 0, p + 1, 0);
+      else if (a[p] == 0xc0)
+        filter_mark_transfer(f, out, a[p + 2], p + 3, (size_t)a[p + 1] - 1u);
+      else
+        filter_mark_transfer(f, out, get_be32(a + p + 5), p + 9, (size_t)get_be32(a + p + 1) - 4u);
+      return 0;
+    }
+    if (!f->pad) {
+      filter_pass_rest(f, out);
+      return 0;
+    }
     if (a[p] == 0x45)
       filter_rewrite(f, out, 0, p + 1, 0);
     else if (a[p] == 0xc0)
@@ -856,6 +1029,13 @@ void qs_amqp_conn_abort(qs_amqp_conn *c, const char *reason) {
 void qs_amqp_conn_set_out_filter(qs_amqp_conn *c, qs_amqp_out_filter_fn fn, void *state) {
   c->filter = fn;
   c->filter_state = state;
+}
+
+void qs_amqp_conn_use_batch_marking(qs_amqp_conn *c) {
+  if (!c->own_pad_filter)
+    c->own_pad_filter = qs_xmalloc(sizeof(qs_amqp_frame_pad_state));
+  qs_amqp_frame_mark_init(c->own_pad_filter);
+  qs_amqp_conn_set_out_filter(c, qs_amqp_frame_pad, c->own_pad_filter);
 }
 
 void qs_amqp_conn_use_frame_padding(qs_amqp_conn *c) {

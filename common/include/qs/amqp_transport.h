@@ -125,6 +125,14 @@ void qs_amqp_conn_use_frame_padding(qs_amqp_conn *conn);
  * Needed by pyamqp, which indexes performative fields by position (a transfer's payload must sit
  * at index 11), while proton 0.37 omits trailing null fields and cannot set handle-max. */
 typedef struct qs_amqp_frame_pad_state {
+  bool pad;          /* pad performatives (qs_amqp_frame_pad_init sets it) */
+  bool mark_batches; /* set message-format 0x80013700 on batch transfers (see below) */
+  struct {
+    uint16_t channel;
+    uint32_t handle;
+    bool marked;
+  } partial[32]; /* multi-frame deliveries in progress: is the delivery marked */
+  size_t npartial;
   int phase;         /* internal: what the buffered bytes are */
   size_t pass_left;  /* bytes of the current frame to copy through */
   uint8_t acc[2048]; /* head of the current frame, up to the end of its performative list */
@@ -136,6 +144,15 @@ typedef struct qs_amqp_frame_pad_state {
 } qs_amqp_frame_pad_state;
 
 void qs_amqp_frame_pad_init(qs_amqp_frame_pad_state *f);
+
+/* Batch marking, for Event Hubs clients: proton 0.37 cannot set a delivery's message-format, so
+ * the filter sets it. A transfer whose payload starts with a message-annotations section
+ * (00 53 72) gets message-format 0x80013700, and so do the continuation frames of that delivery
+ * (tracked per channel and handle while `more` is set); every other frame passes unchanged. The
+ * client encodes each batch starting with message-annotations and nothing else that way. */
+void qs_amqp_frame_mark_init(qs_amqp_frame_pad_state *f);
+/* Installs the marking filter, owned by the connection (in setup). */
+void qs_amqp_conn_use_batch_marking(qs_amqp_conn *conn);
 int qs_amqp_frame_pad(void *state, const uint8_t *in, size_t n, qs_amqp_buf *out);
 
 /* ---- Listener ----------------------------------------------------------- */

@@ -47,8 +47,8 @@ typedef struct qs_eh_client_opts {
 
 /* Parses the connection string and starts connecting. QS_ERR_INVALID with err filled for a bad
  * connection string; nothing fires then. */
-int qs_eh_client_open(qs_eh_client **out, uv_loop_t *loop, const qs_eh_client_opts *opts,
-                      char *err, size_t errlen);
+int qs_eh_client_open(qs_eh_client **out, uv_loop_t *loop, const qs_eh_client_opts *opts, char *err,
+                      size_t errlen);
 /* EntityPath of the connection string, or "" when it has none. */
 const char *qs_eh_client_entity_path(const qs_eh_client *c);
 /* true while connected and authenticated; *reason (may be NULL) says why not. */
@@ -68,11 +68,11 @@ void qs_eh_client_close(qs_eh_client *c, uint32_t timeout_ms, void (*cb)(void *u
 /* ---- Producer ----------------------------------------------------------------------------- */
 
 typedef struct qs_eh_producer_opts {
-  const char *hub;       /* required */
-  int partition;         /* -1: to the hub (the service routes by partition key or round robin) */
-  size_t queue_max;      /* events queued and not yet sent; default 10000 */
-  size_t inflight_max;   /* unsettled transfers (batches); default 16 */
-  size_t batch_max;      /* events per batch; default 1000 (bytes capped by max-message-size) */
+  const char *hub;     /* required */
+  int partition;       /* -1: to the hub (the service routes by partition key or round robin) */
+  size_t queue_max;    /* events queued and not yet sent; default 10000 */
+  size_t inflight_max; /* unsettled transfers (batches); default 16 */
+  size_t batch_max;    /* events per batch; default 1000 (bytes capped by max-message-size) */
   uint32_t send_timeout_ms; /* an event not settled within this fails with QS_ERR_TIMEOUT;
                                default 60000 (retried across reconnects until then) */
 } qs_eh_producer_opts;
@@ -92,8 +92,7 @@ typedef struct qs_eh_event_out {
 
 /* Outcome of one event: status 0 accepted (durable on the hub); QS_ERR_REJECTED with the AMQP
  * error condition and description when the hub rejected it; QS_ERR_TIMEOUT; QS_ERR_CLOSED. */
-typedef void (*qs_eh_send_cb)(int status, const char *condition, const char *description,
-                              void *ud);
+typedef void (*qs_eh_send_cb)(int status, const char *condition, const char *description, void *ud);
 
 int qs_eh_producer_open(qs_eh_client *c, const qs_eh_producer_opts *opts, qs_eh_producer **out);
 /* Queues one event. QS_ERR_FULL when queue_max events are queued (back-pressure: wait for the
@@ -104,8 +103,7 @@ int qs_eh_send(qs_eh_producer *p, const qs_eh_event_out *ev, qs_eh_send_cb cb, v
 /* Events queued or in flight (callback still owed). */
 size_t qs_eh_producer_pending(const qs_eh_producer *p);
 /* Called once each time the queue, after having been full, drops to half of queue_max. */
-void qs_eh_producer_on_drain(qs_eh_producer *p, void (*cb)(qs_eh_producer *p, void *ud),
-                             void *ud);
+void qs_eh_producer_on_drain(qs_eh_producer *p, void (*cb)(qs_eh_producer *p, void *ud), void *ud);
 /* cb fires once when nothing is pending any more (at once, from the loop, if nothing is). */
 void qs_eh_producer_flush(qs_eh_producer *p, void (*cb)(qs_eh_producer *p, void *ud), void *ud);
 
@@ -131,7 +129,7 @@ typedef struct qs_eh_event_in {
   char offset[QS_EH_OFFSET_MAX];
   int64_t enqueued_ms;
   char partition_key[QS_EH_PARTITION_KEY_MAX + 1]; /* "" when none */
-  const void *body; /* valid during the callback only */
+  const void *body;                                /* valid during the callback only */
   size_t len;
   qs_eh_prop props[QS_EH_PROPS_MAX]; /* string application properties (first QS_EH_PROPS_MAX) */
   size_t nprops;
@@ -142,7 +140,7 @@ typedef struct qs_eh_consumer_opts {
   const char *consumer_group; /* default "$Default" */
   int partition;              /* required, >= 0 */
   qs_eh_position start;
-  uint32_t prefetch; /* link credit kept topped up; default 300 */
+  uint32_t prefetch;   /* link credit kept topped up; default 300 */
   int64_t owner_level; /* -1: none; else com.microsoft:epoch */
   /* Each event, in order. */
   void (*on_event)(qs_eh_consumer *cons, const qs_eh_event_in *ev, void *ud);
@@ -188,8 +186,7 @@ int qs_eh_get_hub_props(qs_eh_client *c, const char *hub, uint32_t timeout_ms,
                         void (*cb)(int status, const qs_eh_hub_props *props, const char *reason,
                                    void *ud),
                         void *ud);
-int qs_eh_get_partition_props(qs_eh_client *c, const char *hub, int partition,
-                              uint32_t timeout_ms,
+int qs_eh_get_partition_props(qs_eh_client *c, const char *hub, int partition, uint32_t timeout_ms,
                               void (*cb)(int status, const qs_eh_partition_props *props,
                                          const char *reason, void *ud),
                               void *ud);
