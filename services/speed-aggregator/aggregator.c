@@ -449,26 +449,26 @@ void sa_agg_init(sa_agg *a, uv_loop_t *loop, qs_log *log, qs_metrics *metrics, q
   a->m_late = qs_metric_series(qs_metrics_gauge(
       metrics, "quakestream_speed_late_events",
       "events that arrived after their window was final (counted in late_count)", NULL));
-  a->m_commits = qs_metric_series(
-      qs_metrics_counter(metrics, "quakestream_speed_commits_total",
-                         "atomic state + checkpoint commits to Redis", NULL));
+  a->m_commits =
+      qs_metric_series(qs_metrics_counter(metrics, "quakestream_speed_commits_total",
+                                          "atomic state + checkpoint commits to Redis", NULL));
   a->m_commit_fail = qs_metric_series(qs_metrics_counter(
       metrics, "quakestream_speed_commit_failures_total",
       "commits refused (lease lost) or failed (Redis); work replayed from checkpoints", NULL));
   a->m_resets = qs_metric_series(qs_metrics_counter(
       metrics, "quakestream_speed_resets_total",
       "times uncommitted work was dropped and consumption resumed from checkpoints", NULL));
-  a->m_alerts = qs_metric_series(qs_metrics_counter(
-      metrics, "quakestream_speed_alerts_total", "alerts newly stored (once per key)", NULL));
+  a->m_alerts = qs_metric_series(qs_metrics_counter(metrics, "quakestream_speed_alerts_total",
+                                                    "alerts newly stored (once per key)", NULL));
   a->m_fetches = qs_metric_series(qs_metrics_counter(
       metrics, "quakestream_speed_state_fetches_total", "state fetches from Redis", NULL));
-  a->m_queue = qs_metric_series(qs_metrics_gauge(
-      metrics, "quakestream_speed_queue_events", "consumed events waiting to be applied", NULL));
-  a->m_owned = qs_metric_series(qs_metrics_gauge(
-      metrics, "quakestream_speed_partitions_owned", "partitions leased by this replica", NULL));
-  a->m_commit_seconds = qs_metric_series(qs_metrics_histogram(
-      metrics, "quakestream_speed_commit_build_seconds",
-      "time to build and send one commit (CPU side)", NULL, secs, 12));
+  a->m_queue = qs_metric_series(qs_metrics_gauge(metrics, "quakestream_speed_queue_events",
+                                                 "consumed events waiting to be applied", NULL));
+  a->m_owned = qs_metric_series(qs_metrics_gauge(metrics, "quakestream_speed_partitions_owned",
+                                                 "partitions leased by this replica", NULL));
+  a->m_commit_seconds = qs_metric_series(
+      qs_metrics_histogram(metrics, "quakestream_speed_commit_build_seconds",
+                           "time to build and send one commit (CPU side)", NULL, secs, 12));
   a->m_batch = qs_metric_series(qs_metrics_histogram(metrics, "quakestream_speed_batch_events",
                                                      "events per commit", NULL, batch_bounds, 8));
 }
@@ -506,7 +506,8 @@ static void maybe_finish_stop(sa_agg *a) {
     if (a->commit_inflight)
       return;
   }
-  qs_log_info(a->log, "aggregator stopped", QS_LINT("committed_events", (int64_t)a->committed_items));
+  qs_log_info(a->log, "aggregator stopped",
+              QS_LINT("committed_events", (int64_t)a->committed_items));
   sa_lease_close(&a->lease, on_lease_closed);
 }
 

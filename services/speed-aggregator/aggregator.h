@@ -36,19 +36,19 @@ typedef struct sa_source_ops {
 
 typedef struct sa_agg_opts {
   sa_engine_opts engine;
-  size_t batch_max;     /* events per commit */
-  int64_t batch_ms;     /* longest wait before a commit */
-  size_t queue_max;     /* consumed, not yet applied events; consumers pause beyond */
-  size_t cache_max;     /* cached records + windows before the cache is dropped */
+  size_t batch_max; /* events per commit */
+  int64_t batch_ms; /* longest wait before a commit */
+  size_t queue_max; /* consumed, not yet applied events; consumers pause beyond */
+  size_t cache_max; /* cached records + windows before the cache is dropped */
   int64_t lease_ttl_ms;
-  int64_t rolling_ms;   /* rolling-window refresh period */
-  bool rolling_wall;    /* rolling window ends at the wall clock (else at the newest event) */
-  size_t rolling_max;   /* events read per refresh */
+  int64_t rolling_ms; /* rolling-window refresh period */
+  bool rolling_wall;  /* rolling window ends at the wall clock (else at the newest event) */
+  size_t rolling_max; /* events read per refresh */
   int64_t retention_windows_ms;
   int64_t retention_events_ms;
-  int64_t trim_ms;      /* retention trim period */
-  int64_t baseline_ms;  /* baseline reload period */
-  const char *owner;    /* lease owner id */
+  int64_t trim_ms;     /* retention trim period */
+  int64_t baseline_ms; /* baseline reload period */
+  const char *owner;   /* lease owner id */
 } sa_agg_opts;
 
 void sa_agg_opts_default(sa_agg_opts *o);
