@@ -565,6 +565,13 @@ static int window_retract(sa_engine *e, sa_window *w, const char *id) {
   if (rc < 0)
     return rc;
   members_remove_at(&w->mem, (size_t)i);
+  if (w->mem.n == 0) {
+    /* An empty window is deleted from Redis at the next commit. Forget its own fields now (not
+     * at the commit, whose timing varies), so that the cached copy always equals what a restarted
+     * process would load, and both go on identically. */
+    w->late_count = 0;
+    w->final = false;
+  }
   if (rc == QS_AGG_MINMAX_STALE && qs_agg_recompute_minmax(&w->row.agg, w->mem.c, w->mem.n) != 0)
     QS_FATAL("window %s: members disagree with the aggregate", w->key);
   window_touch_member(w, id);
@@ -731,9 +738,11 @@ void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
   char msg[QS_EVENT_ID_MAX + 96];
   if (r->live) {
     sa_window *old = window_get(e, r->region, r->c.time_ms);
+    /* The window may have been trimmed by retention (windows are kept 30 days, event records
+     * 90): then there is nothing left to retract. */
     if (!old || window_retract(e, old, r->id) != 0)
-      QS_FATAL("event %s: its window is not cached or does not hold it", r->id);
-    if (old->partition < 0)
+      e->stats.orphans++;
+    else if (old->partition < 0)
       old->partition = it->partition;
     if (retraction) {
       int n =

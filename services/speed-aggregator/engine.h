@@ -118,7 +118,7 @@ typedef struct sa_partition {
 
 typedef struct sa_engine_stats {
   uint64_t events, poison, duplicates, stale, retractions, revisions, late, alerts;
-  uint64_t windows_finalized_local;
+  uint64_t orphans; /* revisions of events whose old window was trimmed by retention */
 } sa_engine_stats;
 
 typedef struct sa_pub {

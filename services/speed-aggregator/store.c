@@ -20,6 +20,7 @@
 
 #include "qs/buf.h"
 #include "qs/error.h"
+#include "qs/timeutil.h"
 
 const char sa_commit_lua[] =
     "local nops = tonumber(ARGV[1])\n"
@@ -401,7 +402,7 @@ int sa_store_load_checkpoint(sa_store *s, int partition, sa_store_done_cb cb, vo
   c->partition = partition;
   c->cb = cb;
   c->ud = ud;
-  c->now = qs_redis_ready(s->redis, NULL) ? (int64_t)uv_now(s->redis->loop) : 0;
+  c->now = qs_time_now_ms(); /* the engine's wall clock (idle detection) is epoch ms */
   int rc = qs_redis_command(s->redis, on_ckpt, c, "HGETALL %s", key);
   if (rc != 0)
     free(c);

@@ -27,7 +27,9 @@ from speed_support import (FIELDS, HUB, committed_events, dump_state, hgetall, h
 
 def start_speed(start_service, hub, redis, **extra):
     env = {"EVENTHUBS_CONNECTION_STRING": hub.connection_string, "REDIS_URL": redis.url,
-           "PARTITION_IDLE": "1h", "LEASE_TTL": "2s", "BATCH_INTERVAL": "20ms"}
+           "PARTITION_IDLE": "1h", "LEASE_TTL": "2s", "BATCH_INTERVAL": "20ms",
+           # The reference feeds are older than the default retention (30 d) of this clock.
+           "RETENTION_WINDOWS": "366d", "RETENTION_EVENTS": "366d"}
     env.update({k: str(v) for k, v in extra.items()})
     return start_service("speed-aggregator", env=env)
 
@@ -202,3 +204,108 @@ def test_webhook_receives_alerts_with_retries(start_service, hub_server, redis_s
         assert len(calls) == 2
     finally:
         srv.shutdown()
+
+
+def test_ready_only_with_redis_and_hub(start_service, hub_server, redis_server):
+    svc = start_speed(start_service, hub_server, redis_server)
+    wait_until(lambda: svc.get("/readyz")[0] == 200, 30, "ready", svc)
+    redis_server.stop()
+    wait_until(lambda: svc.get("/readyz")[0] == 503, 30, "not ready without redis", svc)
+    status, _, body = svc.get("/readyz")
+    assert "redis" in body.decode()
+
+
+def lease_owners(redis):
+    out = {}
+    for p in range(4):
+        out[p] = redis.cli("GET", f"qs:lease:{HUB}:$Default:{p}").strip()
+    return out
+
+
+CRASH_ENV = {"BATCH_EVENTS": "100", "PREFETCH": "100", "QUEUE_MAX": "500", "LEASE_TTL": "1s"}
+
+
+def state_diff(clean, other):
+    """Differences as (key, field, clean value, other value), JSON rows compared field by field."""
+    out = []
+    for k in sorted(set(clean) | set(other)):
+        a, b = clean.get(k), other.get(k)
+        if a == b:
+            continue
+        try:
+            ja, jb = json.loads(a), json.loads(b)
+            fields = {f for f in set(ja) | set(jb) if ja.get(f) != jb.get(f)}
+            out.append((k, {f: (ja.get(f), jb.get(f)) for f in fields}))
+        except (TypeError, ValueError):
+            out.append((k, a, b))
+    return out
+
+
+def clean_run(start_service, hub, redis):
+    svc = start_speed(start_service, hub, redis, **CRASH_ENV)
+    wait_all_committed(hub, redis, svc, timeout=300)
+    state = dump_state(redis)
+    svc.signal(__import__("signal").SIGTERM)
+    assert svc.wait(timeout=20) == 0
+    return state
+
+
+def test_kill_9_during_replay_resumes_to_the_clean_state(start_service, hub_server, redis_server,
+                                                         tmp_path):
+    from conftest import RedisServer
+    events = synthetic_events(50_000, seed=11)
+    send(events, hub_server.connection_string)
+    total = hub_totals(hub_server.connection_string)
+    assert total == 50_000
+    (tmp_path / "clean").mkdir()
+    clean_redis = RedisServer(tmp_path / "clean")
+    try:
+        clean = clean_run(start_service, hub_server, clean_redis)
+    finally:
+        clean_redis.stop()
+    rng = random.Random(5)
+    kills_mid_stream = 0
+    for frac in (0.1, 0.3, 0.5, 0.7, 0.85):
+        svc = start_speed(start_service, hub_server, redis_server, **CRASH_ENV)
+        target = int(total * (frac + rng.uniform(-0.05, 0.05)))
+        wait_until(lambda: committed_events(redis_server) >= target, 300, f"{target} committed",
+                   svc)
+        svc.proc.kill()  # SIGKILL: no final commit, no lease release
+        svc.proc.wait()
+        if committed_events(redis_server) < total:
+            kills_mid_stream += 1
+    assert kills_mid_stream >= 3
+    svc = start_speed(start_service, hub_server, redis_server, **CRASH_ENV)
+    wait_all_committed(hub_server, redis_server, svc, timeout=300)
+    crashed = dump_state(redis_server)
+    diff = state_diff(clean, crashed)
+    assert not diff, (len(diff), diff[:8])
+    # And both equal the independent computation.
+    assert_windows_equal_reference(redis_server, events)
+
+
+def test_second_replica_takes_over_a_killed_replicas_partitions(start_service, hub_server,
+                                                                redis_server, tmp_path):
+    from conftest import RedisServer
+    events = synthetic_events(20_000, seed=23)
+    send(events, hub_server.connection_string)
+    total = hub_totals(hub_server.connection_string)
+    (tmp_path / "clean").mkdir()
+    clean_redis = RedisServer(tmp_path / "clean")
+    try:
+        clean = clean_run(start_service, hub_server, clean_redis)
+    finally:
+        clean_redis.stop()
+    a = start_speed(start_service, hub_server, redis_server, REPLICA_ID="replica-a", **CRASH_ENV)
+    b = start_speed(start_service, hub_server, redis_server, REPLICA_ID="replica-b", **CRASH_ENV)
+    wait_until(lambda: set(lease_owners(redis_server).values()) == {"replica-a", "replica-b"}, 60,
+               "both replicas hold leases", b)
+    wait_until(lambda: committed_events(redis_server) >= total * 0.3, 300, "30 % committed", b)
+    a.proc.kill()
+    a.proc.wait()
+    wait_until(lambda: set(lease_owners(redis_server).values()) == {"replica-b"}, 60,
+               "replica-b took over every partition", b)
+    wait_all_committed(hub_server, redis_server, b, timeout=300)
+    crashed = dump_state(redis_server)
+    diff = state_diff(clean, crashed)
+    assert not diff, (len(diff), diff[:8])

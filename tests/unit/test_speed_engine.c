@@ -448,6 +448,22 @@ static void test_take_covers_state_checkpoint_and_live_messages(void **st) {
   free_engine(e);
 }
 
+static void test_revision_of_event_whose_window_was_trimmed_does_not_crash(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  qs_contrib a;
+  assert_int_equal(qs_contrib_init(&a, T0 + 1, 2.5, 10.0, false, 5.0), 0);
+  char ea[128], rec[256];
+  sa_contrib_encode(&a, ea, sizeof ea);
+  snprintf(rec, sizeof rec, "1|N|alaska|%s", ea);
+  sa_engine_load_evstate(e, "old1", rec, strlen(rec));
+  /* Retention removed the window (and its members); the record is still there. */
+  run(e, mk(0, 1, "old1", 3.0, T0 + 1, 2, "alaska", "revision", false), T0);
+  assert_int_equal(e->stats.orphans, 1);
+  assert_int_equal(win(e, "alaska", T0)->row.agg.event_count, 1);
+  free_engine(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_event_on_boundary_opens_the_window_that_starts_there),
@@ -465,6 +481,7 @@ int main(void) {
       cmocka_unit_test(test_anomaly_needs_a_baseline_and_uses_scaled_threshold),
       cmocka_unit_test(test_reloaded_window_rebuilds_aggregate_from_members),
       cmocka_unit_test(test_take_covers_state_checkpoint_and_live_messages),
+      cmocka_unit_test(test_revision_of_event_whose_window_was_trimmed_does_not_crash),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
