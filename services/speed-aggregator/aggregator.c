@@ -67,9 +67,23 @@ static sa_item *q_pop(sa_queue *q) {
   return it;
 }
 
+/* Items are recycled (up to FREE_ITEMS): an item is ~3 KB and one is needed per event. */
+#define FREE_ITEMS 4096
+static sa_item *free_items[FREE_ITEMS];
+static size_t n_free_items;
+
+static sa_item *item_new(size_t body_len) {
+  sa_item *it = n_free_items ? free_items[--n_free_items] : qs_xmalloc(sizeof *it);
+  it->body = qs_xmalloc(body_len + 1);
+  return it;
+}
+
 static void item_free(sa_item *it) {
   free(it->body);
-  free(it);
+  if (n_free_items < FREE_ITEMS)
+    free_items[n_free_items++] = it;
+  else
+    free(it);
 }
 
 static void q_clear(sa_queue *q) {
@@ -291,8 +305,7 @@ static void pump(sa_agg *a) {
   size_t applied = 0;
   while (a->q.len) {
     sa_item *it = q_at(&a->q, 0);
-    sa_needs_reset(&a->needs);
-    if (!sa_engine_ready_for(&a->engine, it, &a->needs)) {
+    if (!sa_engine_ready_for(&a->engine, it, NULL)) {
       if (!a->fetch_inflight)
         start_fetch(a);
       break;
@@ -307,7 +320,11 @@ static void pump(sa_agg *a) {
         return;
     }
   }
+  /* Group commit: with no commit in flight, commit as soon as everything received is applied
+   * (lowest latency); under load commits stay in flight and batches grow by themselves, up to
+   * batch_max; batch_ms bounds the wait while a fetch holds the queue. */
   if (a->engine.pending_items >= a->o.batch_max ||
+      (a->engine.pending_items && a->q.len == 0 && !a->fetch_inflight) ||
       (a->first_pending_ms && now - a->first_pending_ms >= a->o.batch_ms) ||
       (a->stopping && sa_engine_has_changes(&a->engine)))
     start_commit(a);
@@ -324,12 +341,13 @@ void sa_agg_on_event(sa_agg *a, int partition, int64_t sequence, const char *off
   if (partition < 0 || partition >= SA_PARTITIONS_MAX || a->part[partition] != SA_PART_CONSUMING ||
       a->resetting || a->stopping)
     return;
-  sa_item *it = qs_xcalloc(1, sizeof *it);
+  sa_item *it = item_new(len);
   it->partition = partition;
   it->sequence = sequence;
-  snprintf(it->offset, sizeof it->offset, "%s", offset ? offset : "");
+  size_t olen = offset ? strnlen(offset, sizeof it->offset - 1) : 0;
+  memcpy(it->offset, offset ? offset : "", olen);
+  it->offset[olen] = '\0';
   it->enqueued_ms = enqueued_ms;
-  it->body = qs_xmalloc(len + 1);
   memcpy(it->body, body, len);
   it->body[len] = '\0';
   it->len = len;
@@ -538,6 +556,8 @@ void sa_agg_stop(sa_agg *a, void (*cb)(sa_agg *a, void *ud), void *ud) {
 
 void sa_agg_free(sa_agg *a) {
   q_clear(&a->q);
+  while (n_free_items)
+    free(free_items[--n_free_items]);
   free(a->q.items);
   sa_needs_free(&a->needs);
   sa_store_free(&a->store);

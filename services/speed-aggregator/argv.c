@@ -52,10 +52,34 @@ void sa_argv_add(sa_argv *a, const char *s, size_t len) {
 
 void sa_argv_adds(sa_argv *a, const char *s) { sa_argv_add(a, s, strlen(s)); }
 
+void sa_argv_add3(sa_argv *a, const char *s1, size_t l1, const char *s2, size_t l2, const char *s3,
+                  size_t l3) {
+  size_t len = l1 + l2 + l3;
+  reserve(a, len + 1);
+  char *d = a->arena + a->used;
+  memcpy(d, s1, l1);
+  memcpy(d + l1, s2, l2);
+  memcpy(d + l1 + l2, s3, l3);
+  d[len] = '\0';
+  a->off[a->n] = a->used;
+  a->len[a->n] = len;
+  a->used += len + 1;
+  a->n++;
+}
+
 void sa_argv_addi(sa_argv *a, int64_t v) {
-  char b[32];
-  int n = snprintf(b, sizeof b, "%" PRId64, v);
-  sa_argv_add(a, b, (size_t)n);
+  char b[24], t[24];
+  size_t n = 0, len = 0;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    t[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0)
+    b[len++] = '-';
+  while (n)
+    b[len++] = t[--n];
+  sa_argv_add(a, b, len);
 }
 
 void sa_argv_addf(sa_argv *a, const char *fmt, ...) {

@@ -24,6 +24,9 @@ void sa_argv_free(sa_argv *a);
 void sa_argv_reset(sa_argv *a);
 void sa_argv_add(sa_argv *a, const char *s, size_t len);
 void sa_argv_adds(sa_argv *a, const char *s);
+/* One string made of three parts (no temporary buffer). */
+void sa_argv_add3(sa_argv *a, const char *s1, size_t l1, const char *s2, size_t l2, const char *s3,
+                  size_t l3);
 void sa_argv_addi(sa_argv *a, int64_t v);
 void sa_argv_addf(sa_argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Index of the next string; with sa_argv_set_i lets a count be written after its items. */

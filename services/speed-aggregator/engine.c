@@ -65,19 +65,51 @@ void sa_item_parse(sa_item *it) {
 
 /* ---- encodings ---------------------------------------------------------------------------- */
 
+/* Decimal of v into buf (>= 21 bytes), NUL-terminated; returns the length. snprintf's cost
+ * showed up in profiles: it runs several times per event. */
+size_t sa_i64_to_str(int64_t v, char *buf) {
+  char tmp[24];
+  size_t n = 0;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  size_t len = 0;
+  if (v < 0)
+    buf[len++] = '-';
+  while (n)
+    buf[len++] = tmp[--n];
+  buf[len] = '\0';
+  return len;
+}
+
+static size_t copy_str(char *dst, size_t cap, const char *src) {
+  size_t n = strlen(src);
+  if (n >= cap)
+    n = cap - 1;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+  return n;
+}
+
 size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap) {
-  char m[24], d[24];
+  char t[80];
+  size_t n = sa_i64_to_str(c->time_ms, t);
+  t[n++] = ',';
   if (c->has_mag)
-    snprintf(m, sizeof m, "%" PRId64, c->mag_micro);
+    n += sa_i64_to_str(c->mag_micro, t + n);
   else
-    strcpy(m, "n");
+    t[n++] = 'n';
+  t[n++] = ',';
   if (c->has_depth)
-    snprintf(d, sizeof d, "%" PRId64, c->depth_micro);
+    n += sa_i64_to_str(c->depth_micro, t + n);
   else
-    strcpy(d, "n");
-  int n = snprintf(buf, cap, "%" PRId64 ",%s,%s,%d", c->time_ms, m, d,
-                   (c->tsunami ? 1 : 0) | (c->significant ? 2 : 0));
-  return n < 0 ? 0 : (size_t)n;
+    t[n++] = 'n';
+  t[n++] = ',';
+  t[n++] = (char)('0' + ((c->tsunami ? 1 : 0) | (c->significant ? 2 : 0)));
+  t[n] = '\0';
+  return copy_str(buf, cap, t);
 }
 
 static const char *parse_i64(const char *s, const char *end, int64_t *out) {
@@ -129,10 +161,15 @@ int sa_contrib_decode(qs_contrib *c, const char *s, size_t len) {
 
 /* Event record: "<updated>|<change>|<region>|<contribution or empty>". */
 static size_t evrec_encode(const sa_evrec *r, char *buf, size_t cap) {
-  char cb[128] = "";
-  sa_contrib_encode(&r->c, cb, sizeof cb);
-  int n = snprintf(buf, cap, "%" PRId64 "|%c|%s|%s", r->updated, r->change, r->region, cb);
-  return n < 0 ? 0 : (size_t)n;
+  char t[256];
+  size_t n = sa_i64_to_str(r->updated, t);
+  t[n++] = '|';
+  t[n++] = r->change;
+  t[n++] = '|';
+  n += copy_str(t + n, sizeof t - n - 100, r->region);
+  t[n++] = '|';
+  n += sa_contrib_encode(&r->c, t + n, sizeof t - n);
+  return copy_str(buf, cap, t);
 }
 
 static int evrec_decode(sa_evrec *r, const char *s, size_t len) {
@@ -328,7 +365,11 @@ void sa_engine_tick(sa_engine *e, int64_t now_ms) {
 /* ---- cache -------------------------------------------------------------------------------- */
 
 static void window_key(char *buf, size_t cap, const char *region, int64_t start) {
-  snprintf(buf, cap, "%s|%" PRId64, region, start);
+  char t[SA_KEY_MAX + 32];
+  size_t n = copy_str(t, SA_KEY_MAX, region);
+  t[n++] = '|';
+  sa_i64_to_str(start, t + n);
+  copy_str(buf, cap, t);
 }
 
 const sa_window *sa_engine_window(const sa_engine *e, const char *region, int64_t start_ms) {
@@ -360,6 +401,8 @@ void sa_needs_free(sa_needs *n) {
 }
 
 static void need(sa_needs *n, sa_argv *list, char kind, const char *s) {
+  if (!n)
+    return; /* the caller only asks whether the item is ready */
   char k[SA_KEY_MAX + 2];
   snprintf(k, sizeof k, "%c%s", kind, s);
   if (sa_smap_get(&n->seen, k))
@@ -376,7 +419,7 @@ static bool need_window(sa_engine *e, sa_needs *n, const char *region, int64_t t
   window_key(k, sizeof k, region, start);
   if (sa_smap_get(&e->windows, k))
     return true;
-  need(n, &n->win_keys, 'w', k);
+  need(n, n ? &n->win_keys : NULL, 'w', k);
   return false;
 }
 
@@ -386,7 +429,7 @@ bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n) {
   const qs_event *ev = &it->ev;
   sa_evrec *r = sa_smap_get(&e->evrecs, ev->event_id);
   if (!r) {
-    need(n, &n->ev_ids, 'e', ev->event_id);
+    need(n, n ? &n->ev_ids : NULL, 'e', ev->event_id);
     return false;
   }
   if (r->exists && ev->updated <= r->updated)
@@ -412,14 +455,15 @@ void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_
   sa_smap_put(&e->evrecs, id, r);
 }
 
-static void members_push(sa_member_list *m, const char *id, const qs_contrib *c) {
+static void members_push(sa_member_list *m, const char *id, const qs_contrib *c, bool indexed) {
   if (m->n == m->cap) {
     m->cap = m->cap ? m->cap * 2 : 8;
     m->ids = qs_xrealloc(m->ids, m->cap * sizeof *m->ids);
     m->c = qs_xrealloc(m->c, m->cap * sizeof *m->c);
   }
-  snprintf(m->ids[m->n], sizeof m->ids[m->n], "%s", id);
-  sa_smap_put(&m->idx, m->ids[m->n], (void *)(uintptr_t)(m->n + 1));
+  copy_str(m->ids[m->n], sizeof m->ids[m->n], id);
+  if (indexed)
+    sa_smap_put(&m->idx, m->ids[m->n], (void *)(uintptr_t)(m->n + 1));
   if (c)
     m->c[m->n] = *c;
   else
@@ -489,7 +533,7 @@ int sa_engine_load_window(sa_engine *e, const char *key, const char *row, size_t
       result = QS_ERR_INVALID;
       continue;
     }
-    members_push(&w->mem, ids[i], &c);
+    members_push(&w->mem, ids[i], &c, true);
   }
   if (row) {
     cJSON *j = cJSON_ParseWithLength(row, rowlen);
@@ -551,9 +595,10 @@ static void publish(sa_engine *e, int channel, const char *msg, size_t len) {
   sa_argv_add(&e->pubs, msg, len);
 }
 
+/* Records a changed member id. Duplicates are allowed: the commit writes each id's final state,
+ * and setting or deleting a field twice in one command is harmless. */
 static void window_touch_member(sa_window *w, const char *id) {
-  if (members_find(&w->changed, id) < 0)
-    members_push(&w->changed, id, NULL);
+  members_push(&w->changed, id, NULL, false);
 }
 
 static int window_retract(sa_engine *e, sa_window *w, const char *id) {
@@ -706,7 +751,7 @@ void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
     pt->last_tick_wall = now_ms;
   }
   pt->sequence = it->sequence;
-  snprintf(pt->offset, sizeof pt->offset, "%s", it->offset);
+  copy_str(pt->offset, sizeof pt->offset, it->offset);
   pt->last_event_wall = now_ms;
   pt->dirty = true;
   e->pending_items++;
@@ -777,21 +822,18 @@ void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
   }
   if (qs_agg_row_add(&w->row, &c) != 0)
     QS_FATAL("window %s refused a member", w->key);
-  members_push(&w->mem, ev->event_id, &c);
+  members_push(&w->mem, ev->event_id, &c, true);
   window_touch_member(w, ev->event_id);
   w->partition = it->partition;
   mark_window(e, w);
   r->change = (r->live || ev->change == QS_EVENT_REVISION) ? 'R' : 'N';
   r->live = true;
-  snprintf(r->region, sizeof r->region, "%s", ev->region);
+  copy_str(r->region, sizeof r->region, ev->region);
   r->c = c;
   store_body(e, r, it->body, it->len);
-  qs_buf b = QS_BUF_INIT;
-  qs_buf_puts(&b, "{\"type\":\"event\",\"data\":");
-  qs_buf_append(&b, it->body, it->len);
-  qs_buf_puts(&b, "}");
-  publish(e, SA_CH_EVENTS, b.p, b.len);
-  qs_buf_free(&b);
+  static const char pre[] = "{\"type\":\"event\",\"data\":";
+  sa_argv_addi(&e->pubs, SA_CH_EVENTS);
+  sa_argv_add3(&e->pubs, pre, sizeof pre - 1, it->body, it->len, "}", 1);
   event_alerts(e, ev, &c, now_ms);
   window_alerts(e, w, now_ms);
 }

@@ -163,8 +163,8 @@ void sa_needs_init(sa_needs *n);
 void sa_needs_reset(sa_needs *n);
 void sa_needs_free(sa_needs *n);
 
-/* true if `it` can be applied now; otherwise adds what is missing to n. Event records are
- * needed before windows can be known, so an item may need two rounds. */
+/* true if `it` can be applied now; otherwise adds what is missing to n (n may be NULL). Event
+ * records are needed before windows can be known, so an item may need two rounds. */
 bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n);
 
 /* Hands over a fetched event record (val NULL: the id was never seen). Ignored if cached. */
@@ -210,6 +210,9 @@ const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *id);
 /* Key names (hub and group from the options). */
 void sa_key_ckpt(const sa_engine *e, int p, char *buf, size_t cap);
 void sa_key_open(const sa_engine *e, int p, char *buf, size_t cap);
+
+/* Decimal of v into buf (>= 21 bytes); returns the length. */
+size_t sa_i64_to_str(int64_t v, char *buf);
 
 /* Encoding of a member contribution and of an event record as stored in Redis. */
 size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap);
