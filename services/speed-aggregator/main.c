@@ -212,6 +212,12 @@ int main(int argc, char **argv) {
   static app p;
   p.svc = &svc;
   char err[512];
+  const char *hook = qs_config_str(c, "ALERT_WEBHOOK_URL");
+  if (hook[0] && strncmp(hook, "http://", 7) != 0 && strncmp(hook, "https://", 8) != 0) {
+    qs_log_error(&svc.log, "ALERT_WEBHOOK_URL must start with http:// or https://");
+    qs_service_request_stop(&svc, 2);
+    return qs_service_run(&svc);
+  }
   if (qs_redis_init(&p.redis, &svc.loop, qs_config_str(c, "REDIS_URL"), NULL, err, sizeof err) !=
       0) {
     qs_log_error(&svc.log, "REDIS_URL is not usable", QS_LSTR("error", err));
@@ -278,16 +284,10 @@ int main(int argc, char **argv) {
                           .queue_max = (size_t)qs_config_int(c, "WEBHOOK_QUEUE"),
                           .max_attempts = (int)qs_config_int(c, "WEBHOOK_ATTEMPTS"),
                           .timeout_ms = (uint32_t)qs_config_ms(c, "WEBHOOK_TIMEOUT")};
-    const char *u = wo.url;
-    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
-      qs_log_error(&svc.log, "ALERT_WEBHOOK_URL must start with http:// or https://");
-      exit(2);
-    }
-    if (sa_webhook_init(&p.webhook, &svc.loop, &svc.log, &svc.metrics, &wo) != 0) {
-      qs_log_error(&svc.log, "cannot initialise the HTTP client");
-      exit(1);
-    }
-    p.has_webhook = true;
+    if (sa_webhook_init(&p.webhook, &svc.loop, &svc.log, &svc.metrics, &wo) == 0)
+      p.has_webhook = true;
+    else
+      qs_log_warn(&svc.log, "alert webhook disabled: the HTTP client did not initialise");
   }
   uv_timer_init(&svc.loop, &p.props_retry);
   p.props_retry.data = &p;
