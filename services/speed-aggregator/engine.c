@@ -678,6 +678,7 @@ static void alert_add(sa_engine *e, const char *type, const char *subject, const
   qs_buf_puts(&b, ",\"message\":\"");
   qs_buf_json_str(&b, message, strlen(message));
   qs_buf_puts(&b, "\",\"retracted\":false}");
+  sa_argv_adds(&e->alerts, "@ALERT");
   sa_argv_adds(&e->alerts, key);
   sa_argv_addi(&e->alerts, now_ms);
   sa_argv_add(&e->alerts, b.p, b.len);
@@ -705,6 +706,27 @@ static void window_alerts(sa_engine *e, sa_window *w, int64_t now_ms) {
              count, w->row.region, thr);
     alert_add(e, "ANOMALY", w->key, w->row.region, w->row.window_start_ms, NULL, NULL, count, thr,
               msg, now_ms);
+  }
+}
+
+/* An event alert whose condition no longer holds for the newest version (deleted, superseded,
+ * or revised below the threshold / without the tsunami flag) is marked retracted (the commit's
+ * @RETRACT op: only if it exists, published when it changes). A later version that meets the
+ * condition again stores it again, un-retracted (@ALERT). */
+static void alerts_retract_stale(sa_engine *e, const sa_evrec *old, const qs_contrib *now,
+                                 bool tsunami_now) {
+  int64_t spike = llround(e->o.spike_magnitude * QS_AGG_MICRO);
+  char key[QS_EVENT_ID_MAX + 32];
+  if (old->c.has_mag && old->c.mag_micro >= spike &&
+      !(now && now->has_mag && now->mag_micro >= spike)) {
+    snprintf(key, sizeof key, "MAGNITUDE_SPIKE|%s", old->id);
+    sa_argv_adds(&e->alerts, "@RETRACT");
+    sa_argv_adds(&e->alerts, key);
+  }
+  if (old->c.tsunami && !tsunami_now) {
+    snprintf(key, sizeof key, "TSUNAMI|%s", old->id);
+    sa_argv_adds(&e->alerts, "@RETRACT");
+    sa_argv_adds(&e->alerts, key);
   }
 }
 
@@ -782,6 +804,7 @@ void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
   }
   char msg[QS_EVENT_ID_MAX + 96];
   if (r->live) {
+    alerts_retract_stale(e, r, retraction ? NULL : &c, ev->tsunami_flag && !retraction);
     sa_window *old = window_get(e, r->region, r->c.time_ms);
     /* The window may have been trimmed by retention (windows are kept 30 days, event records
      * 90): then there is nothing left to retract. */
@@ -1050,16 +1073,23 @@ size_t sa_engine_take(sa_engine *e, sa_argv *ops, int *parts, size_t *nparts, in
     op_arg(&c, m, mlen);
     op_end(&c);
   }
-  for (size_t i = 0; i + 2 < e->alerts.n; i += 3) {
+  /* Alerts and retractions in the order they were decided: their outcome depends on it. */
+  for (size_t i = 0; i < e->alerts.n;) {
     size_t l0, l1, l2;
-    const char *k = sa_argv_at(&e->alerts, i, &l0);
-    const char *s = sa_argv_at(&e->alerts, i + 1, &l1);
-    const char *j = sa_argv_at(&e->alerts, i + 2, &l2);
+    const char *op = sa_argv_at(&e->alerts, i, NULL);
+    const char *k = sa_argv_at(&e->alerts, i + 1, &l0);
     sa_argv_addi(ops, 0);
-    sa_argv_adds(ops, "@ALERT");
+    sa_argv_adds(ops, op);
     sa_argv_add(ops, k, l0);
-    sa_argv_add(ops, s, l1);
-    sa_argv_add(ops, j, l2);
+    if (strcmp(op, "@ALERT") == 0) {
+      const char *sc = sa_argv_at(&e->alerts, i + 2, &l1);
+      const char *j = sa_argv_at(&e->alerts, i + 3, &l2);
+      sa_argv_add(ops, sc, l1);
+      sa_argv_add(ops, j, l2);
+      i += 4;
+    } else {
+      i += 2;
+    }
   }
   if (e->dlq.n) {
     for (size_t i = 0; i < e->dlq.n; i++) {

@@ -142,7 +142,7 @@ typedef struct sa_engine {
   size_t n_dirty_win, cap_dirty_win;
   char *bodies; /* arena of event bodies of dirty records */
   size_t bodies_used, bodies_cap;
-  sa_argv alerts;       /* key, score, json triples */
+  sa_argv alerts;       /* in decision order: "@ALERT" key score json | "@RETRACT" key */
   sa_argv dlq;          /* dead-letter JSON */
   sa_argv pubs;         /* channel, message pairs (events; windows are added at take) */
   size_t pending_items; /* items applied since the last take */

@@ -1,12 +1,13 @@
 /* store.c — the aggregator's Redis side (see store.h).
  *
  * The commit is one EVAL of sa_commit_lua. Its arguments are a list of ops produced by
- * sa_engine_take — "<n> <redis command of n words>", "0 @ALERT key score json" (stored once:
- * HSETNX, indexed and published only when new) and "0 @FINAL open-set threshold" (marks the
- * rows of windows whose end <= threshold final) — followed by the lease fence: (lease key, owner)
- * pairs that must all still hold. A script runs atomically, so Redis holds either all of a
- * batch's state changes with its checkpoints or none of them: a crash at any point resumes from
- * a checkpoint that matches the state exactly.
+ * sa_engine_take — "<n> <redis command of n words>", "0 @ALERT key score json" (stored,
+ * indexed and published only when new or when the stored one was retracted), "0 @RETRACT key"
+ * (marks a stored alert retracted, published when it changes) and "0 @FINAL open-set threshold"
+ * (marks the rows of windows whose end <= threshold final) — followed by the lease fence: (lease
+ * key, owner) pairs that must all still hold. A script runs atomically, so Redis holds either all
+ * of a batch's state changes with its checkpoints or none of them: a crash at any point resumes
+ * from a checkpoint that matches the state exactly.
  */
 #include "store.h"
 
@@ -39,13 +40,26 @@ const char sa_commit_lua[] =
     "    i = i + c + 1\n"
     "  elseif ARGV[i + 1] == '@ALERT' then\n"
     "    local key, score, json = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]\n"
-    "    if redis.call('HSETNX', 'qs:alerts', key, json) == 1 then\n"
+    "    local cur = redis.call('HGET', 'qs:alerts', key)\n"
+    "    if not cur or string.find(cur, '\"retracted\":true', 1, true) then\n"
+    "      redis.call('HSET', 'qs:alerts', key, json)\n"
     "      redis.call('ZADD', 'qs:alerts:idx', score, key)\n"
     "      redis.call('PUBLISH', 'qs:live:alerts', '{\"type\":\"alert\",\"data\":' .. json .. "
     "'}')\n"
     "      alerts[#alerts + 1] = json\n"
     "    end\n"
     "    i = i + 5\n"
+    "  elseif ARGV[i + 1] == '@RETRACT' then\n"
+    "    local key = ARGV[i + 2]\n"
+    "    local cur = redis.call('HGET', 'qs:alerts', key)\n"
+    "    if cur then\n"
+    "      local n, hits = string.gsub(cur, '\"retracted\":false', '\"retracted\":true', 1)\n"
+    "      if hits > 0 then\n"
+    "        redis.call('HSET', 'qs:alerts', key, n)\n"
+    "        redis.call('PUBLISH', 'qs:live:alerts', '{\"type\":\"alert\",\"data\":' .. n .. '}')\n"
+    "      end\n"
+    "    end\n"
+    "    i = i + 3\n"
     "  elseif ARGV[i + 1] == '@FINAL' then\n"
     "    local open = ARGV[i + 2]\n"
     "    local ks = redis.call('ZRANGEBYSCORE', open, '-inf', ARGV[i + 3])\n"

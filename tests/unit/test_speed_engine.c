@@ -118,7 +118,7 @@ static int count_ops(const sa_argv *ops, const char *cmd, const char *key) {
       const char *op = sa_argv_at(ops, i + 1, NULL);
       if (strcmp(op, cmd) == 0)
         n++;
-      i += strcmp(op, "@ALERT") == 0 ? 5 : 4;
+      i += strcmp(op, "@ALERT") == 0 ? 5 : strcmp(op, "@RETRACT") == 0 ? 3 : 4;
       continue;
     }
     if (strcmp(sa_argv_at(ops, i + 1, NULL), cmd) == 0 &&
@@ -464,6 +464,31 @@ static void test_revision_of_event_whose_window_was_trimmed_does_not_crash(void 
   free_engine(e);
 }
 
+static void test_alert_is_retracted_when_its_condition_goes(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  run(e, mk(0, 1, "big", 6.4, T0, 1, "japan", "new", true), T0);
+  run(e, mk(0, 2, "big", 5.8, T0, 2, "japan", "revision", true), T0); /* below 6: spike goes */
+  run(e, mk(0, 3, "big", 5.8, T0, 3, "japan", "deleted", true), T0);  /* tsunami goes */
+  sa_argv ops;
+  sa_argv_init(&ops);
+  int parts[SA_PARTITIONS_MAX];
+  size_t np;
+  sa_engine_take(e, &ops, parts, &np, T0);
+  /* v1: spike + tsunami; v2: tsunami again (stored once: the commit dedupes by key). */
+  assert_int_equal(count_ops(&ops, "@ALERT", NULL), 3);
+  assert_int_equal(count_ops(&ops, "@RETRACT", NULL), 2);
+  bool spike = false, tsu = false;
+  for (size_t i = 0; i + 1 < ops.n; i++)
+    if (strcmp(sa_argv_at(&ops, i, NULL), "@RETRACT") == 0) {
+      spike |= strcmp(sa_argv_at(&ops, i + 1, NULL), "MAGNITUDE_SPIKE|big") == 0;
+      tsu |= strcmp(sa_argv_at(&ops, i + 1, NULL), "TSUNAMI|big") == 0;
+    }
+  assert_true(spike && tsu);
+  sa_argv_free(&ops);
+  free_engine(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_event_on_boundary_opens_the_window_that_starts_there),
@@ -482,6 +507,7 @@ int main(void) {
       cmocka_unit_test(test_reloaded_window_rebuilds_aggregate_from_members),
       cmocka_unit_test(test_take_covers_state_checkpoint_and_live_messages),
       cmocka_unit_test(test_revision_of_event_whose_window_was_trimmed_does_not_crash),
+      cmocka_unit_test(test_alert_is_retracted_when_its_condition_goes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -295,6 +295,18 @@ static void test_commit_writes_state_and_checkpoint_together(void **st) {
   apply(f, mk(0, 7, "ak2", 6.6, T0 + 2, 2, "revision"));
   assert_int_equal(commit(f, &alerts), 0);
   assert_int_equal(alerts, 0);
+  /* Revised below the threshold: retracted; back above it: raised again. */
+  apply(f, mk(0, 8, "ak2", 5.0, T0 + 2, 3, "revision"));
+  assert_int_equal(commit(f, &alerts), 0);
+  redisReply *al = cmd(f, "HGET qs:alerts %s", "MAGNITUDE_SPIKE|ak2");
+  assert_non_null(strstr(al->str, "\"retracted\":true"));
+  freeReplyObject(al);
+  apply(f, mk(0, 9, "ak2", 6.1, T0 + 2, 4, "revision"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 1);
+  al = cmd(f, "HGET qs:alerts %s", "MAGNITUDE_SPIKE|ak2");
+  assert_non_null(strstr(al->str, "\"retracted\":false"));
+  freeReplyObject(al);
   fx_free(f);
 }
 
