@@ -74,6 +74,19 @@ def test_windows_equal_independent_computation_over_real_usgs_feed(start_service
     wait_all_committed(hub_server, redis_server, svc)
     ref = assert_windows_equal_reference(redis_server, events)
     assert len(ref) > 10
+    # The rolling hour (ROLLING_CLOCK=event): (newest event time - 1 h, newest event time].
+    _, latest = reference_windows(events)
+    end = max(e["time"] for e in latest.values())
+    hour = [e for e in latest.values() if end - 3_600_000 < e["time"] <= end]
+    mags = [micro(e["magnitude"]) for e in hour if e["magnitude"] is not None]
+    want = {"window_end": end, "event_count": len(hour),
+            "avg_magnitude": sum(mags) / len(mags) / 1e6 if mags else None,
+            "max_magnitude": max(mags) / 1e6 if mags else None}
+
+    def rolling():
+        raw = redis_server.cli("GET", "qs:rt:rolling").strip()
+        return json.loads(raw) if raw else {}
+    wait_until(lambda: {k: rolling().get(k) for k in want} == want, 30, f"rolling {want}", svc)
     # Raw events: the latest revision of every event, indexed by time.
     assert int(redis_server.cli("HLEN", "qs:ev")) == len({e["event_id"] for e in events})
     assert int(redis_server.cli("ZCARD", "qs:ev:idx")) == len({e["event_id"] for e in events})
