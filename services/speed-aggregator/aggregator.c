@@ -268,7 +268,7 @@ static void on_committed(void *ud, int status, const char *reason, const char *c
     maybe_finish_stop(a);
     return;
   }
-  if (!a->fetch_inflight && a->q.len == 0)
+  if (!a->fetch_inflight)
     sa_engine_trim_cache(&a->engine, a->o.cache_max);
   maybe_finish_stop(a);
   pump(a);

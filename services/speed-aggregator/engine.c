@@ -284,10 +284,36 @@ void sa_engine_reset(sa_engine *e) {
 
 size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
   size_t n = e->evrecs.len + e->windows.len;
-  if (n <= max || sa_engine_has_changes(e))
+  if (n <= max)
     return n;
-  drop_caches(e);
-  return 0;
+  /* Keep what changed since the last take (the dirty lists point at it); drop the rest, which
+   * Redis holds (or will, once the commit in flight lands: later fetches queue behind it). */
+  sa_smap keep;
+  sa_smap_init(&keep);
+  for (size_t i = 0; i < e->evrecs.cap; i++) {
+    sa_evrec *r = e->evrecs.slots[i].value;
+    if (!e->evrecs.slots[i].key)
+      continue;
+    if (r->dirty)
+      sa_smap_put(&keep, e->evrecs.slots[i].key, r);
+    else
+      free(r);
+  }
+  sa_smap_free(&e->evrecs);
+  e->evrecs = keep;
+  sa_smap_init(&keep);
+  for (size_t i = 0; i < e->windows.cap; i++) {
+    sa_window *w = e->windows.slots[i].value;
+    if (!e->windows.slots[i].key)
+      continue;
+    if (w->dirty)
+      sa_smap_put(&keep, e->windows.slots[i].key, w);
+    else
+      window_free(w);
+  }
+  sa_smap_free(&e->windows);
+  e->windows = keep;
+  return e->evrecs.len + e->windows.len;
 }
 
 void sa_engine_set_baseline(sa_engine *e, const char *region, const qs_agg_baseline *b) {

@@ -200,7 +200,9 @@ size_t sa_engine_take(sa_engine *e, sa_argv *ops, int *parts, size_t *nparts, in
 
 /* Drops every cached record and window and every change not taken (after a failed commit). */
 void sa_engine_reset(sa_engine *e);
-/* Drops clean cached entries when the cache holds more than max entries; returns entries left. */
+/* When the cache holds more than max entries, drops every entry not changed since the last take
+ * (they are re-read from Redis on demand); returns the entries left. Call it with no fetch in
+ * flight. */
 size_t sa_engine_trim_cache(sa_engine *e, size_t max);
 
 /* Cached window of a region and start, or NULL (for tests and the rolling window). */

@@ -44,8 +44,16 @@ def wait_until(pred, timeout=60.0, what="condition", svc=None):
             raise AssertionError(f"aggregator exited while waiting for {what}:\n"
                                  + "\n".join(svc.lines[-30:]))
         time.sleep(0.05)  # polling interval of a state check, not a synchronisation sleep
-    raise AssertionError(f"timed out waiting for {what}"
-                         + ("" if svc is None else "\n" + "\n".join(svc.lines[-30:])))
+    detail = ""
+    if svc is not None:
+        try:
+            metrics = svc.get("/metrics")[2].decode()
+            detail = "\n".join(x for x in metrics.splitlines()
+                               if x.startswith("quakestream_speed") and "_bucket" not in x)
+        except Exception as e:  # noqa: BLE001 (diagnostics only)
+            detail = f"(no metrics: {e})"
+        detail += "\n" + "\n".join(svc.lines[-30:])
+    raise AssertionError(f"timed out waiting for {what}\n{detail}")
 
 
 def wait_all_committed(hub, redis, svc=None, timeout=120.0):
@@ -235,7 +243,9 @@ def lease_owners(redis):
     return out
 
 
-CRASH_ENV = {"BATCH_EVENTS": "100", "PREFETCH": "100", "QUEUE_MAX": "500", "LEASE_TTL": "1s"}
+# A small cache: state is evicted and re-read from Redis during the run (exercises reloads).
+CRASH_ENV = {"BATCH_EVENTS": "100", "PREFETCH": "100", "QUEUE_MAX": "500", "LEASE_TTL": "1s",
+             "CACHE_MAX": "2000"}
 
 
 def state_diff(clean, other):

@@ -22,6 +22,7 @@
 
 #define T0 INT64_C(1764051900000) /* 2025-11-25T06:25:00Z, a 5-minute boundary */
 #define MIN INT64_C(60000)
+#define MINUTE MIN
 
 static sa_engine *new_engine(void) {
   sa_engine *e = malloc(sizeof *e);
@@ -489,6 +490,27 @@ static void test_alert_is_retracted_when_its_condition_goes(void **st) {
   free_engine(e);
 }
 
+static void test_cache_trim_keeps_uncommitted_changes(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  run(e, mk(0, 1, "c1", 2.0, T0, 1, "alaska", "new", false), T0);
+  sa_argv ops;
+  sa_argv_init(&ops);
+  int parts[SA_PARTITIONS_MAX];
+  size_t np;
+  sa_engine_take(e, &ops, parts, &np, T0); /* c1 and its window are now clean */
+  run(e, mk(0, 2, "c2", 3.0, T0 + 6 * MINUTE, 1, "alaska", "new", false), T0);
+  assert_int_equal(sa_engine_trim_cache(e, 1), 2); /* c2 + its window stay */
+  assert_null(sa_engine_evrec(e, "c1"));
+  assert_null(sa_engine_window(e, "alaska", T0));
+  assert_non_null(sa_engine_evrec(e, "c2"));
+  sa_argv_reset(&ops);
+  sa_engine_take(e, &ops, parts, &np, T0);
+  assert_int_equal(count_ops(&ops, "HSET", "qs:rt:win"), 1);
+  sa_argv_free(&ops);
+  free_engine(e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_event_on_boundary_opens_the_window_that_starts_there),
@@ -508,6 +530,7 @@ int main(void) {
       cmocka_unit_test(test_take_covers_state_checkpoint_and_live_messages),
       cmocka_unit_test(test_revision_of_event_whose_window_was_trimmed_does_not_crash),
       cmocka_unit_test(test_alert_is_retracted_when_its_condition_goes),
+      cmocka_unit_test(test_cache_trim_keeps_uncommitted_changes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
