@@ -278,7 +278,7 @@ def hub_totals(conn, partitions=4):
     total = 0
     for p in range(partitions):
         r = subprocess.run([tool, "props", HUB, str(p)], capture_output=True, text=True,
-                           timeout=30, env=dict(os.environ, EVENTHUBS_CONNECTION_STRING=conn))
+                           timeout=120, env=dict(os.environ, EVENTHUBS_CONNECTION_STRING=conn))
         assert r.returncode == 0, r.stderr
         props = json.loads(r.stdout)
         if not props.get("is_empty"):
