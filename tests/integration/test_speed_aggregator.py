@@ -332,3 +332,60 @@ def test_second_replica_takes_over_a_killed_replicas_partitions(start_service, h
     crashed = dump_state(redis_server)
     diff = state_diff(clean, crashed)
     assert not diff, (len(diff), diff[:8])
+
+
+class DurableRedis:
+    """A redis-server with an always-fsynced AOF, restartable on the same port (the fixture's
+    server is neither)."""
+
+    def __init__(self, tmp_path):
+        self.dir = tmp_path / "durable-redis"
+        self.dir.mkdir()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for raw in self.proc.stdout:
+            if b"Ready to accept connections" in raw:
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+                return
+        raise AssertionError("redis-server did not start")
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port), "--raw", *args],
+                              capture_output=True, timeout=20, check=True).stdout.decode()
+
+
+def test_redis_outage_mid_stream_resumes_exactly(start_service, hub_server, tmp_path):
+    events = synthetic_events(20_000, seed=31)
+    send(events, hub_server.connection_string)
+    total = hub_totals(hub_server.connection_string)
+    redis = DurableRedis(tmp_path)
+    try:
+        svc = start_speed(start_service, hub_server, redis, **CRASH_ENV)
+        wait_until(lambda: committed_events(redis) >= total * 0.3, 300, "30 % committed", svc)
+        at_kill = committed_events(redis)
+        redis.kill()
+        assert at_kill < total  # the outage hits mid-stream
+        wait_until(lambda: svc.get("/readyz")[0] == 503, 30, "not ready without redis", svc)
+        redis.start()
+        wait_all_committed(hub_server, redis, svc, timeout=300)
+        assert svc.proc.poll() is None
+        assert_windows_equal_reference(redis, events)
+        assert int(redis.cli("HLEN", "qs:ev")) == len(
+            [1 for e in reference_windows(events)[1].values()
+             if e["change"] not in ("deleted", "superseded")])
+    finally:
+        redis.kill()
