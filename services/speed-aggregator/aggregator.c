@@ -74,12 +74,13 @@ static size_t n_free_items;
 
 static sa_item *item_new(size_t body_len) {
   sa_item *it = n_free_items ? free_items[--n_free_items] : qs_xmalloc(sizeof *it);
-  it->body = qs_xmalloc(body_len + 1);
+  it->body = body_len < sizeof it->small ? it->small : qs_xmalloc(body_len + 1);
   return it;
 }
 
 static void item_free(sa_item *it) {
-  free(it->body);
+  if (it->body != it->small)
+    free(it->body);
   if (n_free_items < FREE_ITEMS)
     free_items[n_free_items++] = it;
   else

@@ -204,8 +204,8 @@ void sa_engine_init(sa_engine *e, const sa_engine_opts *o) {
   snprintf(e->group, sizeof e->group, "%s", o->consumer_group);
   e->o.hub = e->hub;
   e->o.consumer_group = e->group;
-  sa_smap_init(&e->evrecs);
-  sa_smap_init(&e->windows);
+  sa_smap_init_borrowed(&e->evrecs);  /* key: the record's id */
+  sa_smap_init_borrowed(&e->windows); /* key: the window's key */
   sa_smap_init(&e->baselines);
   sa_argv_init(&e->alerts);
   sa_argv_init(&e->dlq);
@@ -289,7 +289,7 @@ size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
   /* Keep what changed since the last take (the dirty lists point at it); drop the rest, which
    * Redis holds (or will, once the commit in flight lands: later fetches queue behind it). */
   sa_smap keep;
-  sa_smap_init(&keep);
+  sa_smap_init_borrowed(&keep);
   for (size_t i = 0; i < e->evrecs.cap; i++) {
     sa_evrec *r = e->evrecs.slots[i].value;
     if (!e->evrecs.slots[i].key)
@@ -301,7 +301,7 @@ size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
   }
   sa_smap_free(&e->evrecs);
   e->evrecs = keep;
-  sa_smap_init(&keep);
+  sa_smap_init_borrowed(&keep);
   for (size_t i = 0; i < e->windows.cap; i++) {
     sa_window *w = e->windows.slots[i].value;
     if (!e->windows.slots[i].key)
@@ -478,7 +478,7 @@ void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_
     memset(r, 0, sizeof *r);
     snprintf(r->id, sizeof r->id, "%s", id);
   }
-  sa_smap_put(&e->evrecs, id, r);
+  sa_smap_put(&e->evrecs, r->id, r);
 }
 
 static void members_push(sa_member_list *m, const char *id, const qs_contrib *c, bool indexed) {
@@ -573,7 +573,7 @@ int sa_engine_load_window(sa_engine *e, const char *key, const char *row, size_t
       result = QS_ERR_INVALID;
     }
   }
-  sa_smap_put(&e->windows, key, w);
+  sa_smap_put(&e->windows, w->key, w);
   return result;
 }
 

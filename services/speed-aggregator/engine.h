@@ -59,8 +59,9 @@ typedef struct sa_item {
   int64_t sequence;
   char offset[SA_OFFSET_MAX];
   int64_t enqueued_ms;
-  char *body;
+  char *body; /* small, or malloc'ed when longer */
   size_t len;
+  char small[1536];
   int parse_rc; /* 0, or why the event is poison */
   char why[192];
   qs_event ev;

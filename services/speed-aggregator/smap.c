@@ -20,11 +20,19 @@ static uint64_t hash_str(const char *s) {
 
 void sa_smap_init(sa_smap *m) { memset(m, 0, sizeof *m); }
 
+void sa_smap_init_borrowed(sa_smap *m) {
+  memset(m, 0, sizeof *m);
+  m->borrow_keys = true;
+}
+
 void sa_smap_free(sa_smap *m) {
-  for (size_t i = 0; i < m->cap; i++)
-    free(m->slots[i].key);
+  bool borrow = m->borrow_keys;
+  if (!borrow)
+    for (size_t i = 0; i < m->cap; i++)
+      free(m->slots[i].key);
   free(m->slots);
   memset(m, 0, sizeof *m);
+  m->borrow_keys = borrow;
 }
 
 static size_t find(const sa_smap *m, const char *key, uint64_t h) {
@@ -69,7 +77,7 @@ void *sa_smap_put(sa_smap *m, const char *key, void *value) {
     s->value = value;
     return prev;
   }
-  s->key = qs_xstrdup(key);
+  s->key = m->borrow_keys ? (char *)key : qs_xstrdup(key);
   s->hash = h;
   s->value = value;
   m->len++;
@@ -84,7 +92,8 @@ void *sa_smap_del(sa_smap *m, const char *key) {
   if (!m->slots[i].key)
     return NULL;
   void *v = m->slots[i].value;
-  free(m->slots[i].key);
+  if (!m->borrow_keys)
+    free(m->slots[i].key);
   m->slots[i].key = NULL;
   m->len--;
   /* Backward-shift the following cluster so lookups never stop early at the hole. */

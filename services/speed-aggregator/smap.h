@@ -5,6 +5,7 @@
 #ifndef SA_SMAP_H
 #define SA_SMAP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,9 +19,13 @@ typedef struct sa_smap {
   sa_smap_slot *slots;
   size_t cap; /* power of two, 0 before the first insert */
   size_t len;
+  bool borrow_keys; /* keys are not copied: each key lives (unchanged) inside its value */
 } sa_smap;
 
 void sa_smap_init(sa_smap *m);
+/* A map whose keys are owned by the caller (e.g. the id inside the value): saves a copy per
+ * insert. The key must stay valid and unchanged while it is in the map. */
+void sa_smap_init_borrowed(sa_smap *m);
 /* Frees the map's slots and key copies (not the values). */
 void sa_smap_free(sa_smap *m);
 void *sa_smap_get(const sa_smap *m, const char *key);
