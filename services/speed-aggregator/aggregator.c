@@ -306,12 +306,11 @@ static void pump(sa_agg *a) {
   size_t applied = 0;
   while (a->q.len) {
     sa_item *it = q_at(&a->q, 0);
-    if (!sa_engine_ready_for(&a->engine, it, NULL)) {
+    if (!sa_engine_try_apply(&a->engine, it, now)) {
       if (!a->fetch_inflight)
         start_fetch(a);
       break;
     }
-    sa_engine_apply(&a->engine, it, now);
     item_free(q_pop(&a->q));
     if (!a->first_pending_ms)
       a->first_pending_ms = now;

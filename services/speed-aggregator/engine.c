@@ -430,7 +430,8 @@ static void need(sa_needs *n, sa_argv *list, char kind, const char *s) {
   if (!n)
     return; /* the caller only asks whether the item is ready */
   char k[SA_KEY_MAX + 2];
-  snprintf(k, sizeof k, "%c%s", kind, s);
+  k[0] = kind;
+  copy_str(k + 1, sizeof k - 1, s);
   if (sa_smap_get(&n->seen, k))
     return;
   sa_smap_put(&n->seen, k, (void *)1);
@@ -472,7 +473,7 @@ void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_
   if (sa_smap_get(&e->evrecs, id))
     return;
   sa_evrec *r = qs_xcalloc(1, sizeof *r);
-  snprintf(r->id, sizeof r->id, "%s", id);
+  copy_str(r->id, sizeof r->id, id);
   /* A record that does not decode is treated as unseen: the next version rebuilds it. */
   if (val && evrec_decode(r, val, len) != 0) {
     memset(r, 0, sizeof *r);
@@ -790,7 +791,10 @@ static void dead_letter(sa_engine *e, const sa_item *it, const char *reason) {
   e->stats.poison++;
 }
 
-void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
+/* Applies `it` with the state it touches already looked up (see sa_engine_try_apply): its
+ * record r, the window of r's live version (old) and the window of the new version (w). */
+static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evrec *r,
+                        sa_window *old, sa_window *w) {
   if (it->partition < 0 || it->partition >= SA_PARTITIONS_MAX)
     QS_FATAL("partition %d out of range", it->partition);
   sa_partition *pt = &e->parts[it->partition];
@@ -809,9 +813,6 @@ void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
     return;
   }
   const qs_event *ev = &it->ev;
-  sa_evrec *r = sa_smap_get(&e->evrecs, ev->event_id);
-  if (!r)
-    QS_FATAL("apply without the record of %s", ev->event_id);
   qs_contrib c;
   bool retraction = qs_event_is_retraction(ev);
   if (!retraction && qs_contrib_init(&c, ev->time, ev->has_magnitude ? ev->magnitude : NAN,
@@ -831,7 +832,6 @@ void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
   char msg[QS_EVENT_ID_MAX + 96];
   if (r->live) {
     alerts_retract_stale(e, r, retraction ? NULL : &c, ev->tsunami_flag && !retraction);
-    sa_window *old = window_get(e, r->region, r->c.time_ms);
     /* The window may have been trimmed by retention (windows are kept 30 days, event records
      * 90): then there is nothing left to retract. */
     if (!old || window_retract(e, old, r->id) != 0)
@@ -860,7 +860,6 @@ void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
   }
   if (r->live)
     e->stats.revisions++;
-  sa_window *w = window_get(e, ev->region, ev->time);
   if (!w)
     QS_FATAL("window of %s is not cached", ev->event_id);
   if (!w->final && w->row.window_end_ms + e->o.lateness_ms <= pt->watermark)
@@ -885,6 +884,32 @@ void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
   sa_argv_add3(&e->pubs, pre, sizeof pre - 1, it->body, it->len, "}", 1);
   event_alerts(e, ev, &c, now_ms);
   window_alerts(e, w, now_ms);
+}
+
+bool sa_engine_try_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
+  sa_evrec *r = NULL;
+  sa_window *old = NULL, *w = NULL;
+  if (it->parse_rc == 0) {
+    const qs_event *ev = &it->ev;
+    r = sa_smap_get(&e->evrecs, ev->event_id);
+    if (!r)
+      return false;
+    if (!(r->exists && ev->updated <= r->updated)) {
+      int64_t ws, we;
+      if (r->live && !(old = window_get(e, r->region, r->c.time_ms)))
+        return false;
+      if (!qs_event_is_retraction(ev) && !(w = window_get(e, ev->region, ev->time)) &&
+          qs_agg_window_of(ev->time, e->o.window_ms, &ws, &we) == 0)
+        return false;
+    }
+  }
+  apply_found(e, it, now_ms, r, old, w);
+  return true;
+}
+
+void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
+  if (!sa_engine_try_apply(e, it, now_ms))
+    QS_FATAL("apply of an item whose state is not cached");
 }
 
 /* ---- take --------------------------------------------------------------------------------- */

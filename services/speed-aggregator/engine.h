@@ -185,6 +185,9 @@ void sa_engine_forget_partition(sa_engine *e, int p);
 
 /* Applies one item; sa_engine_ready_for(e, it, ...) must be true. */
 void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms);
+/* Applies the item if the state it touches is cached (true), else changes nothing (false). One
+ * set of lookups instead of ready_for + apply: the pipeline's hot path. */
+bool sa_engine_try_apply(sa_engine *e, const sa_item *it, int64_t now_ms);
 
 /* Advances watermarks of idle partitions by wall clock. */
 void sa_engine_tick(sa_engine *e, int64_t now_ms);
