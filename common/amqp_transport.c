@@ -148,6 +148,19 @@ void qs_amqp_frame_mark_init(qs_amqp_frame_pad_state *f) {
   f->need = 8;
 }
 
+/* The constructor and sizes of a list of `count` elements taking elems_len bytes: list8 when it
+ * fits, else list32. Writes at most 9 bytes to lhdr; returns how many. */
+static size_t list_header(uint8_t *lhdr, size_t elems_len, size_t count) {
+  if (elems_len + 1 <= 255 && count <= 255) {
+    lhdr[0] = 0xc0, lhdr[1] = (uint8_t)(elems_len + 1), lhdr[2] = (uint8_t)count;
+    return 3;
+  }
+  lhdr[0] = 0xd0;
+  put_be32(lhdr + 1, (uint32_t)(elems_len + 4));
+  put_be32(lhdr + 5, (uint32_t)count);
+  return 9;
+}
+
 static void filter_next_frame(qs_amqp_frame_pad_state *f);
 static void filter_pass_rest(qs_amqp_frame_pad_state *f, qs_amqp_buf *out);
 
@@ -270,15 +283,7 @@ static void filter_mark_transfer(qs_amqp_frame_pad_state *f, qs_amqp_buf *out, s
   size_t new_count = nf > 4 ? nf : 4;
   size_t new_elems = keep_len + hl + tail_len;
   uint8_t lhdr[9];
-  size_t lhdr_len;
-  if (new_elems + 1 <= 255) {
-    lhdr[0] = 0xc0, lhdr[1] = (uint8_t)(new_elems + 1), lhdr[2] = (uint8_t)new_count, lhdr_len = 3;
-  } else {
-    lhdr[0] = 0xd0;
-    put_be32(lhdr + 1, (uint32_t)(new_elems + 4));
-    put_be32(lhdr + 5, (uint32_t)new_count);
-    lhdr_len = 9;
-  }
+  size_t lhdr_len = list_header(lhdr, new_elems, new_count);
   size_t rest = size - payload; /* payload bytes, some of them already in acc */
   size_t new_size = f->list_at + lhdr_len + new_elems + rest;
   uint8_t hdr[4];
@@ -341,15 +346,7 @@ static void filter_rewrite(qs_amqp_frame_pad_state *f, qs_amqp_buf *out, size_t 
   }
   size_t new_elems = elems_len + extra_len;
   uint8_t lhdr[9];
-  size_t lhdr_len;
-  if (new_elems + 1 <= 255) {
-    lhdr[0] = 0xc0, lhdr[1] = (uint8_t)(new_elems + 1), lhdr[2] = (uint8_t)arity, lhdr_len = 3;
-  } else {
-    lhdr[0] = 0xd0;
-    put_be32(lhdr + 1, (uint32_t)(new_elems + 4));
-    put_be32(lhdr + 5, (uint32_t)arity);
-    lhdr_len = 9;
-  }
+  size_t lhdr_len = list_header(lhdr, new_elems, arity);
   size_t new_size = p + lhdr_len + new_elems + (size - end);
   uint8_t hdr[4];
   put_be32(hdr, (uint32_t)new_size);

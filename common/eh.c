@@ -6,8 +6,9 @@
  * exponential backoff. One 100 ms timer drives reconnects, token renewal, link retries and the
  * deadlines of queued sends and management requests.
  *
- * Producers keep events in one FIFO; a batch takes the head event and the following events with
- * the same partition key (scanning a bounded window), so per-key order holds across batches.
+ * Producers keep events in one FIFO and, threaded through it, one FIFO per partition key; a batch
+ * is the oldest events of the key of the oldest queued event, so per-key order holds across
+ * batches and forming a batch costs only its own events.
  * A batch is one delivery: message-annotations (the partition key) followed by one data section
  * per event, each an encoded AMQP message. Proton 0.37 cannot set a delivery's message-format, so
  * the connection's outgoing frame filter (qs_amqp_conn_use_batch_marking) sets 0x80013700 on the
@@ -42,7 +43,6 @@
 #define TICK_MS 100
 #define ADDR_MAX 512
 #define CBS_TIMEOUT_MS 30000
-#define BATCH_SCAN_MAX 4096
 #define DEFAULT_MAX_MESSAGE (1024 * 1024)
 #define ENTITY_RETRY_MS 1000
 
@@ -65,8 +65,12 @@ typedef struct eh_link {
   unsigned failures;
 } eh_link;
 
+struct eh_keyq;
+
 typedef struct eh_ev {
-  struct eh_ev *prev, *next;
+  struct eh_ev *prev, *next;   /* the producer's queue, in send order */
+  struct eh_ev *kprev, *knext; /* the queue of its partition key */
+  struct eh_keyq *kq;
   uint8_t *msg; /* encoded inner message */
   size_t msg_len;
   char key[QS_EH_PARTITION_KEY_MAX + 1];
@@ -74,6 +78,15 @@ typedef struct eh_ev {
   void *ud;
   int64_t deadline_ms;
 } eh_ev;
+
+/* Queued events of one partition key, oldest first (a batch is formed from one of these). */
+typedef struct eh_keyq {
+  struct eh_keyq *hnext; /* hash chain */
+  eh_ev *head, *tail;
+  char key[QS_EH_PARTITION_KEY_MAX + 1];
+} eh_keyq;
+
+#define KEYQ_BUCKETS 256
 
 typedef struct eh_batch {
   pn_delivery_t *d;
@@ -87,6 +100,7 @@ struct qs_eh_producer {
   char hub[QS_EH_HUB_MAX + 1];
   eh_ev *qhead, *qtail;
   size_t queued;
+  eh_keyq *keyqs[KEYQ_BUCKETS];
   eh_batch *inflight;
   size_t ninflight;
   size_t inflight_events;
@@ -541,6 +555,36 @@ static void cbs_on_reply(qs_eh_client *c, pn_link_t *l, pn_delivery_t *d) {
 
 /* ---- producer ---------------------------------------------------------------------------- */
 
+static uint32_t key_hash(const char *k) {
+  uint32_t h = 2166136261u; /* FNV-1a */
+  for (; *k; k++)
+    h = (h ^ (uint8_t)*k) * 16777619u;
+  return h % KEYQ_BUCKETS;
+}
+
+static eh_keyq *keyq_get(qs_eh_producer *p, const char *key) {
+  uint32_t h = key_hash(key);
+  for (eh_keyq *q = p->keyqs[h]; q; q = q->hnext)
+    if (strcmp(q->key, key) == 0)
+      return q;
+  eh_keyq *q = qs_xcalloc(1, sizeof *q);
+  memcpy(q->key, key, strlen(key) + 1);
+  q->hnext = p->keyqs[h];
+  p->keyqs[h] = q;
+  return q;
+}
+
+static void keyq_drop_if_empty(qs_eh_producer *p, eh_keyq *q) {
+  if (q->head)
+    return;
+  for (eh_keyq **pp = &p->keyqs[key_hash(q->key)]; *pp; pp = &(*pp)->hnext)
+    if (*pp == q) {
+      *pp = q->hnext;
+      free(q);
+      return;
+    }
+}
+
 static void q_unlink(qs_eh_producer *p, eh_ev *e) {
   if (e->prev)
     e->prev->next = e->next;
@@ -551,6 +595,18 @@ static void q_unlink(qs_eh_producer *p, eh_ev *e) {
   else
     p->qtail = e->prev;
   e->prev = e->next = NULL;
+  eh_keyq *q = e->kq;
+  if (e->kprev)
+    e->kprev->knext = e->knext;
+  else
+    q->head = e->knext;
+  if (e->knext)
+    e->knext->kprev = e->kprev;
+  else
+    q->tail = e->kprev;
+  e->kprev = e->knext = NULL;
+  e->kq = NULL;
+  keyq_drop_if_empty(p, q);
   p->queued--;
 }
 
@@ -562,6 +618,34 @@ static void q_push_back(qs_eh_producer *p, eh_ev *e) {
   else
     p->qhead = e;
   p->qtail = e;
+  eh_keyq *q = e->kq = keyq_get(p, e->key);
+  e->knext = NULL;
+  e->kprev = q->tail;
+  if (q->tail)
+    q->tail->knext = e;
+  else
+    q->head = e;
+  q->tail = e;
+  p->queued++;
+}
+
+/* Back at the very front (an unsettled batch after a reconnect, or a released one). */
+static void q_push_front(qs_eh_producer *p, eh_ev *e) {
+  e->prev = NULL;
+  e->next = p->qhead;
+  if (p->qhead)
+    p->qhead->prev = e;
+  else
+    p->qtail = e;
+  p->qhead = e;
+  eh_keyq *q = e->kq = keyq_get(p, e->key);
+  e->kprev = NULL;
+  e->knext = q->head;
+  if (q->head)
+    q->head->kprev = e;
+  else
+    q->tail = e;
+  q->head = e;
   p->queued++;
 }
 
@@ -589,17 +673,8 @@ static void producer_check_drain(qs_eh_producer *p) {
 static void producer_requeue_inflight(qs_eh_producer *p) {
   for (size_t bi = p->ninflight; bi-- > 0;) {
     eh_batch *b = &p->inflight[bi];
-    for (size_t i = b->n; i-- > 0;) {
-      eh_ev *e = b->evs[i];
-      e->prev = NULL;
-      e->next = p->qhead;
-      if (p->qhead)
-        p->qhead->prev = e;
-      else
-        p->qtail = e;
-      p->qhead = e;
-      p->queued++;
-    }
+    for (size_t i = b->n; i-- > 0;)
+      q_push_front(p, b->evs[i]);
     free(b->evs);
   }
   p->ninflight = 0;
@@ -662,19 +737,19 @@ static bool producer_send_batch(qs_eh_producer *p) {
   }
   b->evs = qs_xmalloc(p->o.batch_max * sizeof *b->evs);
   b->n = 0;
-  size_t bytes = overhead, scanned = 0;
-  for (eh_ev *e = head, *next; e && b->n < p->o.batch_max && scanned < BATCH_SCAN_MAX;
-       e = next, scanned++) {
-    next = e->next;
-    if (strcmp(e->key, head->key) != 0)
-      continue;
+  size_t bytes = overhead;
+  char key[QS_EH_PARTITION_KEY_MAX + 1];
+  memcpy(key, head->key, sizeof key); /* head's key queue may be freed as it empties */
+  /* the global head is the oldest event of its key: the batch is its key's oldest events */
+  for (eh_ev *e = head, *next; e && b->n < p->o.batch_max; e = next) {
+    next = e->knext;
     if (bytes + e->msg_len + 8 > cap)
       break;
     bytes += e->msg_len + 8;
     q_unlink(p, e);
     b->evs[b->n++] = e;
   }
-  enc_partition_key_annotations(enc, head->key);
+  enc_partition_key_annotations(enc, key);
   for (size_t i = 0; i < b->n; i++) {
     static const uint8_t data_hdr[] = {0x00, 0x53, 0x75, 0xb0};
     qs_buf_append(enc, data_hdr, sizeof data_hdr);
@@ -723,17 +798,8 @@ static void producer_on_delivery(qs_eh_producer *p, pn_delivery_t *d) {
   }
   pn_delivery_settle(d);
   if (state == PN_RELEASED || state == PN_MODIFIED) { /* not taken: send again, first */
-    for (size_t i = b.n; i-- > 0;) {
-      eh_ev *e = b.evs[i];
-      e->prev = NULL;
-      e->next = p->qhead;
-      if (p->qhead)
-        p->qhead->prev = e;
-      else
-        p->qtail = e;
-      p->qhead = e;
-      p->queued++;
-    }
+    for (size_t i = b.n; i-- > 0;)
+      q_push_front(p, b.evs[i]);
   } else {
     for (size_t i = 0; i < b.n; i++) {
       if (state == PN_ACCEPTED)
@@ -1436,8 +1502,15 @@ static void conn_on_error(qs_amqp_conn *conn, int code, const char *reason, void
   qs_eh_client *c = data;
   qs_set_reason(c->reason, sizeof c->reason, "connection to %s:%d failed: %s (%s)", c->cs.host,
                 c->cs.port, reason ? reason : "", qs_strerror(code));
-  if (code == QS_ERR_AUTH)
+  if (code == QS_ERR_AUTH) { /* TLS verification: retrying will not help a request waiting now */
     c->stats.auth_failures++;
+    while (c->mreqs) {
+      eh_mreq *r = c->mreqs;
+      c->mreqs = r->next;
+      mreq_finish(r, QS_ERR_AUTH, NULL, c->reason);
+      free(r);
+    }
+  }
 }
 
 static void conn_on_closed(qs_amqp_conn *conn, void *data) {

@@ -39,6 +39,7 @@ void qs_httpd_options_init(qs_httpd_options *o) {
   o->req_timeout_ms = 10000;
   o->max_connections = 1024;
   o->max_request_body = 1024 * 1024;
+  o->listen_backlog = 128;
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
@@ -73,6 +74,14 @@ void qs_httpd_route(qs_httpd *h, const char *path, qs_httpd_handler_fn fn, void 
   r->httpd = h;
   r->fn = fn;
   r->data = data;
+}
+
+void qs_httpd_route_files(qs_httpd *h, const char *path, const char *dir) {
+  if (h->started)
+    QS_FATAL("qs_httpd_route_files(%s) after start", path);
+  h2o_pathconf_t *pc = h2o_config_register_path(h->hostconf, path, 0);
+  static const char *index_files[] = {"index.html", NULL};
+  h2o_file_register(pc, dir, index_files, NULL, 0);
 }
 
 static void conn_closed(uv_handle_t *handle) {
@@ -162,7 +171,8 @@ int qs_httpd_start(qs_httpd *h, char *err, size_t errlen) {
     return rc;
   }
   if ((rc = uv_tcp_bind(&h->listener, (struct sockaddr *)&addr, 0)) != 0 ||
-      (rc = uv_listen((uv_stream_t *)&h->listener, 128, on_accept)) != 0) {
+      (rc = uv_listen((uv_stream_t *)&h->listener,
+                      h->opt.listen_backlog > 0 ? h->opt.listen_backlog : 128, on_accept)) != 0) {
     snprintf(err, errlen, "cannot listen on %s:%d: %s", h->opt.host, h->opt.port, uv_strerror(rc));
     return rc;
   }

@@ -198,7 +198,13 @@ static uint64_t next_rand(qs_redis *r) {
 
 static void on_handle_closed(uv_handle_t *h) {
   qs_redis *r = h->data;
-  if (--r->handles_open == 0 && r->close_cb)
+  if (--r->handles_open > 0)
+    return;
+  for (size_t i = 0; i < r->nchannels; i++) {
+    free(r->channels[i]);
+    r->channels[i] = NULL;
+  }
+  if (r->close_cb)
     r->close_cb(r);
 }
 
@@ -250,12 +256,14 @@ static void setup_cb(redisAsyncContext *ac, void *reply, void *priv) {
     redisAsyncDisconnect(ac);
     return;
   }
-  if (strcmp(what, "PING") == 0) {
+  if (strcmp(what, "PING") == 0 && !r->nchannels) {
     r->ready = 1;
     r->reason[0] = '\0';
     r->backoff_ms = r->opts.backoff_min_ms;
   }
 }
+
+static void send_subscribe(qs_redis *r, redisAsyncContext *ac);
 
 static void on_connect(const redisAsyncContext *ac, int status) {
   qs_redis *r = ac->data;
@@ -281,6 +289,8 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   if (r->url.db)
     redisAsyncCommand(c, setup_cb, "SELECT", "SELECT %d", r->url.db);
   redisAsyncCommand(c, setup_cb, "PING", "PING");
+  if (r->nchannels)
+    send_subscribe(r, c);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
@@ -292,6 +302,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   r->ac = NULL;
   r->ready = 0;
   r->connected = 0;
+  r->subscribed = 0;
   r->ping_inflight = 0;
   if (r->closing)
     finish_close(r);
@@ -354,8 +365,8 @@ static void on_ping_timer(uv_timer_t *t) {
     schedule_reconnect(r);
     return;
   }
-  if (!r->ac || !r->connected)
-    return;
+  if (!r->ac || !r->connected || r->nchannels)
+    return; /* a subscribed connection takes no PING here: its replies would lose their callback */
   if (r->ping_inflight) {
     r->ready = 0;
     snprintf(r->reason, sizeof r->reason, "PING unanswered for %llu ms",
@@ -411,51 +422,56 @@ static void req_cb(redisAsyncContext *ac, void *reply, void *priv) {
   free(q);
 }
 
-int qs_redis_command(qs_redis *r, qs_redis_cb cb, void *ud, const char *fmt, ...) {
-  if (!r || !cb || !fmt)
-    return QS_ERR_INVALID;
-  if (r->closing)
-    return QS_ERR_CLOSED;
-  if (r->pending >= r->opts.max_pending)
-    return QS_ERR_FULL;
+/* The checks and bookkeeping every command shares; NULL (with *rc set) when it is refused. */
+static struct qs_redis_req *req_new(qs_redis *r, qs_redis_cb cb, void *ud, int *rc) {
+  *rc = !r || !cb                           ? QS_ERR_INVALID
+        : r->closing                        ? QS_ERR_CLOSED
+        : r->nchannels                      ? QS_ERR_STATE /* a subscriber takes no commands */
+        : r->pending >= r->opts.max_pending ? QS_ERR_FULL
+                                            : 0;
+  if (*rc)
+    return NULL;
   struct qs_redis_req *q = qs_xcalloc(1, sizeof *q);
   q->r = r;
   q->cb = cb;
   q->ud = ud;
   r->pending++;
-  if (r->ac) {
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = redisvAsyncCommand(r->ac, req_cb, q, fmt, ap);
-    va_end(ap);
-    if (rc == REDIS_OK)
-      return 0;
-  }
+  return q;
+}
+
+/* A command hiredis could not queue fails from the loop, never inside the call. */
+static int req_sent(qs_redis *r, struct qs_redis_req *q, int hiredis_rc) {
+  if (hiredis_rc == REDIS_OK)
+    return 0;
   q->next = r->failed;
   r->failed = q;
   uv_timer_start(&r->fail_timer, on_fail_timer, 0, 0);
   return 0;
 }
 
+int qs_redis_command(qs_redis *r, qs_redis_cb cb, void *ud, const char *fmt, ...) {
+  int rc;
+  struct qs_redis_req *q = fmt ? req_new(r, cb, ud, &rc) : NULL;
+  if (!q)
+    return fmt ? rc : QS_ERR_INVALID;
+  int hrc = REDIS_ERR;
+  if (r->ac) {
+    va_list ap;
+    va_start(ap, fmt);
+    hrc = redisvAsyncCommand(r->ac, req_cb, q, fmt, ap);
+    va_end(ap);
+  }
+  return req_sent(r, q, hrc);
+}
+
 int qs_redis_command_argv(qs_redis *r, qs_redis_cb cb, void *ud, int argc, const char **argv,
                           const size_t *argvlen) {
-  if (!r || !cb || argc <= 0 || !argv)
-    return QS_ERR_INVALID;
-  if (r->closing)
-    return QS_ERR_CLOSED;
-  if (r->pending >= r->opts.max_pending)
-    return QS_ERR_FULL;
-  struct qs_redis_req *q = qs_xcalloc(1, sizeof *q);
-  q->r = r;
-  q->cb = cb;
-  q->ud = ud;
-  r->pending++;
-  if (r->ac && redisAsyncCommandArgv(r->ac, req_cb, q, argc, argv, argvlen) == REDIS_OK)
-    return 0;
-  q->next = r->failed;
-  r->failed = q;
-  uv_timer_start(&r->fail_timer, on_fail_timer, 0, 0);
-  return 0;
+  int rc;
+  struct qs_redis_req *q = argc > 0 && argv ? req_new(r, cb, ud, &rc) : NULL;
+  if (!q)
+    return argc > 0 && argv ? rc : QS_ERR_INVALID;
+  int hrc = r->ac ? redisAsyncCommandArgv(r->ac, req_cb, q, argc, argv, argvlen) : REDIS_ERR;
+  return req_sent(r, q, hrc);
 }
 
 int qs_redis_ready(const qs_redis *r, const char **reason) {
@@ -483,4 +499,65 @@ void qs_redis_close(qs_redis *r, qs_redis_close_cb cb) {
     redisAsyncFree(ac); /* fails queued requests; no disconnect callback */
     finish_close(r);
   }
+}
+
+/* ---- subscriber mode ------------------------------------------------------------------------ */
+
+/* hiredis keeps this callback registered per channel for the connection's life and calls it for
+ * the "subscribe" confirmation, for every "message", and with NULL when the context is freed. */
+static void sub_cb(redisAsyncContext *ac, void *reply, void *priv) {
+  (void)priv;
+  qs_redis *r = ac->data;
+  redisReply *rep = reply;
+  if (!rep || r->closing || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+      rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_STRING)
+    return;
+  const char *kind = rep->element[0]->str;
+  if (strcasecmp(kind, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
+    r->messages++;
+    r->on_message(r, rep->element[1]->str, rep->element[2]->str, rep->element[2]->len, r->sub_ud);
+  } else if (strcasecmp(kind, "subscribe") == 0) {
+    if (++r->subscribed == r->nchannels) {
+      r->ready = 1;
+      r->reason[0] = '\0';
+      r->backoff_ms = r->opts.backoff_min_ms;
+      if (r->on_subscribed)
+        r->on_subscribed(r, r->sub_ud);
+    }
+  }
+}
+
+static void send_subscribe(qs_redis *r, redisAsyncContext *ac) {
+  const char *argv[QS_REDIS_MAX_CHANNELS + 1];
+  size_t lens[QS_REDIS_MAX_CHANNELS + 1];
+  argv[0] = "SUBSCRIBE";
+  lens[0] = 9;
+  for (size_t i = 0; i < r->nchannels; i++) {
+    argv[i + 1] = r->channels[i];
+    lens[i + 1] = strlen(r->channels[i]);
+  }
+  r->subscribed = 0;
+  if (redisAsyncCommandArgv(ac, sub_cb, NULL, (int)r->nchannels + 1, argv, lens) != REDIS_OK)
+    snprintf(r->reason, sizeof r->reason, "SUBSCRIBE could not be sent");
+}
+
+int qs_redis_subscribe(qs_redis *r, const char *const *channels, size_t n,
+                       qs_redis_msg_cb on_message, qs_redis_subscribed_cb on_subscribed, void *ud) {
+  if (!r || !channels || !on_message || n == 0 || n > QS_REDIS_MAX_CHANNELS)
+    return QS_ERR_INVALID;
+  for (size_t i = 0; i < n; i++)
+    if (!channels[i] || !channels[i][0] || strlen(channels[i]) > 256)
+      return QS_ERR_INVALID;
+  if (r->nchannels || r->pending || r->closing)
+    return QS_ERR_STATE;
+  for (size_t i = 0; i < n; i++)
+    r->channels[i] = qs_xstrdup(channels[i]);
+  r->nchannels = n;
+  r->on_message = on_message;
+  r->on_subscribed = on_subscribed;
+  r->sub_ud = ud;
+  r->ready = 0;
+  if (r->ac && r->connected)
+    send_subscribe(r, r->ac);
+  return 0;
 }

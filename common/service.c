@@ -71,9 +71,17 @@ int qs_service_init(qs_service *svc, const qs_service_def *def, int argc, char *
   signal(SIGPIPE, SIG_IGN);
   qs_log_init(&svc->log, def->name, QS_LOG_INFO, STDERR_FILENO);
   char err[512];
-  if (svc->argc > 0 && !def->usage) { /* no subcommands: a stray argument is a mistake */
-    snprintf(err, sizeof err, "unexpected argument \"%.200s\": %s takes no arguments", svc->argv[0],
-             def->name);
+  bool known = false;
+  for (const char *const *c = def->commands; svc->argc > 0 && c && *c; c++)
+    known |= strcmp(*c, svc->argv[0]) == 0;
+  if (svc->argc > 0 && (!def->usage || (def->commands && !known))) {
+    /* no such subcommand: a stray argument is a mistake */
+    if (def->usage)
+      snprintf(err, sizeof err, "unexpected argument \"%.200s\": not a command of %s", svc->argv[0],
+               def->name);
+    else
+      snprintf(err, sizeof err, "unexpected argument \"%.200s\": %s takes no arguments",
+               svc->argv[0], def->name);
     qs_log_error(&svc->log, "invalid arguments", QS_LSTR("error", err));
     fprintf(stderr, "%s: %s\n(see %s --help)\n", def->name, err, def->name);
     return svc->exit_code = 2, 1;
@@ -111,6 +119,11 @@ int qs_service_init(qs_service *svc, const qs_service_def *def, int argc, char *
 void qs_service_on_stop(qs_service *svc, qs_service_stop_fn fn, void *data) {
   svc->stop_fn = fn;
   svc->stop_data = data;
+}
+
+void qs_service_on_dispose(qs_service *svc, qs_service_stop_fn fn, void *data) {
+  svc->dispose_fn = fn;
+  svc->dispose_data = data;
 }
 
 static void admin_closed(qs_httpd *h) { (void)h; }
@@ -169,6 +182,8 @@ int qs_service_run(qs_service *svc) {
                 QS_LINT("admin_port", qs_httpd_port(&svc->admin.http)), QS_LJSON("config", cfg));
   }
   uv_run(&svc->loop, UV_RUN_DEFAULT);
+  if (svc->dispose_fn)
+    svc->dispose_fn(svc, svc->dispose_data);
   qs_httpd_dispose(&svc->admin.http); /* runs the loop once itself: must be outside uv_run */
   uv_walk(&svc->loop, close_leftover, svc);
   uv_run(&svc->loop, UV_RUN_DEFAULT);

@@ -30,9 +30,11 @@ typedef struct app {
   uint64_t idle_ms;
   uv_timer_t idle;
   bool eof;
-  FILE *in;
-  char *pending;
-  size_t pending_len;
+  qs_buf in_buf;
+  size_t in_off;
+  bool reading;
+  uv_fs_t read_req;
+  uv_buf_t iov;
   const char *key;
   qs_eh_prop props[QS_EH_PROPS_MAX];
   size_t nprops;
@@ -44,15 +46,28 @@ static void usage(void) {
         "per line)\n"
         "       qs-eh receive HUB PARTITION [--from earliest|latest|seq:N|seqi:N|offset:N|time:MS]"
         " [--count N] [--idle-ms MS] [--owner-level L]\n"
+        "any command: --token-ttl S (SAS token lifetime, renewed at 80 %), --stats (client "
+        "counters as JSON on stderr at the end)\n"
         "environment: EVENTHUBS_CONNECTION_STRING\n",
         stderr);
 }
 
 static void closed(void *ud) { (void)ud; }
 
+static bool print_stats;
+
 static void finish(app *a, int rc) {
   if (a->rc < 0)
     a->rc = rc;
+  if (print_stats) {
+    qs_eh_client_stats st;
+    qs_eh_client_stats_get(a->c, &st);
+    fprintf(stderr,
+            "{\"connects\":%" PRIu64 ",\"disconnects\":%" PRIu64 ",\"auth_failures\":%" PRIu64
+            ",\"tokens_renewed\":%" PRIu64 "}\n",
+            st.connects, st.disconnects, st.auth_failures, st.tokens_renewed);
+    print_stats = false;
+  }
   if (a->idle_ms)
     uv_close((uv_handle_t *)&a->idle, NULL);
   a->idle_ms = 0;
@@ -113,25 +128,24 @@ static void on_drain(qs_eh_producer *p, void *ud) {
   send_more(ud);
 }
 
-/* Sends stdin lines until EOF or back-pressure; a line refused with QS_ERR_FULL waits in
- * a->pending for the drain callback. */
+static void on_stdin(uv_fs_t *req);
+
+/* Sends the complete stdin lines buffered so far until back-pressure (the drain callback calls
+ * again), then reads more; stdin is read with uv_fs_read so the loop never blocks on it (a pipe
+ * that stays open while acknowledgements are due, a regular file, or a terminal). */
 static void send_more(app *a) {
   for (;;) {
-    if (!a->pending) {
-      size_t cap = 0;
-      ssize_t n = getline(&a->pending, &cap, a->in);
-      if (n < 0) {
-        free(a->pending);
-        a->pending = NULL;
-        a->eof = true;
-        break;
-      }
-      while (n > 0 && (a->pending[n - 1] == '\n' || a->pending[n - 1] == '\r'))
-        a->pending[--n] = 0;
-      a->pending_len = (size_t)n;
-    }
-    qs_eh_event_out ev = {.body = a->pending,
-                          .len = a->pending_len,
+    char *start = a->in_buf.p + a->in_off;
+    size_t left = a->in_buf.len - a->in_off;
+    char *nl = left ? memchr(start, '\n', left) : NULL;
+    if (!nl && !(a->eof && left))
+      break;
+    size_t n = nl ? (size_t)(nl - start) : left;
+    size_t body = n;
+    while (body > 0 && start[body - 1] == '\r')
+      body--;
+    qs_eh_event_out ev = {.body = start,
+                          .len = body,
                           .partition_key = a->key,
                           .props = a->props,
                           .nprops = a->nprops};
@@ -141,10 +155,9 @@ static void send_more(app *a) {
     int rc = qs_eh_send(a->p, &ev, on_sent, ud);
     if (rc == QS_ERR_FULL) {
       free(ud);
-      return; /* on_drain calls again */
+      return;
     }
-    free(a->pending);
-    a->pending = NULL;
+    a->in_off += nl ? n + 1 : n;
     a->sent++;
     if (rc != 0) {
       free(ud);
@@ -153,8 +166,35 @@ static void send_more(app *a) {
       printf("error %ld %s\n", a->sent, qs_strerror(rc));
     }
   }
+  if (a->in_off > 0) { /* keep only the unfinished line */
+    memmove(a->in_buf.p, a->in_buf.p + a->in_off, a->in_buf.len - a->in_off);
+    a->in_buf.len -= a->in_off;
+    a->in_off = 0;
+  }
+  if (!a->eof && !a->reading) {
+    qs_buf_reserve(&a->in_buf, 65536);
+    a->reading = true;
+    a->iov = uv_buf_init(a->in_buf.p + a->in_buf.len, 65536);
+    a->read_req.data = a;
+    uv_fs_read(a->loop, &a->read_req, 0, &a->iov, 1, -1, on_stdin);
+  }
   if (a->eof && a->done_events == a->sent)
     finish(a, a->failed ? 1 : 0);
+}
+
+static void on_stdin(uv_fs_t *req) {
+  app *a = req->data;
+  ssize_t n = req->result;
+  uv_fs_req_cleanup(req);
+  a->reading = false;
+  if (n <= 0) {
+    if (n < 0)
+      fprintf(stderr, "qs-eh: reading stdin: %s\n", uv_strerror((int)n));
+    a->eof = true;
+  } else {
+    a->in_buf.len += (size_t)n;
+  }
+  send_more(a);
 }
 
 /* ---- receive ---- */
@@ -241,94 +281,93 @@ int main(int argc, char **argv) {
     usage();
     return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
   }
-  signal(SIGPIPE, SIG_IGN); /* a dropped connection is an error to report, not a signal */
+  signal(SIGPIPE, SIG_IGN);         /* a dropped connection is an error to report, not a signal */
+  setvbuf(stdout, NULL, _IOLBF, 0); /* results as they happen, for whoever reads them */
   const char *cs = getenv("EVENTHUBS_CONNECTION_STRING");
   if (!cs || !*cs) {
     fputs("qs-eh: EVENTHUBS_CONNECTION_STRING is not set\n", stderr);
     return 2;
   }
-  app a = {.rc = -1, .in = stdin};
+  app a = {.rc = -1};
+  qs_eh_client_opts co = {.connection_string = cs, .client_name = "qs-eh"};
+  const char *cmd = argv[1], *hub = argv[2];
+  qs_eh_producer_opts po = {.hub = hub, .partition = -1};
+  qs_eh_consumer_opts ko = {
+      .hub = hub, .owner_level = -1, .on_event = on_event, .on_error = on_cons_error, .ud = &a};
+  int part = -1;
+  bool ok = true;
+  /* every argument is checked before anything connects */
+  for (int i = 3; ok && i < argc; i++) {
+    const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(o, "--token-ttl") == 0 && v)
+      co.token_ttl_s = (uint32_t)strtoul(argv[++i], NULL, 10);
+    else if (strcmp(o, "--stats") == 0)
+      print_stats = true;
+    else if (strcmp(cmd, "props") == 0 && i == 3 && o[0] != '-')
+      part = atoi(o);
+    else if (strcmp(cmd, "send") == 0 && strcmp(o, "--key") == 0 && v)
+      a.key = argv[++i];
+    else if (strcmp(cmd, "send") == 0 && strcmp(o, "--partition") == 0 && v)
+      po.partition = atoi(argv[++i]);
+    else if (strcmp(cmd, "send") == 0 && strcmp(o, "--prop") == 0 && v &&
+             a.nprops < QS_EH_PROPS_MAX && strchr(v, '=')) {
+      char *kv = argv[++i], *eq = strchr(kv, '=');
+      *eq = 0;
+      a.props[a.nprops].key = kv;
+      a.props[a.nprops++].value = eq + 1;
+    } else if (strcmp(cmd, "receive") == 0 && i == 3 && o[0] != '-')
+      ko.partition = atoi(o), part = ko.partition;
+    else if (strcmp(cmd, "receive") == 0 && strcmp(o, "--from") == 0 && v)
+      ok = parse_pos(argv[++i], &ko.start) == 0;
+    else if (strcmp(cmd, "receive") == 0 && strcmp(o, "--count") == 0 && v)
+      a.count = atol(argv[++i]);
+    else if (strcmp(cmd, "receive") == 0 && strcmp(o, "--idle-ms") == 0 && v)
+      a.idle_ms = strtoull(argv[++i], NULL, 10);
+    else if (strcmp(cmd, "receive") == 0 && strcmp(o, "--owner-level") == 0 && v)
+      ko.owner_level = atoll(argv[++i]);
+    else
+      ok = false;
+  }
+  if (!ok ||
+      (strcmp(cmd, "props") != 0 && strcmp(cmd, "send") != 0 && strcmp(cmd, "receive") != 0) ||
+      (strcmp(cmd, "receive") == 0 && part < 0)) {
+    usage();
+    return 2;
+  }
   uv_loop_t loop;
   uv_loop_init(&loop);
   a.loop = &loop;
   char err[256];
-  qs_eh_client_opts co = {.connection_string = cs, .client_name = "qs-eh"};
   if (qs_eh_client_open(&a.c, &loop, &co, err, sizeof err) != 0) {
     fprintf(stderr, "qs-eh: %s\n", err);
+    uv_loop_close(&loop);
     return 2;
   }
-  const char *cmd = argv[1], *hub = argv[2];
-  int rc = 0;
+  int rc;
   if (strcmp(cmd, "props") == 0) {
-    rc = argc > 3 ? qs_eh_get_partition_props(a.c, hub, atoi(argv[3]), 30000, on_part, &a)
-                  : qs_eh_get_hub_props(a.c, hub, 30000, on_hub, &a);
+    rc = part >= 0 ? qs_eh_get_partition_props(a.c, hub, part, 30000, on_part, &a)
+                   : qs_eh_get_hub_props(a.c, hub, 30000, on_hub, &a);
   } else if (strcmp(cmd, "send") == 0) {
-    qs_eh_producer_opts po = {.hub = hub, .partition = -1};
-    for (int i = 3; i < argc; i++) {
-      if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
-        a.key = argv[++i];
-      else if (strcmp(argv[i], "--partition") == 0 && i + 1 < argc)
-        po.partition = atoi(argv[++i]);
-      else if (strcmp(argv[i], "--prop") == 0 && i + 1 < argc && a.nprops < QS_EH_PROPS_MAX) {
-        char *kv = argv[++i], *eq = strchr(kv, '=');
-        if (!eq) {
-          usage();
-          return 2;
-        }
-        *eq = 0;
-        a.props[a.nprops].key = kv;
-        a.props[a.nprops++].value = eq + 1;
-      } else {
-        usage();
-        return 2;
-      }
-    }
     rc = qs_eh_producer_open(a.c, &po, &a.p);
     if (rc == 0) {
       qs_eh_producer_on_drain(a.p, on_drain, &a);
       send_more(&a);
     }
-  } else if (strcmp(cmd, "receive") == 0 && argc >= 4) {
-    qs_eh_consumer_opts ko = {.hub = hub,
-                              .partition = atoi(argv[3]),
-                              .owner_level = -1,
-                              .on_event = on_event,
-                              .on_error = on_cons_error,
-                              .ud = &a};
-    a.idle_ms = 0;
-    for (int i = 4; i < argc; i++) {
-      if (strcmp(argv[i], "--from") == 0 && i + 1 < argc) {
-        if (parse_pos(argv[++i], &ko.start) != 0) {
-          usage();
-          return 2;
-        }
-      } else if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
-        a.count = atol(argv[++i]);
-      } else if (strcmp(argv[i], "--idle-ms") == 0 && i + 1 < argc) {
-        a.idle_ms = strtoull(argv[++i], NULL, 10);
-      } else if (strcmp(argv[i], "--owner-level") == 0 && i + 1 < argc) {
-        ko.owner_level = atoll(argv[++i]);
-      } else {
-        usage();
-        return 2;
-      }
-    }
+  } else {
     if (a.idle_ms) {
       uv_timer_init(&loop, &a.idle);
       a.idle.data = &a;
       uv_timer_start(&a.idle, on_idle, a.idle_ms, a.idle_ms);
     }
     rc = qs_eh_consumer_open(a.c, &ko, &a.k);
-  } else {
-    usage();
-    return 2;
   }
-  if (rc != 0) {
+  if (rc != 0) { /* an invalid option value: say so and close what was opened */
     fprintf(stderr, "qs-eh: %s\n", qs_strerror(rc));
-    return 2;
+    finish(&a, 2);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  qs_buf_free(&a.in_buf);
   fflush(stdout);
   return a.rc < 0 ? 1 : a.rc;
 }

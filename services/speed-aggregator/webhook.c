@@ -40,8 +40,8 @@ int sa_webhook_init(sa_webhook *w, uv_loop_t *loop, qs_log *log, qs_metrics *met
   if (!w->o.concurrency)
     w->o.concurrency = 4;
   w->rng = uv_hrtime() | 1;
-  qs_http_client_opts ho = {.max_inflight = w->o.concurrency, .user_agent = "quakestream-speed"};
-  int rc = qs_http_client_init(&w->http, loop, &ho);
+  qs_http_opts ho = {.user_agent = "quakestream-speed", .max_response_bytes = 64 * 1024};
+  int rc = qs_http_init(&w->http, loop, &ho);
   if (rc != 0)
     return rc;
   uv_timer_init(loop, &w->timer);
@@ -103,7 +103,7 @@ static void on_response(const qs_http_response *res, void *ud) {
   } else {
     qs_metric_inc(w->m_failed);
     qs_log_warn(w->log, "alert webhook gave up", QS_LINT("attempts", j->attempts),
-                QS_LINT("status", res->status),
+                QS_LINT("status", (int64_t)res->status),
                 QS_LSTR("error", res->error ? res->error_text : "http status"));
     free(j);
   }
@@ -133,16 +133,14 @@ static void pump(sa_webhook *w) {
     if (w->tail == j)
       w->tail = prev;
     w->queued--;
-    qs_http_header h = {"Content-Type", "application/json"};
-    qs_http_request req = {.method = "POST",
-                           .url = w->url,
-                           .headers = &h,
-                           .nheaders = 1,
-                           .body = j->body,
-                           .body_len = j->len,
-                           .timeout_ms = w->o.timeout_ms,
-                           .max_response = 64 * 1024};
-    if (qs_http_request_start(w->http, &req, on_response, j) == 0) {
+    static const char *const headers[] = {"Content-Type: application/json", NULL};
+    qs_http_req req = {.method = "POST",
+                       .url = w->url,
+                       .headers = headers,
+                       .body = j->body,
+                       .body_len = j->len,
+                       .timeout_ms = w->o.timeout_ms};
+    if (qs_http_request(w->http, &req, on_response, j) == 0) {
       w->inflight++;
     } else {
       qs_metric_inc(w->m_failed);
@@ -201,7 +199,7 @@ static void finish_close(sa_webhook *w) {
   w->open_parts = 2;
   uv_timer_stop(&w->timer);
   uv_close((uv_handle_t *)&w->timer, on_timer_closed);
-  qs_http_client_close(w->http, on_http_closed, w);
+  qs_http_close(w->http, on_http_closed, w);
 }
 
 static void maybe_closed(sa_webhook *w) {

@@ -35,7 +35,7 @@ typedef struct sa_webhook {
   qs_log *log;
   sa_webhook_opts o;
   char url[2048];
-  qs_http_client *http;
+  qs_http *http;
   sa_webhook_job *head, *tail; /* waiting (for their turn or their backoff) */
   size_t queued, inflight;
   uv_timer_t timer;

@@ -94,6 +94,13 @@ def test_up_starts_every_part_ready_and_ctrl_c_leaves_no_process(stack):
             body = r.read()
         check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True)
         assert check.returncode == 0, (name, check.stdout, check.stderr)
+    # the recorded USGS feed was replayed into the hub before the addresses were printed
+    assert "replay done" in (stack["var"] / "log" / "replay.log").read_text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack['base']}/metrics", timeout=5) as r:
+        hub_metrics = r.read().decode()
+    events_in = sum(float(l.rsplit(" ", 1)[1]) for l in hub_metrics.splitlines()
+                    if l.startswith('hub_events_in_total{hub="earthquake-events"'))
+    assert events_in == 1707
     # the hub holds its partitions under the stack's var directory
     assert (stack["var"] / "hub" / "earthquake-events").is_dir()
     pids = {f.stem: int(f.read_text()) for f in (stack["var"] / "run").glob("*.pid")}

@@ -9,14 +9,37 @@ import pytest
 from conftest import SERVICES, run_binary
 
 
-# Services whose /readyz needs Redis or the hub: their own tests check readiness with them.
-NEEDS_DEPENDENCIES = {"speed-aggregator"}
+def needs(request, name):
+    """The environment a service needs to be ready: its dependencies, started for the test."""
+    if name == "ingestor":  # ready when connected to an event hub; no polling source here
+        hub = request.getfixturevalue("hub_server")
+        return {"EVENTHUBS_CONNECTION_STRING": hub.connection_string, "SOURCES": ""}
+    if name == "serving-api":  # ready when connected to Redis; its public port on a free one
+        return {"REDIS_URL": request.getfixturevalue("redis_server").url, "API_PORT": "0"}
+    if name == "speed-aggregator":  # ready with Redis and the hub's partitions leased
+        hub = request.getfixturevalue("hub_server")
+        return {"EVENTHUBS_CONNECTION_STRING": hub.connection_string,
+                "REDIS_URL": request.getfixturevalue("redis_server").url}
+    return {}
+
+
+@pytest.fixture
+def start_service(start_service, request):
+    """start_service with each service's dependencies provided."""
+    def start(name, env=None, args=()):
+        svc = start_service(name, env={**needs(request, name), **(env or {})}, args=args)
+        if name == "ingestor":  # ready once its dependency answered
+            svc.wait_for_log(lambda r: r.get("msg") == "event hub connected")
+        if name == "serving-api":
+            svc.wait_for_log(lambda r: r.get("msg") == "live subscription ready")
+        if name == "speed-aggregator":  # the first lease round ran
+            svc.wait_for_log(lambda r: r.get("msg") == "lease acquired")
+        return svc
+    return start
 
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_health_and_readiness_answer_200(start_service, name):
-    if name in NEEDS_DEPENDENCIES:
-        pytest.skip(f"{name} is ready only with its dependencies (tested with them)")
     svc = start_service(name)
     status, _, body = svc.get("/healthz")
     assert status == 200 and json.loads(body) == {"status": "ok"}
@@ -59,8 +82,8 @@ def test_unknown_admin_path_is_a_404_problem(start_service, name):
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_invalid_admin_port_exits_2_naming_variable_value_and_range(name):
-    r = run_binary(name, env={"ADMIN_PORT": "abc"})
+def test_invalid_admin_port_exits_2_naming_variable_value_and_range(name, request):
+    r = run_binary(name, env={**needs(request, name), "ADMIN_PORT": "abc"})
     assert r.returncode == 2
     err = r.stderr.decode()
     assert 'ADMIN_PORT="abc"' in err and "0..65535" in err
@@ -71,8 +94,8 @@ def test_invalid_admin_port_exits_2_naming_variable_value_and_range(name):
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_admin_host_name_instead_of_ip_exits_2(name):
-    r = run_binary(name, env={"ADMIN_HOST": "localhost"})
+def test_admin_host_name_instead_of_ip_exits_2(name, request):
+    r = run_binary(name, env={**needs(request, name), "ADMIN_HOST": "localhost"})
     assert r.returncode == 2
     err = r.stderr.decode()
     assert 'ADMIN_HOST="localhost"' in err and "IPv4 or IPv6" in err
@@ -86,8 +109,8 @@ def test_stray_argument_exits_2(name):
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_invalid_log_level_lists_allowed_values(name):
-    r = run_binary(name, env={"LOG_LEVEL": "loud"})
+def test_invalid_log_level_lists_allowed_values(name, request):
+    r = run_binary(name, env={**needs(request, name), "LOG_LEVEL": "loud"})
     assert r.returncode == 2
     assert "debug|info|warn|error" in r.stderr.decode()
 
@@ -101,8 +124,9 @@ def test_help_lists_every_common_variable(name):
         assert var in names
 
 
-def test_busy_admin_port_fails_with_status_1(start_service):
+def test_busy_admin_port_fails_with_status_1(start_service, request):
     first = start_service("hub")
-    r = run_binary("ingestor", env={"ADMIN_PORT": str(first.admin_port)})
+    r = run_binary("ingestor", env={**needs(request, "ingestor"),
+                                    "ADMIN_PORT": str(first.admin_port)})
     assert r.returncode == 1
     assert "address already in use" in r.stderr.decode()

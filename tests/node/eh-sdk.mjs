@@ -1,6 +1,7 @@
 // Drives the official @azure/event-hubs SDK against a hub and prints one JSON object per step.
 // Usage: node eh-sdk.mjs <scenario> ; connection string in EH_CONNECTION_STRING, hub in EH_NAME.
 // The pytest harness (tests/conformance/test_js_sdk.py; it lives here so Node resolves node_modules beside it) asserts the results.
+import { writeSync } from "node:fs";
 import {
   EventHubProducerClient,
   EventHubConsumerClient,
@@ -15,7 +16,17 @@ const scenario = process.argv[2];
 const clientOptions = process.env.EH_MAX_RETRIES
   ? { retryOptions: { maxRetries: Number(process.env.EH_MAX_RETRIES) } }
   : {};
-const out = (o) => process.stdout.write(JSON.stringify(o) + "\n");
+// Synchronous: process.exit() would cut an asynchronous pipe write at 64 KiB.
+const out = (o) => {
+  const buf = Buffer.from(JSON.stringify(o) + "\n");
+  for (let off = 0; off < buf.length; ) {
+    try {
+      off += writeSync(1, buf, off);
+    } catch (e) {
+      if (e.code !== "EAGAIN") throw e; // a non-blocking pipe that is full: try again
+    }
+  }
+};
 
 async function props() {
   const p = new EventHubProducerClient(conn, hub, clientOptions);

@@ -1019,6 +1019,103 @@ static void test_frame_padding_rejects_malformed_frame_header(void **state) {
   qs_amqp_buf_free(&out);
 }
 
+/* ---- batch marking (the Event Hubs client's filter) ---------------------------------------- */
+
+/* A transfer frame on channel 1: fields handle 0, delivery-id, tag "0", message-format 0,
+ * settled false[, more], then payload. */
+static size_t make_transfer(uint8_t *f, uint8_t delivery_id, bool with_more, bool more,
+                            const uint8_t *payload, size_t plen) {
+  uint8_t fields[32];
+  size_t n = 0;
+  fields[n++] = 0x43;                                     /* handle 0 */
+  fields[n++] = 0x52, fields[n++] = delivery_id;          /* delivery-id */
+  fields[n++] = 0xa0, fields[n++] = 1, fields[n++] = '0'; /* tag */
+  fields[n++] = 0x43;                                     /* message-format 0 */
+  fields[n++] = 0x42;                                     /* settled false */
+  size_t count = 5;
+  if (with_more) {
+    fields[n++] = more ? 0x41 : 0x42;
+    count = 6;
+  }
+  size_t size = 8 + 3 + 3 + n + plen;
+  uint8_t h[] = {(uint8_t)(size >> 24),
+                 (uint8_t)(size >> 16),
+                 (uint8_t)(size >> 8),
+                 (uint8_t)size,
+                 2,
+                 0,
+                 0,
+                 1,
+                 0x00,
+                 0x53,
+                 0x14,
+                 0xc0,
+                 (uint8_t)(n + 1),
+                 (uint8_t)count};
+  memcpy(f, h, sizeof h);
+  memcpy(f + sizeof h, fields, n);
+  memcpy(f + sizeof h + n, payload, plen);
+  return size;
+}
+
+/* Runs bytes through a fresh marking filter, in chunks of `chunk` bytes. */
+static void mark_run(qs_amqp_frame_pad_state *st, const uint8_t *in, size_t n, size_t chunk,
+                     qs_amqp_buf *out) {
+  for (size_t off = 0; off < n; off += chunk)
+    assert_int_equal(qs_amqp_frame_pad(st, in + off, n - off < chunk ? n - off : chunk, out), 0);
+}
+
+static bool has_batch_format(const uint8_t *fr) {
+  static const uint8_t fmt[] = {0x70, 0x80, 0x01, 0x37, 0x00};
+  return memcmp(fr + 8 + 3 + 3 + 6, fmt, sizeof fmt) == 0;
+}
+
+static void test_batch_marking_sets_the_format_only_on_batches(void **state) {
+  (void)state;
+  static const uint8_t batch[] = {0x00, 0x53, 0x72, 0xc1, 0x01, 0x00,
+                                  0x00, 0x53, 0x75, 0xa0, 0x01, 'x'};
+  static const uint8_t cbs[] = {0x00, 0x53, 0x73, 0x45, 0x00, 0x53, 0x77, 0xa1, 0x01, 't'};
+  for (size_t chunk = 1; chunk <= 64; chunk += 63) {
+    uint8_t in[256];
+    size_t n1 = make_transfer(in, 0, false, false, batch, sizeof batch);
+    size_t n2 = make_transfer(in + n1, 1, false, false, cbs, sizeof cbs);
+    qs_amqp_frame_pad_state st;
+    qs_amqp_frame_mark_init(&st);
+    qs_amqp_buf out = {0};
+    mark_run(&st, in, n1 + n2, chunk, &out);
+    assert_int_equal(out.len, n1 + 4 + n2);
+    const uint8_t *o = out.data;
+    assert_int_equal((size_t)o[3], n1 + 4); /* frame size grew by the 4 format bytes */
+    assert_int_equal(o[12], in[12] + 4);    /* and so did the list */
+    assert_true(has_batch_format(o));
+    assert_memory_equal(o + 8 + 3 + 3 + 6 + 5 + 1, batch, sizeof batch); /* payload intact */
+    assert_memory_equal(o + n1 + 4, in + n1, n2); /* a request frame passes byte-identical */
+    qs_amqp_buf_free(&out);
+  }
+}
+
+static void test_batch_marking_follows_a_multi_frame_delivery(void **state) {
+  (void)state;
+  static const uint8_t first[] = {0x00, 0x53, 0x72, 0xc1, 0x01, 0x00, 0x00, 0x53, 0x75};
+  static const uint8_t cont[] = {0xa0, 0x01, 'x'};
+  static const uint8_t other[] = {0x00, 0x53, 0x70, 0x45, 0x00, 0x53, 0x75, 0xa0, 0x01, 'y'};
+  uint8_t in[256];
+  size_t n1 = make_transfer(in, 0, true, true, first, sizeof first);
+  size_t n2 = make_transfer(in + n1, 0, true, false, cont, sizeof cont);
+  size_t n3 = make_transfer(in + n1 + n2, 1, true, false, other, sizeof other);
+  qs_amqp_frame_pad_state st;
+  qs_amqp_frame_mark_init(&st);
+  qs_amqp_buf out = {0};
+  mark_run(&st, in, n1 + n2 + n3, 7, &out);
+  assert_int_equal(out.len, n1 + n2 + n3 + 8);
+  const uint8_t *o = out.data;
+  assert_true(has_batch_format(o));
+  assert_true(has_batch_format(o + n1 + 4)); /* the continuation carries the same format */
+  assert_memory_equal(o + n1 + n2 + 8, in + n1 + n2, n3); /* a plain message is left alone */
+  assert_int_equal(st.npartial, 0);
+  qs_amqp_buf_free(&out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_driver_pair_padding_completes_every_performative_and_keeps_flow),
@@ -1036,6 +1133,8 @@ int main(void) {
       cmocka_unit_test(test_connection_refused_reports_io_error_once),
       cmocka_unit_test(test_idle_timeout_detects_silent_peer),
       cmocka_unit_test(test_heartbeats_keep_quiet_connection_alive),
+      cmocka_unit_test(test_batch_marking_sets_the_format_only_on_batches),
+      cmocka_unit_test(test_batch_marking_follows_a_multi_frame_delivery),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -295,6 +295,95 @@ static void test_auth_and_select_applied(void **state) {
   kill_server();
 }
 
+struct sub_state {
+  int subscribed, messages;
+  char last_channel[32], last[64];
+};
+
+static void sub_message(qs_redis *r, const char *channel, const char *payload, size_t len,
+                        void *ud) {
+  (void)r;
+  struct sub_state *s = ud;
+  s->messages++;
+  snprintf(s->last_channel, sizeof s->last_channel, "%s", channel);
+  snprintf(s->last, sizeof s->last, "%.*s", (int)len, payload);
+}
+
+static void sub_subscribed(qs_redis *r, void *ud) {
+  (void)r;
+  ((struct sub_state *)ud)->subscribed++;
+}
+
+static struct sub_state *watched;
+static int got_messages(void *a) { return watched->messages >= *(int *)a; }
+static int got_subscribed(void *a) { return watched->subscribed >= *(int *)a; }
+
+/* Publishes through the command client until the subscriber has seen `want` messages: a PUBLISH
+ * sent before the re-SUBSCRIBE has landed is lost by design of pub/sub, so it is repeated. */
+static void publish_until(uv_loop_t *loop, qs_redis *cmd, const char *ch, const char *msg,
+                          int want) {
+  for (int i = 0; i < 50 && watched->messages < want; i++) {
+    struct result p = {0};
+    assert_int_equal(qs_redis_command(cmd, record, &p, "PUBLISH %s %s", ch, msg), 0);
+    assert_true(run_until(loop, no_pending, cmd, 5000));
+    run_until(loop, got_messages, &want, 100);
+  }
+  assert_int_equal(watched->messages, want);
+}
+
+static void test_subscriber_receives_and_resubscribes_after_reconnect(void **state) {
+  (void)state;
+  if (!server_dir[0])
+    skip();
+  int port = free_port();
+  assert_int_equal(start_server(port, NULL), 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char url[64], err[128];
+  snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+  qs_redis_opts o = {.ping_interval_ms = 50, .backoff_min_ms = 20, .backoff_max_ms = 100};
+  qs_redis cmd, sub;
+  assert_int_equal(qs_redis_init(&cmd, &loop, url, &o, err, sizeof err), 0);
+  assert_int_equal(qs_redis_init(&sub, &loop, url, &o, err, sizeof err), 0);
+  struct sub_state st = {0};
+  watched = &st;
+  const char *chans[] = {"qs:live:a", "qs:live:b"};
+  assert_int_equal(qs_redis_subscribe(&sub, chans, 0, sub_message, NULL, &st), QS_ERR_INVALID);
+  assert_int_equal(qs_redis_subscribe(&sub, chans, 2, sub_message, sub_subscribed, &st), 0);
+  assert_int_equal(qs_redis_subscribe(&sub, chans, 2, sub_message, sub_subscribed, &st),
+                   QS_ERR_STATE);
+  struct result x = {0};
+  assert_int_equal(qs_redis_command(&sub, record, &x, "GET k"), QS_ERR_STATE);
+  int one = 1, two = 2;
+  assert_true(run_until(&loop, got_subscribed, &one, 5000));
+  assert_true(run_until(&loop, is_ready, &cmd, 5000));
+  assert_true(qs_redis_ready(&sub, NULL));
+  publish_until(&loop, &cmd, "qs:live:b", "{\"n\":1}", 1);
+  assert_string_equal(st.last_channel, "qs:live:b");
+  assert_string_equal(st.last, "{\"n\":1}");
+  /* Subscription stays ready across PING ticks (no PING is sent on a subscribed connection). */
+  run_until(&loop, not_ready, &sub, 300);
+  assert_true(qs_redis_ready(&sub, NULL));
+
+  kill_server();
+  assert_true(run_until(&loop, not_ready, &sub, 5000));
+  assert_int_equal(start_server(port, NULL), 0);
+  assert_true(run_until(&loop, got_subscribed, &two, 10000));
+  assert_true(run_until(&loop, is_ready, &cmd, 10000));
+  publish_until(&loop, &cmd, "qs:live:a", "again", 2);
+  assert_string_equal(st.last_channel, "qs:live:a");
+  assert_string_equal(st.last, "again");
+
+  closed = 0;
+  qs_redis_close(&sub, on_closed);
+  qs_redis_close(&cmd, on_closed);
+  run_until(&loop, is_closed, NULL, 5000);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(closed, 2);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  kill_server();
+}
+
 int main(void) {
   atexit(kill_server);
   signal(SIGPIPE, SIG_IGN);
@@ -302,6 +391,8 @@ int main(void) {
       cmocka_unit_test(test_url_parse_accepts_forms_and_rejects_bad),
       cmocka_unit_test_teardown(test_commands_bounded_pending_kill_and_reconnect, kill_after_test),
       cmocka_unit_test_teardown(test_auth_and_select_applied, kill_after_test),
+      cmocka_unit_test_teardown(test_subscriber_receives_and_resubscribes_after_reconnect,
+                                kill_after_test),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

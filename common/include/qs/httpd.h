@@ -39,6 +39,7 @@ typedef struct qs_httpd_options {
   uint64_t req_timeout_ms; /* idle/slow request timeout (h2o http1 req_timeout) */
   size_t max_connections;  /* accepted connections beyond this are closed at once */
   size_t max_request_body; /* larger request bodies are refused with 413 (h2o's default: 1 GiB) */
+  int listen_backlog;      /* listen(2) backlog; default 128 */
 } qs_httpd_options;
 
 struct qs_httpd {
@@ -63,6 +64,9 @@ void qs_httpd_options_init(qs_httpd_options *o);
 void qs_httpd_init(qs_httpd *h, uv_loop_t *loop, const qs_httpd_options *opt);
 /* Register a handler for a path prefix before qs_httpd_start. */
 void qs_httpd_route(qs_httpd *h, const char *path, qs_httpd_handler_fn fn, void *data);
+/* Serve the files under dir (h2o's file handler: ETag, Last-Modified, Range, index.html) for a
+ * path prefix, before qs_httpd_start. dir must exist for the server's life. */
+void qs_httpd_route_files(qs_httpd *h, const char *path, const char *dir);
 /* Bind and listen. On failure returns a libuv error code with a message in err; the server must
  * then still be closed (qs_httpd_close, run the loop, qs_httpd_dispose). */
 int qs_httpd_start(qs_httpd *h, char *err, size_t errlen);

@@ -12,6 +12,11 @@
  * - qs_redis_close is asynchronous: close_cb runs once all handles are
  *   closed; r must stay valid until then. Pending callbacks get NULL first.
  * - TLS (rediss://) is QS_ERR_UNSUPPORTED: Debian 12's hiredis 0.14 has none.
+ * - Subscriber mode (qs_redis_subscribe): the connection carries only SUBSCRIBE. On every
+ *   (re)connect it subscribes again to the same channels and reports it (on_subscribed), so the
+ *   owner can resynchronise what it missed while disconnected; ready means "subscribed".
+ *   qs_redis_command then fails with QS_ERR_STATE (RESP2 allows no ordinary command on a
+ *   subscribed connection, and hiredis 0.14 would route its reply to the wrong callback).
  */
 #ifndef QS_REDIS_H
 #define QS_REDIS_H
@@ -48,6 +53,15 @@ typedef struct qs_redis_opts {
 
 struct qs_redis_req;
 
+#define QS_REDIS_MAX_CHANNELS 16
+
+/* A message published on one of the subscribed channels (payload is binary-safe, NUL-terminated
+ * by hiredis; valid only during the call). */
+typedef void (*qs_redis_msg_cb)(qs_redis *r, const char *channel, const char *payload, size_t len,
+                                void *ud);
+/* The subscription to every channel is (again) in place. */
+typedef void (*qs_redis_subscribed_cb)(qs_redis *r, void *ud);
+
 struct qs_redis {
   uv_loop_t *loop;
   qs_redis_url url;
@@ -62,6 +76,13 @@ struct qs_redis {
   unsigned long reconnects;
   char reason[256];
   qs_redis_close_cb close_cb;
+  /* subscriber mode */
+  char *channels[QS_REDIS_MAX_CHANNELS];
+  size_t nchannels, subscribed;
+  qs_redis_msg_cb on_message;
+  qs_redis_subscribed_cb on_subscribed;
+  void *sub_ud;
+  unsigned long messages;
   void *data; /* for the caller */
 };
 
@@ -69,11 +90,19 @@ struct qs_redis {
 int qs_redis_init(qs_redis *r, uv_loop_t *loop, const char *url, const qs_redis_opts *opts,
                   char *err, size_t errlen);
 int qs_redis_command(qs_redis *r, qs_redis_cb cb, void *ud, const char *fmt, ...);
-/* The same with binary-safe arguments (argvlen NULL: strlen of each). */
+/* The same with an argument vector (argvlen NULL: strlen of each), for commands whose argument
+ * count is only known at run time (MGET of a feed's ids, EVALSHA with many keys). */
 int qs_redis_command_argv(qs_redis *r, qs_redis_cb cb, void *ud, int argc, const char **argv,
                           const size_t *argvlen);
 /* 1 if ready; *reason (may be NULL) points to r's reason text. */
 int qs_redis_ready(const qs_redis *r, const char **reason);
 void qs_redis_close(qs_redis *r, qs_redis_close_cb cb);
+
+/* Turns r into a subscriber of channels[0..n) (1..QS_REDIS_MAX_CHANNELS names, copied): call once,
+ * right after qs_redis_init. Messages go to on_message; on_subscribed (may be NULL) runs each time
+ * the subscription to all channels is confirmed, the first time and after every reconnect.
+ * QS_ERR_INVALID for bad arguments, QS_ERR_STATE if called twice or after a command. */
+int qs_redis_subscribe(qs_redis *r, const char *const *channels, size_t n,
+                       qs_redis_msg_cb on_message, qs_redis_subscribed_cb on_subscribed, void *ud);
 
 #endif

@@ -31,11 +31,13 @@ typedef struct qs_service qs_service;
 typedef void (*qs_service_stop_fn)(qs_service *svc, void *data);
 
 typedef struct qs_service_def {
-  const char *name;          /* "hub", "ingestor", ... */
-  const char *summary;       /* one line for --help */
-  const char *usage;         /* usage of its subcommands; NULL: the binary takes no arguments */
-  int admin_port;            /* default ADMIN_PORT */
-  const qs_cfg_spec *config; /* the service's own variables (NULL-name terminated), or NULL */
+  const char *name;            /* "hub", "ingestor", ... */
+  const char *summary;         /* one line for --help */
+  const char *usage;           /* usage of its subcommands; NULL: the binary takes no arguments */
+  const char *const *commands; /* NULL-terminated subcommand names: any other first argument is
+                                  refused before the configuration is read (NULL: not checked) */
+  int admin_port;              /* default ADMIN_PORT */
+  const qs_cfg_spec *config;   /* the service's own variables (NULL-name terminated), or NULL */
 } qs_service_def;
 
 enum qs_service_state { QS_SERVICE_RUNNING, QS_SERVICE_STOPPING, QS_SERVICE_STOPPED };
@@ -50,6 +52,8 @@ struct qs_service {
   uv_signal_t sigterm, sigint;
   qs_service_stop_fn stop_fn;
   void *stop_data;
+  qs_service_stop_fn dispose_fn; /* after the loop has ended, outside any loop callback */
+  void *dispose_data;
   enum qs_service_state state;
   int exit_code;
   int argc; /* arguments left after options the runtime understands (subcommands) */
@@ -67,6 +71,9 @@ struct qs_service {
  * released. Arguments other than --help/-h/--version are left in svc->argc/argv. */
 int qs_service_init(qs_service *svc, const qs_service_def *def, int argc, char **argv);
 void qs_service_on_stop(qs_service *svc, qs_service_stop_fn fn, void *data);
+/* fn runs once the loop has ended (after the stop hook's work), outside any loop callback: the
+ * place to dispose what must not be freed inside one, e.g. a qs_httpd (qs_httpd_dispose). */
+void qs_service_on_dispose(qs_service *svc, qs_service_stop_fn fn, void *data);
 /* Run the loop until stopped; returns the exit status. Releases everything. */
 int qs_service_run(qs_service *svc);
 /* Called by the stop hook when the service's own work and handles are finished. */
