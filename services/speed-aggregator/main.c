@@ -26,7 +26,7 @@ static const qs_cfg_spec speed_config[] = {
     {"EVENTHUBS_CONNECTION_STRING", QS_CFG_STR, LOCAL_HUB, 1, 4096, NULL,
      "Event Hubs connection string (Azure, or the local hub with UseDevelopmentEmulator=true)",
      QS_CFG_SECRET},
-    {"EVENTHUB_NAME", QS_CFG_STR, "earthquake-events", 1, 256, NULL, "hub to consume", 0},
+    {"EARTHQUAKE_HUB", QS_CFG_STR, "earthquake-events", 1, 256, NULL, "hub to consume", 0},
     {"CONSUMER_GROUP", QS_CFG_STR, "$Default", 1, 256, NULL, "consumer group of the hub", 0},
     {"REDIS_URL", QS_CFG_STR, "redis://127.0.0.1:6379", 1, 1024, NULL,
      "Redis for state, checkpoints, leases and pub/sub: redis://[[user]:password@]host[:port][/db]",
@@ -149,7 +149,7 @@ static void on_props(int status, const qs_eh_hub_props *props, const char *reaso
 }
 
 static void get_props(app *p) {
-  const char *hub = qs_config_str(&p->svc->config, "EVENTHUB_NAME");
+  const char *hub = qs_config_str(&p->svc->config, "EARTHQUAKE_HUB");
   if (qs_eh_get_hub_props(p->eh, hub, 30000, on_props, p) != 0)
     uv_timer_start(&p->props_retry, on_props_retry, 2000, 0);
 }
@@ -248,7 +248,7 @@ int main(int argc, char **argv) {
   }
   sa_agg_opts o;
   sa_agg_opts_default(&o);
-  o.engine.hub = qs_config_str(c, "EVENTHUB_NAME");
+  o.engine.hub = qs_config_str(c, "EARTHQUAKE_HUB");
   o.engine.consumer_group = qs_config_str(c, "CONSUMER_GROUP");
   o.engine.window_ms = qs_config_ms(c, "WINDOW");
   o.engine.tolerance_ms = qs_config_ms(c, "OUT_OF_ORDER_TOLERANCE");
