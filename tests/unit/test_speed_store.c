@@ -383,6 +383,81 @@ static void test_watermark_past_end_finalises_committed_windows(void **st) {
   fx_free(f);
 }
 
+static void on_done_ok(void *ud, int status) {
+  assert_int_equal(status, 0);
+  *(int *)ud = 1;
+}
+
+static long long rolling_count(fx *f) {
+  redisReply *r = cmd(f, "GET %s", "qs:rt:rolling");
+  assert_int_equal(r->type, REDIS_REPLY_STRING);
+  const char *p = strstr(r->str, "\"event_count\":");
+  long long n = p ? atoll(p + 14) : -1;
+  freeReplyObject(r);
+  return n;
+}
+
+static void refresh_rolling(fx *f) {
+  int done = 0;
+  assert_int_equal(sa_store_refresh_rolling(&f->store, false, T0, 1000, on_done_ok, &done), 0);
+  run_until(&f->loop, &done);
+}
+
+static void test_rolling_hour_counts_events_as_they_enter_and_leave(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 1, "r1", 2.0, T0, 1, "new"));               /* leaves at T0 + 1 h */
+  apply(f, mk(0, 2, "r2", 4.0, T0 + 30 * MINUTE, 1, "new")); /* leaves at T0 + 1.5 h */
+  assert_int_equal(commit(f, NULL), 0);
+  refresh_rolling(f); /* end = newest event time T0 + 30 min: both inside */
+  assert_int_equal(rolling_count(f), 2);
+  redisReply *r = cmd(f, "GET %s", "qs:rt:rolling");
+  assert_non_null(strstr(r->str, "\"max_magnitude\":4"));
+  assert_non_null(strstr(r->str, "\"avg_magnitude\":3"));
+  freeReplyObject(r);
+  apply(f, mk(0, 3, "r3", 1.0, T0 + 60 * MINUTE, 1, "new")); /* end moves: r1 leaves (exclusive) */
+  assert_int_equal(commit(f, NULL), 0);
+  refresh_rolling(f);
+  assert_int_equal(rolling_count(f), 2);
+  apply(f, mk(0, 4, "r2", 4.0, T0 + 30 * MINUTE, 2, "deleted")); /* a retraction leaves too */
+  assert_int_equal(commit(f, NULL), 0);
+  refresh_rolling(f);
+  assert_int_equal(rolling_count(f), 1);
+  fx_free(f);
+}
+
+static void test_retention_trims_old_windows_events_and_records(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 1, "old", 2.0, T0, 1, "new"));
+  apply(f, mk(0, 2, "new", 2.0, T0 + 40 * 86400000LL, 1, "new"));
+  assert_int_equal(commit(f, NULL), 0);
+  int done = 0;
+  /* Now = T0 + 45 d: windows are kept 30 d, events 90 d. */
+  assert_int_equal(sa_store_trim(&f->store, T0 + 45 * 86400000LL, 30 * 86400000LL, 90 * 86400000LL,
+                                 100, on_done_ok, &done),
+                   0);
+  run_until(&f->loop, &done);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:rt:win"), 1);
+  assert_int_equal(cmd_int(f, "EXISTS %s", "qs:rt:mem:alaska|1764051900000"), 0);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:ev"), 2);
+  /* Now = T0 + 100 d: the old event and its record go too. */
+  done = 0;
+  assert_int_equal(sa_store_trim(&f->store, T0 + 100 * 86400000LL, 30 * 86400000LL, 90 * 86400000LL,
+                                 100, on_done_ok, &done),
+                   0);
+  run_until(&f->loop, &done);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:ev"), 1);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:rt:evstate"), 1);
+  fx_free(f);
+}
+
 typedef struct lease_obs {
   int owned;
   int changes;
@@ -444,6 +519,10 @@ int main(void) {
       cmocka_unit_test_teardown(test_watermark_past_end_finalises_committed_windows,
                                 kill_after_test),
       cmocka_unit_test_teardown(test_two_replicas_split_partitions_and_take_over, kill_after_test),
+      cmocka_unit_test_teardown(test_rolling_hour_counts_events_as_they_enter_and_leave,
+                                kill_after_test),
+      cmocka_unit_test_teardown(test_retention_trims_old_windows_events_and_records,
+                                kill_after_test),
   };
   atexit(kill_server);
   return cmocka_run_group_tests(tests, setup, teardown);
