@@ -909,6 +909,10 @@ int qs_eh_send(qs_eh_producer *p, const qs_eh_event_out *ev, qs_eh_send_cb cb, v
   e->deadline_ms = now_ms() + p->o.send_timeout_ms;
   q_push_back(p, e);
   producer_pump(p);
+  /* Outside the connection's own pump the frames would wait for the next read or the 100 ms
+   * tick: wake the connection so they are written on this loop turn (uv_async coalesces). */
+  if (p->lk.c->conn)
+    qs_amqp_conn_wake(p->lk.c->conn);
   return 0;
 }
 
@@ -1118,6 +1122,8 @@ void qs_eh_consumer_pause(qs_eh_consumer *k) { k->paused = true; }
 void qs_eh_consumer_resume(qs_eh_consumer *k) {
   k->paused = false;
   consumer_topup(k);
+  if (k->lk.c->conn)
+    qs_amqp_conn_wake(k->lk.c->conn); /* send the flow now, not at the next tick */
 }
 
 int64_t qs_eh_consumer_last_sequence(const qs_eh_consumer *k) { return k->last_seq; }

@@ -18,6 +18,10 @@ def needs(request, name):
         return {"REDIS_URL": request.getfixturevalue("redis_server").url, "API_PORT": "0"}
     if name == "batch-worker":  # without Redis it writes gold files only and needs nothing
         return {"REDIS_URL": ""}
+    if name == "speed-aggregator":  # ready with Redis and the hub's partitions leased
+        hub = request.getfixturevalue("hub_server")
+        return {"EVENTHUBS_CONNECTION_STRING": hub.connection_string,
+                "REDIS_URL": request.getfixturevalue("redis_server").url}
     return {}
 
 
@@ -30,6 +34,8 @@ def start_service(start_service, request):
             svc.wait_for_log(lambda r: r.get("msg") == "event hub connected")
         if name == "serving-api":
             svc.wait_for_log(lambda r: r.get("msg") == "live subscription ready")
+        if name == "speed-aggregator":  # the first lease round ran
+            svc.wait_for_log(lambda r: r.get("msg") == "lease acquired")
         return svc
     return start
 

@@ -1,0 +1,1189 @@
+/* engine.c — the speed layer's state machine (see engine.h for the contract).
+ *
+ * Invariants:
+ * - A cached window's aggregate equals the qs_agg sum of its cached members, and a live event
+ *   record's contribution is a member of exactly the window (region, window of its time).
+ * - Every change since the last take is reachable from the dirty lists, so one take yields one
+ *   atomic commit that moves Redis from one consistent state to the next.
+ * - Nothing in here reads a clock: the caller passes now_ms, so tests are deterministic.
+ */
+#include "engine.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "qs/buf.h"
+#include "qs/error.h"
+
+#define CHUNK_PAIRS 400 /* fields per grouped HSET/ZADD: stays far below Lua's unpack limit */
+
+void sa_engine_opts_default(sa_engine_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->hub = "earthquake-events";
+  o->consumer_group = "$Default";
+  o->window_ms = QS_AGG_WINDOW_5MIN_MS;
+  o->tolerance_ms = 60000;
+  o->lateness_ms = 300000;
+  o->idle_ms = 30000;
+  o->significant = QS_AGG_SIGNIFICANT_DEFAULT;
+  o->spike_magnitude = 6.0;
+  o->volume_threshold = 50;
+  o->anomaly_sigma = 2.0;
+  o->dlq_max = 10000;
+}
+
+/* ---- items -------------------------------------------------------------------------------- */
+
+static bool region_ok(const char *r) {
+  size_t n = strlen(r);
+  if (n == 0 || n > QS_AGG_REGION_MAX)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = r[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          ch == '.' || ch == '_' || ch == ':' || ch == '-'))
+      return false;
+  }
+  return true;
+}
+
+void sa_item_parse(sa_item *it) {
+  it->why[0] = '\0';
+  it->parse_rc = qs_event_from_json(&it->ev, it->body, it->len, it->why, sizeof it->why);
+  if (it->parse_rc != 0)
+    return;
+  if (!region_ok(it->ev.region)) {
+    it->parse_rc = QS_ERR_INVALID;
+    snprintf(it->why, sizeof it->why, "region: not a valid region name");
+  }
+}
+
+/* ---- encodings ---------------------------------------------------------------------------- */
+
+/* Decimal of v into buf (>= 21 bytes), NUL-terminated; returns the length. snprintf's cost
+ * showed up in profiles: it runs several times per event. */
+size_t sa_i64_to_str(int64_t v, char *buf) {
+  char tmp[24];
+  size_t n = 0;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  size_t len = 0;
+  if (v < 0)
+    buf[len++] = '-';
+  while (n)
+    buf[len++] = tmp[--n];
+  buf[len] = '\0';
+  return len;
+}
+
+static size_t copy_str(char *dst, size_t cap, const char *src) {
+  size_t n = strlen(src);
+  if (n >= cap)
+    n = cap - 1;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+  return n;
+}
+
+size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap) {
+  char t[80];
+  size_t n = sa_i64_to_str(c->time_ms, t);
+  t[n++] = ',';
+  if (c->has_mag)
+    n += sa_i64_to_str(c->mag_micro, t + n);
+  else
+    t[n++] = 'n';
+  t[n++] = ',';
+  if (c->has_depth)
+    n += sa_i64_to_str(c->depth_micro, t + n);
+  else
+    t[n++] = 'n';
+  t[n++] = ',';
+  t[n++] = (char)('0' + ((c->tsunami ? 1 : 0) | (c->significant ? 2 : 0)));
+  t[n] = '\0';
+  return copy_str(buf, cap, t);
+}
+
+static const char *parse_i64(const char *s, const char *end, int64_t *out) {
+  bool neg = false;
+  if (s < end && *s == '-') {
+    neg = true;
+    s++;
+  }
+  if (s >= end || *s < '0' || *s > '9')
+    return NULL;
+  int64_t v = 0;
+  for (; s < end && *s >= '0' && *s <= '9'; s++) {
+    if (v > (INT64_MAX - 9) / 10)
+      return NULL;
+    v = v * 10 + (*s - '0');
+  }
+  *out = neg ? -v : v;
+  return s;
+}
+
+int sa_contrib_decode(qs_contrib *c, const char *s, size_t len) {
+  const char *end = s + len;
+  memset(c, 0, sizeof *c);
+  int64_t v;
+  if (!(s = parse_i64(s, end, &c->time_ms)) || s >= end || *s++ != ',')
+    return QS_ERR_PARSE;
+  if (s < end && *s == 'n') {
+    s++;
+  } else {
+    if (!(s = parse_i64(s, end, &c->mag_micro)))
+      return QS_ERR_PARSE;
+    c->has_mag = true;
+  }
+  if (s >= end || *s++ != ',')
+    return QS_ERR_PARSE;
+  if (s < end && *s == 'n') {
+    s++;
+  } else {
+    if (!(s = parse_i64(s, end, &c->depth_micro)))
+      return QS_ERR_PARSE;
+    c->has_depth = true;
+  }
+  if (s >= end || *s++ != ',' || !(s = parse_i64(s, end, &v)) || s != end || v < 0 || v > 3)
+    return QS_ERR_PARSE;
+  c->tsunami = v & 1;
+  c->significant = (v & 2) != 0;
+  return 0;
+}
+
+/* Event record: "<updated>|<change>|<region>|<contribution or empty>". */
+static size_t evrec_encode(const sa_evrec *r, char *buf, size_t cap) {
+  char t[256];
+  size_t n = sa_i64_to_str(r->updated, t);
+  t[n++] = '|';
+  t[n++] = r->change;
+  t[n++] = '|';
+  n += copy_str(t + n, sizeof t - n - 100, r->region);
+  t[n++] = '|';
+  n += sa_contrib_encode(&r->c, t + n, sizeof t - n);
+  return copy_str(buf, cap, t);
+}
+
+static int evrec_decode(sa_evrec *r, const char *s, size_t len) {
+  const char *end = s + len;
+  if (!(s = parse_i64(s, end, &r->updated)) || end - s < 3 || s[0] != '|' || s[2] != '|')
+    return QS_ERR_PARSE;
+  r->change = s[1];
+  if (!strchr("NRDS", r->change))
+    return QS_ERR_PARSE;
+  s += 3;
+  const char *bar = memchr(s, '|', (size_t)(end - s));
+  if (!bar || (size_t)(bar - s) > QS_EVENT_SHORT_MAX)
+    return QS_ERR_PARSE;
+  memcpy(r->region, s, (size_t)(bar - s));
+  r->region[bar - s] = '\0';
+  int rc = sa_contrib_decode(&r->c, bar + 1, (size_t)(end - bar - 1));
+  if (rc != 0)
+    return rc;
+  r->live = r->change == 'N' || r->change == 'R';
+  if (r->live && !region_ok(r->region))
+    return QS_ERR_PARSE;
+  r->exists = true;
+  return 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+void sa_engine_init(sa_engine *e, const sa_engine_opts *o) {
+  memset(e, 0, sizeof *e);
+  e->o = *o;
+  snprintf(e->hub, sizeof e->hub, "%s", o->hub);
+  snprintf(e->group, sizeof e->group, "%s", o->consumer_group);
+  e->o.hub = e->hub;
+  e->o.consumer_group = e->group;
+  sa_smap_init_borrowed(&e->evrecs);  /* key: the record's id */
+  sa_smap_init_borrowed(&e->windows); /* key: the window's key */
+  sa_smap_init(&e->baselines);
+  sa_argv_init(&e->alerts);
+  sa_argv_init(&e->dlq);
+  sa_argv_init(&e->pubs);
+  for (int p = 0; p < SA_PARTITIONS_MAX; p++) {
+    e->parts[p].sequence = -1;
+    e->parts[p].max_time = INT64_MIN;
+    e->parts[p].watermark = INT64_MIN;
+  }
+}
+
+static void members_free(sa_member_list *m) {
+  sa_smap_free(&m->idx);
+  free(m->ids);
+  free(m->c);
+  memset(m, 0, sizeof *m);
+}
+
+static void window_free(sa_window *w) {
+  members_free(&w->mem);
+  members_free(&w->changed);
+  free(w);
+}
+
+static void drop_caches(sa_engine *e) {
+  for (size_t i = 0; i < e->evrecs.cap; i++)
+    if (e->evrecs.slots[i].key)
+      free(e->evrecs.slots[i].value);
+  for (size_t i = 0; i < e->windows.cap; i++)
+    if (e->windows.slots[i].key)
+      window_free(e->windows.slots[i].value);
+  sa_smap_free(&e->evrecs);
+  sa_smap_free(&e->windows);
+}
+
+static void clear_changes(sa_engine *e) {
+  e->n_dirty_ev = 0;
+  e->n_dirty_win = 0;
+  e->bodies_used = 0;
+  sa_argv_reset(&e->alerts);
+  sa_argv_reset(&e->dlq);
+  sa_argv_reset(&e->pubs);
+  e->pending_items = 0;
+  for (int p = 0; p < SA_PARTITIONS_MAX; p++)
+    e->parts[p].dirty = false;
+}
+
+void sa_engine_clear_baselines(sa_engine *e) {
+  for (size_t i = 0; i < e->baselines.cap; i++)
+    if (e->baselines.slots[i].key)
+      free(e->baselines.slots[i].value);
+  sa_smap_free(&e->baselines);
+}
+
+void sa_engine_free(sa_engine *e) {
+  drop_caches(e);
+  sa_engine_clear_baselines(e);
+  free(e->dirty_ev);
+  free(e->dirty_win);
+  free(e->bodies);
+  sa_argv_free(&e->alerts);
+  sa_argv_free(&e->dlq);
+  sa_argv_free(&e->pubs);
+}
+
+void sa_engine_reset(sa_engine *e) {
+  clear_changes(e);
+  drop_caches(e);
+  for (int p = 0; p < SA_PARTITIONS_MAX; p++) {
+    e->parts[p].known = false;
+    e->parts[p].sequence = -1;
+    e->parts[p].max_time = INT64_MIN;
+    e->parts[p].watermark = INT64_MIN;
+  }
+}
+
+size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
+  size_t n = e->evrecs.len + e->windows.len;
+  if (n <= max)
+    return n;
+  /* Keep what changed since the last take (the dirty lists point at it); drop the rest, which
+   * Redis holds (or will, once the commit in flight lands: later fetches queue behind it). */
+  sa_smap keep;
+  sa_smap_init_borrowed(&keep);
+  for (size_t i = 0; i < e->evrecs.cap; i++) {
+    sa_evrec *r = e->evrecs.slots[i].value;
+    if (!e->evrecs.slots[i].key)
+      continue;
+    if (r->dirty)
+      sa_smap_put(&keep, e->evrecs.slots[i].key, r);
+    else
+      free(r);
+  }
+  sa_smap_free(&e->evrecs);
+  e->evrecs = keep;
+  sa_smap_init_borrowed(&keep);
+  for (size_t i = 0; i < e->windows.cap; i++) {
+    sa_window *w = e->windows.slots[i].value;
+    if (!e->windows.slots[i].key)
+      continue;
+    if (w->dirty)
+      sa_smap_put(&keep, e->windows.slots[i].key, w);
+    else
+      window_free(w);
+  }
+  sa_smap_free(&e->windows);
+  e->windows = keep;
+  return e->evrecs.len + e->windows.len;
+}
+
+void sa_engine_set_baseline(sa_engine *e, const char *region, const qs_agg_baseline *b) {
+  qs_agg_baseline *old = sa_smap_del(&e->baselines, region);
+  free(old);
+  if (b) {
+    qs_agg_baseline *c = qs_xmalloc(sizeof *c);
+    *c = *b;
+    sa_smap_put(&e->baselines, region, c);
+  }
+}
+
+void sa_key_ckpt(const sa_engine *e, int p, char *buf, size_t cap) {
+  snprintf(buf, cap, "qs:ckpt:%s:%s:%d", e->hub, e->group, p);
+}
+
+void sa_key_open(const sa_engine *e, int p, char *buf, size_t cap) {
+  snprintf(buf, cap, "qs:rt:open:%s:%s:%d", e->hub, e->group, p);
+}
+
+/* ---- partitions --------------------------------------------------------------------------- */
+
+void sa_engine_set_partition(sa_engine *e, int p, int64_t sequence, const char *offset,
+                             int64_t max_time, int64_t watermark, int64_t now_ms) {
+  if (p < 0 || p >= SA_PARTITIONS_MAX)
+    return;
+  sa_partition *pt = &e->parts[p];
+  pt->known = true;
+  pt->sequence = sequence;
+  snprintf(pt->offset, sizeof pt->offset, "%s", offset ? offset : "");
+  pt->max_time = max_time;
+  pt->watermark = watermark;
+  pt->last_event_wall = now_ms;
+  pt->last_tick_wall = now_ms;
+  pt->dirty = false;
+}
+
+const sa_partition *sa_engine_partition(const sa_engine *e, int p) {
+  return (p >= 0 && p < SA_PARTITIONS_MAX) ? &e->parts[p] : NULL;
+}
+
+void sa_engine_forget_partition(sa_engine *e, int p) {
+  if (p < 0 || p >= SA_PARTITIONS_MAX)
+    return;
+  e->parts[p].known = false;
+  e->parts[p].dirty = false;
+  e->parts[p].sequence = -1;
+  e->parts[p].max_time = INT64_MIN;
+  e->parts[p].watermark = INT64_MIN;
+}
+
+static void advance_watermark(sa_engine *e, sa_partition *pt, int64_t t) {
+  if (pt->max_time == INT64_MIN || t > pt->max_time)
+    pt->max_time = t;
+  int64_t cand = pt->max_time - e->o.tolerance_ms;
+  if (pt->watermark == INT64_MIN || cand > pt->watermark)
+    pt->watermark = cand;
+}
+
+void sa_engine_tick(sa_engine *e, int64_t now_ms) {
+  for (int p = 0; p < SA_PARTITIONS_MAX; p++) {
+    sa_partition *pt = &e->parts[p];
+    if (!pt->known) {
+      continue;
+    }
+    int64_t since = now_ms - pt->last_tick_wall;
+    if (pt->watermark != INT64_MIN && since > 0 && now_ms - pt->last_event_wall >= e->o.idle_ms) {
+      pt->watermark += since; /* idle: event time is taken to advance with the wall clock */
+      pt->dirty = true;
+    }
+    pt->last_tick_wall = now_ms;
+  }
+}
+
+/* ---- cache -------------------------------------------------------------------------------- */
+
+static void window_key(char *buf, size_t cap, const char *region, int64_t start) {
+  char t[SA_KEY_MAX + 32];
+  size_t n = copy_str(t, SA_KEY_MAX, region);
+  t[n++] = '|';
+  sa_i64_to_str(start, t + n);
+  copy_str(buf, cap, t);
+}
+
+const sa_window *sa_engine_window(const sa_engine *e, const char *region, int64_t start_ms) {
+  char k[SA_KEY_MAX];
+  window_key(k, sizeof k, region, start_ms);
+  return sa_smap_get(&e->windows, k);
+}
+
+const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *id) {
+  return sa_smap_get(&e->evrecs, id);
+}
+
+void sa_needs_init(sa_needs *n) {
+  sa_argv_init(&n->ev_ids);
+  sa_argv_init(&n->win_keys);
+  sa_smap_init(&n->seen);
+}
+
+void sa_needs_reset(sa_needs *n) {
+  sa_argv_reset(&n->ev_ids);
+  sa_argv_reset(&n->win_keys);
+  sa_smap_free(&n->seen);
+}
+
+void sa_needs_free(sa_needs *n) {
+  sa_argv_free(&n->ev_ids);
+  sa_argv_free(&n->win_keys);
+  sa_smap_free(&n->seen);
+}
+
+static void need(sa_needs *n, sa_argv *list, char kind, const char *s) {
+  if (!n)
+    return; /* the caller only asks whether the item is ready */
+  char k[SA_KEY_MAX + 2];
+  k[0] = kind;
+  copy_str(k + 1, sizeof k - 1, s);
+  if (sa_smap_get(&n->seen, k))
+    return;
+  sa_smap_put(&n->seen, k, (void *)1);
+  sa_argv_adds(list, s);
+}
+
+static bool need_window(sa_engine *e, sa_needs *n, const char *region, int64_t t) {
+  int64_t start, end;
+  if (qs_agg_window_of(t, e->o.window_ms, &start, &end) != 0)
+    return true; /* cannot be a window: apply treats it as poison */
+  char k[SA_KEY_MAX];
+  window_key(k, sizeof k, region, start);
+  if (sa_smap_get(&e->windows, k))
+    return true;
+  need(n, n ? &n->win_keys : NULL, 'w', k);
+  return false;
+}
+
+bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n) {
+  if (it->parse_rc != 0)
+    return true;
+  const qs_event *ev = &it->ev;
+  sa_evrec *r = sa_smap_get(&e->evrecs, ev->event_id);
+  if (!r) {
+    need(n, n ? &n->ev_ids : NULL, 'e', ev->event_id);
+    return false;
+  }
+  if (r->exists && ev->updated <= r->updated)
+    return true; /* duplicate or stale: no state needed */
+  bool ok = true;
+  if (r->live)
+    ok &= need_window(e, n, r->region, r->c.time_ms);
+  if (!qs_event_is_retraction(ev))
+    ok &= need_window(e, n, ev->region, ev->time);
+  return ok;
+}
+
+void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_t len) {
+  if (sa_smap_get(&e->evrecs, id))
+    return;
+  sa_evrec *r = qs_xcalloc(1, sizeof *r);
+  copy_str(r->id, sizeof r->id, id);
+  /* A record that does not decode is treated as unseen: the next version rebuilds it. */
+  if (val && evrec_decode(r, val, len) != 0) {
+    memset(r, 0, sizeof *r);
+    snprintf(r->id, sizeof r->id, "%s", id);
+  }
+  sa_smap_put(&e->evrecs, r->id, r);
+}
+
+static void members_push(sa_member_list *m, const char *id, const qs_contrib *c, bool indexed) {
+  if (m->n == m->cap) {
+    m->cap = m->cap ? m->cap * 2 : 8;
+    m->ids = qs_xrealloc(m->ids, m->cap * sizeof *m->ids);
+    m->c = qs_xrealloc(m->c, m->cap * sizeof *m->c);
+  }
+  copy_str(m->ids[m->n], sizeof m->ids[m->n], id);
+  if (indexed)
+    sa_smap_put(&m->idx, m->ids[m->n], (void *)(uintptr_t)(m->n + 1));
+  if (c)
+    m->c[m->n] = *c;
+  else
+    memset(&m->c[m->n], 0, sizeof m->c[m->n]);
+  m->n++;
+}
+
+static long members_find(const sa_member_list *m, const char *id) {
+  uintptr_t v = (uintptr_t)sa_smap_get(&m->idx, id);
+  return v ? (long)(v - 1) : -1;
+}
+
+static void members_remove_at(sa_member_list *m, size_t i) {
+  sa_smap_del(&m->idx, m->ids[i]);
+  m->n--;
+  if (i != m->n) {
+    memcpy(m->ids[i], m->ids[m->n], sizeof m->ids[i]);
+    m->c[i] = m->c[m->n];
+    sa_smap_put(&m->idx, m->ids[i], (void *)(uintptr_t)(i + 1));
+  }
+}
+
+static void members_clear(sa_member_list *m) {
+  sa_smap_free(&m->idx);
+  m->n = 0;
+}
+
+static int parse_window_key(const char *key, char *region, size_t rcap, int64_t *start) {
+  const char *bar = strrchr(key, '|');
+  if (!bar || (size_t)(bar - key) >= rcap)
+    return QS_ERR_INVALID;
+  memcpy(region, key, (size_t)(bar - key));
+  region[bar - key] = '\0';
+  const char *end = key + strlen(key);
+  if (parse_i64(bar + 1, end, start) != end)
+    return QS_ERR_INVALID;
+  return 0;
+}
+
+int sa_engine_load_window(sa_engine *e, const char *key, const char *row, size_t rowlen,
+                          const char *const *ids, const char *const *vals, const size_t *val_lens,
+                          size_t n) {
+  if (sa_smap_get(&e->windows, key))
+    return 0;
+  char region[QS_AGG_REGION_MAX + 1];
+  int64_t start, ws, we;
+  int rc = parse_window_key(key, region, sizeof region, &start);
+  if (rc == 0)
+    rc = qs_agg_window_of(start, e->o.window_ms, &ws, &we);
+  if (rc == 0 && ws != start)
+    rc = QS_ERR_INVALID;
+  if (rc != 0)
+    return QS_ERR_INVALID;
+  sa_window *w = qs_xcalloc(1, sizeof *w);
+  snprintf(w->key, sizeof w->key, "%s", key);
+  w->partition = -1;
+  int result = 0;
+  if (qs_agg_row_init(&w->row, region, ws, we) != 0) {
+    free(w);
+    return QS_ERR_INVALID;
+  }
+  /* The aggregate is rebuilt from the members (committed atomically with the row); the row
+   * contributes only the window's own fields: final and late_count. */
+  for (size_t i = 0; i < n; i++) {
+    qs_contrib c;
+    if (sa_contrib_decode(&c, vals[i], val_lens[i]) != 0 || qs_agg_row_add(&w->row, &c) != 0) {
+      result = QS_ERR_INVALID;
+      continue;
+    }
+    members_push(&w->mem, ids[i], &c, true);
+  }
+  if (row) {
+    cJSON *j = cJSON_ParseWithLength(row, rowlen);
+    if (j) {
+      w->final = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "final"));
+      const cJSON *lc = cJSON_GetObjectItemCaseSensitive(j, "late_count");
+      if (cJSON_IsNumber(lc) && lc->valuedouble >= 0)
+        w->late_count = (int64_t)lc->valuedouble;
+      cJSON_Delete(j);
+    } else {
+      result = QS_ERR_INVALID;
+    }
+  }
+  sa_smap_put(&e->windows, w->key, w);
+  return result;
+}
+
+/* ---- changes ------------------------------------------------------------------------------ */
+
+static void mark_window(sa_engine *e, sa_window *w) {
+  if (w->dirty)
+    return;
+  w->dirty = true;
+  if (e->n_dirty_win == e->cap_dirty_win) {
+    e->cap_dirty_win = e->cap_dirty_win ? e->cap_dirty_win * 2 : 64;
+    e->dirty_win = qs_xrealloc(e->dirty_win, e->cap_dirty_win * sizeof *e->dirty_win);
+  }
+  e->dirty_win[e->n_dirty_win++] = w;
+}
+
+static void mark_evrec(sa_engine *e, sa_evrec *r) {
+  if (r->dirty)
+    return;
+  r->dirty = true;
+  if (e->n_dirty_ev == e->cap_dirty_ev) {
+    e->cap_dirty_ev = e->cap_dirty_ev ? e->cap_dirty_ev * 2 : 256;
+    e->dirty_ev = qs_xrealloc(e->dirty_ev, e->cap_dirty_ev * sizeof *e->dirty_ev);
+  }
+  e->dirty_ev[e->n_dirty_ev++] = r;
+}
+
+static void store_body(sa_engine *e, sa_evrec *r, const char *body, size_t len) {
+  if (e->bodies_used + len > e->bodies_cap) {
+    size_t ncap = e->bodies_cap ? e->bodies_cap : 65536;
+    while (ncap < e->bodies_used + len)
+      ncap *= 2;
+    e->bodies = qs_xrealloc(e->bodies, ncap);
+    e->bodies_cap = ncap;
+  }
+  memcpy(e->bodies + e->bodies_used, body, len);
+  r->body_off = e->bodies_used;
+  r->body_len = len;
+  r->has_body = true;
+  e->bodies_used += len;
+}
+
+static void publish(sa_engine *e, int channel, const char *msg, size_t len) {
+  sa_argv_addi(&e->pubs, channel);
+  sa_argv_add(&e->pubs, msg, len);
+}
+
+/* Records a changed member id. Duplicates are allowed: the commit writes each id's final state,
+ * and setting or deleting a field twice in one command is harmless. */
+static void window_touch_member(sa_window *w, const char *id) {
+  members_push(&w->changed, id, NULL, false);
+}
+
+static int window_retract(sa_engine *e, sa_window *w, const char *id) {
+  long i = members_find(&w->mem, id);
+  if (i < 0)
+    return QS_ERR_STATE;
+  qs_contrib c = w->mem.c[i];
+  int rc = qs_agg_retract(&w->row.agg, &c);
+  if (rc < 0)
+    return rc;
+  members_remove_at(&w->mem, (size_t)i);
+  if (w->mem.n == 0) {
+    /* An empty window is deleted from Redis at the next commit. Forget its own fields now (not
+     * at the commit, whose timing varies), so that the cached copy always equals what a restarted
+     * process would load, and both go on identically. */
+    w->late_count = 0;
+    w->final = false;
+  }
+  if (rc == QS_AGG_MINMAX_STALE && qs_agg_recompute_minmax(&w->row.agg, w->mem.c, w->mem.n) != 0)
+    QS_FATAL("window %s: members disagree with the aggregate", w->key);
+  window_touch_member(w, id);
+  mark_window(e, w);
+  return 0;
+}
+
+static sa_window *window_get(sa_engine *e, const char *region, int64_t t) {
+  int64_t start, end;
+  if (qs_agg_window_of(t, e->o.window_ms, &start, &end) != 0)
+    return NULL;
+  char k[SA_KEY_MAX];
+  window_key(k, sizeof k, region, start);
+  return sa_smap_get(&e->windows, k);
+}
+
+static void alert_add(sa_engine *e, const char *type, const char *subject, const char *region,
+                      int64_t window_start, const char *event_id, const qs_contrib *c,
+                      int64_t count, double threshold, const char *message, int64_t now_ms) {
+  qs_buf b = QS_BUF_INIT;
+  char key[SA_KEY_MAX + 32], num[40];
+  snprintf(key, sizeof key, "%s|%s", type, subject);
+  qs_buf_puts(&b, "{\"id\":\"");
+  qs_buf_json_str(&b, key, strlen(key));
+  qs_buf_printf(&b, "\",\"type\":\"%s\",\"created_at\":%" PRId64 ",\"region\":\"", type, now_ms);
+  qs_buf_json_str(&b, region, strlen(region));
+  qs_buf_puts(&b, "\",\"window_start\":");
+  if (window_start != INT64_MIN)
+    qs_buf_printf(&b, "%" PRId64, window_start);
+  else
+    qs_buf_puts(&b, "null");
+  qs_buf_puts(&b, ",\"event_id\":");
+  if (event_id) {
+    qs_buf_puts(&b, "\"");
+    qs_buf_json_str(&b, event_id, strlen(event_id));
+    qs_buf_puts(&b, "\"");
+  } else {
+    qs_buf_puts(&b, "null");
+  }
+  qs_buf_puts(&b, ",\"magnitude\":");
+  if (c && c->has_mag) {
+    qs_double_shortest(num, sizeof num, qs_agg_micro_to_double(c->mag_micro));
+    qs_buf_puts(&b, num);
+  } else {
+    qs_buf_puts(&b, "null");
+  }
+  qs_buf_puts(&b, ",\"count\":");
+  if (count >= 0)
+    qs_buf_printf(&b, "%" PRId64, count);
+  else
+    qs_buf_puts(&b, "null");
+  qs_buf_puts(&b, ",\"threshold\":");
+  if (isfinite(threshold)) {
+    qs_double_shortest(num, sizeof num, threshold);
+    qs_buf_puts(&b, num);
+  } else {
+    qs_buf_puts(&b, "null");
+  }
+  qs_buf_puts(&b, ",\"message\":\"");
+  qs_buf_json_str(&b, message, strlen(message));
+  qs_buf_puts(&b, "\",\"retracted\":false}");
+  sa_argv_adds(&e->alerts, "@ALERT");
+  sa_argv_adds(&e->alerts, key);
+  sa_argv_addi(&e->alerts, now_ms);
+  sa_argv_add(&e->alerts, b.p, b.len);
+  qs_buf_free(&b);
+  e->stats.alerts++;
+}
+
+static void window_alerts(sa_engine *e, sa_window *w, int64_t now_ms) {
+  int64_t count = w->row.agg.event_count;
+  char msg[256];
+  if (!w->volume_alerted && count > e->o.volume_threshold) {
+    w->volume_alerted = true;
+    snprintf(msg, sizeof msg, "%" PRId64 " events in %s window starting %" PRId64, count,
+             w->row.region, w->row.window_start_ms);
+    alert_add(e, "VOLUME", w->key, w->row.region, w->row.window_start_ms, NULL, NULL, count,
+              (double)e->o.volume_threshold, msg, now_ms);
+  }
+  const qs_agg_baseline *b = sa_smap_get(&e->baselines, w->row.region);
+  double thr;
+  if (!w->anomaly_alerted && b &&
+      qs_agg_baseline_threshold(b, e->o.window_ms, e->o.anomaly_sigma, &thr) == 0 &&
+      (double)count > thr) {
+    w->anomaly_alerted = true;
+    snprintf(msg, sizeof msg, "%" PRId64 " events in %s window, above the baseline threshold %.2f",
+             count, w->row.region, thr);
+    alert_add(e, "ANOMALY", w->key, w->row.region, w->row.window_start_ms, NULL, NULL, count, thr,
+              msg, now_ms);
+  }
+}
+
+/* An event alert whose condition no longer holds for the newest version (deleted, superseded,
+ * or revised below the threshold / without the tsunami flag) is marked retracted (the commit's
+ * @RETRACT op: only if it exists, published when it changes). A later version that meets the
+ * condition again stores it again, un-retracted (@ALERT). */
+static void alerts_retract_stale(sa_engine *e, const sa_evrec *old, const qs_contrib *now,
+                                 bool tsunami_now) {
+  int64_t spike = llround(e->o.spike_magnitude * QS_AGG_MICRO);
+  char key[QS_EVENT_ID_MAX + 32];
+  if (old->c.has_mag && old->c.mag_micro >= spike &&
+      !(now && now->has_mag && now->mag_micro >= spike)) {
+    snprintf(key, sizeof key, "MAGNITUDE_SPIKE|%s", old->id);
+    sa_argv_adds(&e->alerts, "@RETRACT");
+    sa_argv_adds(&e->alerts, key);
+  }
+  if (old->c.tsunami && !tsunami_now) {
+    snprintf(key, sizeof key, "TSUNAMI|%s", old->id);
+    sa_argv_adds(&e->alerts, "@RETRACT");
+    sa_argv_adds(&e->alerts, key);
+  }
+}
+
+static void event_alerts(sa_engine *e, const qs_event *ev, const qs_contrib *c, int64_t now_ms) {
+  char msg[QS_EVENT_PLACE_MAX + 128];
+  int64_t spike = llround(e->o.spike_magnitude * QS_AGG_MICRO);
+  if (c->has_mag && c->mag_micro >= spike) {
+    snprintf(msg, sizeof msg, "M%.1f earthquake: %s", ev->magnitude, ev->place);
+    alert_add(e, "MAGNITUDE_SPIKE", ev->event_id, ev->region, INT64_MIN, ev->event_id, c, -1, NAN,
+              msg, now_ms);
+  }
+  if (ev->tsunami_flag) {
+    snprintf(msg, sizeof msg, "tsunami flag set: %s", ev->place);
+    alert_add(e, "TSUNAMI", ev->event_id, ev->region, INT64_MIN, ev->event_id, c, -1, NAN, msg,
+              now_ms);
+  }
+}
+
+static void dead_letter(sa_engine *e, const sa_item *it, const char *reason) {
+  qs_buf b = QS_BUF_INIT;
+  qs_buf_printf(&b, "{\"partition\":%d,\"sequence\":%" PRId64 ",\"offset\":\"", it->partition,
+                it->sequence);
+  qs_buf_json_str(&b, it->offset, strlen(it->offset));
+  qs_buf_puts(&b, "\",\"reason\":\"");
+  qs_buf_json_str(&b, reason, strlen(reason));
+  qs_buf_puts(&b, "\",\"body\":\"");
+  size_t n = it->len > SA_DLQ_BODY_MAX ? SA_DLQ_BODY_MAX : it->len;
+  /* Cut on a UTF-8 boundary so the JSON stays valid text. */
+  while (n > 0 && n < it->len && ((unsigned char)it->body[n] & 0xC0) == 0x80)
+    n--;
+  qs_buf_json_str(&b, it->body, n);
+  qs_buf_puts(&b, "\"}");
+  sa_argv_add(&e->dlq, b.p, b.len);
+  qs_buf_free(&b);
+  e->stats.poison++;
+}
+
+/* Applies `it` with the state it touches already looked up (see sa_engine_try_apply): its
+ * record r, the window of r's live version (old) and the window of the new version (w). */
+static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evrec *r,
+                        sa_window *old, sa_window *w) {
+  if (it->partition < 0 || it->partition >= SA_PARTITIONS_MAX)
+    QS_FATAL("partition %d out of range", it->partition);
+  sa_partition *pt = &e->parts[it->partition];
+  if (!pt->known) {
+    pt->known = true;
+    pt->last_tick_wall = now_ms;
+  }
+  pt->sequence = it->sequence;
+  copy_str(pt->offset, sizeof pt->offset, it->offset);
+  pt->last_event_wall = now_ms;
+  pt->dirty = true;
+  e->pending_items++;
+  e->stats.events++;
+  if (it->parse_rc != 0) {
+    dead_letter(e, it, it->why[0] ? it->why : qs_strerror(it->parse_rc));
+    return;
+  }
+  const qs_event *ev = &it->ev;
+  qs_contrib c;
+  bool retraction = qs_event_is_retraction(ev);
+  if (!retraction && qs_contrib_init(&c, ev->time, ev->has_magnitude ? ev->magnitude : NAN,
+                                     ev->has_depth ? ev->depth_km : NAN, ev->tsunami_flag,
+                                     e->o.significant) != 0) {
+    dead_letter(e, it, "magnitude, depth or time outside the aggregate bounds");
+    return;
+  }
+  advance_watermark(e, pt, ev->time);
+  if (r->exists && ev->updated <= r->updated) {
+    if (ev->updated == r->updated)
+      e->stats.duplicates++;
+    else
+      e->stats.stale++;
+    return;
+  }
+  char msg[QS_EVENT_ID_MAX + 96];
+  if (r->live) {
+    alerts_retract_stale(e, r, retraction ? NULL : &c, ev->tsunami_flag && !retraction);
+    /* The window may have been trimmed by retention (windows are kept 30 days, event records
+     * 90): then there is nothing left to retract. */
+    if (!old || window_retract(e, old, r->id) != 0)
+      e->stats.orphans++;
+    else if (old->partition < 0)
+      old->partition = it->partition;
+    if (retraction) {
+      int n =
+          snprintf(msg, sizeof msg,
+                   "{\"type\":\"event_removed\",\"data\":{\"event_id\":\"%s\",\"reason\":\"%s\"}}",
+                   r->id, ev->change == QS_EVENT_DELETED ? "deleted" : "superseded");
+      publish(e, SA_CH_EVENTS, msg, (size_t)n);
+    }
+  }
+  r->exists = true;
+  r->updated = ev->updated;
+  r->has_body = false;
+  mark_evrec(e, r);
+  if (retraction) {
+    e->stats.retractions++;
+    r->live = false;
+    r->change = ev->change == QS_EVENT_DELETED ? 'D' : 'S';
+    memset(&r->c, 0, sizeof r->c);
+    r->c.time_ms = ev->time;
+    return;
+  }
+  if (r->live)
+    e->stats.revisions++;
+  if (!w)
+    QS_FATAL("window of %s is not cached", ev->event_id);
+  if (!w->final && w->row.window_end_ms + e->o.lateness_ms <= pt->watermark)
+    w->final = true;
+  if (w->final) {
+    w->late_count++;
+    e->stats.late++;
+  }
+  if (qs_agg_row_add(&w->row, &c) != 0)
+    QS_FATAL("window %s refused a member", w->key);
+  members_push(&w->mem, ev->event_id, &c, true);
+  window_touch_member(w, ev->event_id);
+  w->partition = it->partition;
+  mark_window(e, w);
+  r->change = (r->live || ev->change == QS_EVENT_REVISION) ? 'R' : 'N';
+  r->live = true;
+  copy_str(r->region, sizeof r->region, ev->region);
+  r->c = c;
+  store_body(e, r, it->body, it->len);
+  static const char pre[] = "{\"type\":\"event\",\"data\":";
+  sa_argv_addi(&e->pubs, SA_CH_EVENTS);
+  sa_argv_add3(&e->pubs, pre, sizeof pre - 1, it->body, it->len, "}", 1);
+  event_alerts(e, ev, &c, now_ms);
+  window_alerts(e, w, now_ms);
+}
+
+bool sa_engine_try_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
+  sa_evrec *r = NULL;
+  sa_window *old = NULL, *w = NULL;
+  if (it->parse_rc == 0) {
+    const qs_event *ev = &it->ev;
+    r = sa_smap_get(&e->evrecs, ev->event_id);
+    if (!r)
+      return false;
+    if (!(r->exists && ev->updated <= r->updated)) {
+      int64_t ws, we;
+      if (r->live && !(old = window_get(e, r->region, r->c.time_ms)))
+        return false;
+      if (!qs_event_is_retraction(ev) && !(w = window_get(e, ev->region, ev->time)) &&
+          qs_agg_window_of(ev->time, e->o.window_ms, &ws, &we) == 0)
+        return false;
+    }
+  }
+  apply_found(e, it, now_ms, r, old, w);
+  return true;
+}
+
+void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
+  if (!sa_engine_try_apply(e, it, now_ms))
+    QS_FATAL("apply of an item whose state is not cached");
+}
+
+/* ---- take --------------------------------------------------------------------------------- */
+
+typedef struct opcmd {
+  sa_argv *a;
+  size_t count_idx, nargs;
+} opcmd;
+
+static void op_begin(opcmd *c, sa_argv *a, const char *cmd, const char *key) {
+  c->a = a;
+  c->count_idx = sa_argv_count(a);
+  sa_argv_addi(a, 0);
+  sa_argv_adds(a, cmd);
+  c->nargs = 1;
+  if (key) {
+    sa_argv_adds(a, key);
+    c->nargs++;
+  }
+}
+
+static void op_arg(opcmd *c, const char *s, size_t len) {
+  sa_argv_add(c->a, s, len);
+  c->nargs++;
+}
+
+static void op_args(opcmd *c, const char *s) { op_arg(c, s, strlen(s)); }
+
+static void op_argi(opcmd *c, int64_t v) {
+  sa_argv_addi(c->a, v);
+  c->nargs++;
+}
+
+static void op_end(opcmd *c) { sa_argv_set_i(c->a, c->count_idx, (int64_t)c->nargs); }
+
+static const char *channel_name(int ch) {
+  return ch == SA_CH_AGGREGATES ? "qs:live:aggregates"
+         : ch == SA_CH_ALERTS   ? "qs:live:alerts"
+                                : "qs:live:events";
+}
+
+/* One grouped command per CHUNK_PAIRS records that pass `want`. */
+typedef bool (*rec_filter)(const sa_evrec *r);
+typedef void (*rec_emit)(sa_engine *e, opcmd *c, const sa_evrec *r);
+
+static void emit_grouped(sa_engine *e, sa_argv *ops, const char *cmd, const char *key,
+                         rec_filter want, rec_emit emit) {
+  opcmd c;
+  size_t in_cmd = 0;
+  for (size_t i = 0; i < e->n_dirty_ev; i++) {
+    const sa_evrec *r = e->dirty_ev[i];
+    if (!want(r))
+      continue;
+    if (in_cmd == 0)
+      op_begin(&c, ops, cmd, key);
+    emit(e, &c, r);
+    if (++in_cmd == CHUNK_PAIRS) {
+      op_end(&c);
+      in_cmd = 0;
+    }
+  }
+  if (in_cmd)
+    op_end(&c);
+}
+
+static bool want_all(const sa_evrec *r) {
+  (void)r;
+  return true;
+}
+static bool want_body(const sa_evrec *r) { return r->live && r->has_body; }
+static bool want_gone(const sa_evrec *r) { return !r->live; }
+
+static void emit_evstate(sa_engine *e, opcmd *c, const sa_evrec *r) {
+  (void)e;
+  char buf[256];
+  op_args(c, r->id);
+  op_arg(c, buf, evrec_encode(r, buf, sizeof buf));
+}
+static void emit_evstate_idx(sa_engine *e, opcmd *c, const sa_evrec *r) {
+  (void)e;
+  op_argi(c, r->c.time_ms);
+  op_args(c, r->id);
+}
+static void emit_body(sa_engine *e, opcmd *c, const sa_evrec *r) {
+  op_args(c, r->id);
+  op_arg(c, e->bodies + r->body_off, r->body_len);
+}
+static void emit_id(sa_engine *e, opcmd *c, const sa_evrec *r) {
+  (void)e;
+  op_args(c, r->id);
+}
+
+static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms) {
+  opcmd c;
+  char memkey[SA_KEY_MAX + 16], open[600];
+  snprintf(memkey, sizeof memkey, "qs:rt:mem:%s", w->key);
+  int p = w->partition;
+  if (p >= 0) {
+    sa_key_open(e, p, open, sizeof open);
+    /* The commit's @FINAL op may have finalised it in Redis while it sat in the cache. */
+    const sa_partition *pt = &e->parts[p];
+    if (!w->final && pt->watermark != INT64_MIN &&
+        w->row.window_end_ms + e->o.lateness_ms <= pt->watermark)
+      w->final = true;
+  }
+  char *json = NULL;
+  size_t jlen = 0;
+  if (qs_agg_row_to_json(&w->row, &json, &jlen) != 0 || jlen < 2)
+    QS_FATAL("window %s: row does not encode", w->key);
+  qs_buf row = QS_BUF_INIT;
+  qs_buf_append(&row, json, jlen - 1); /* without the closing brace */
+  free(json);
+  qs_buf_printf(&row, ",\"final\":%s,\"late_count\":%" PRId64 ",\"updated_at\":%" PRId64 "}",
+                w->final ? "true" : "false", w->late_count, now_ms);
+  if (w->row.agg.event_count == 0) {
+    op_begin(&c, ops, "HDEL", "qs:rt:win");
+    op_args(&c, w->key);
+    op_end(&c);
+    op_begin(&c, ops, "ZREM", "qs:rt:win:idx");
+    op_args(&c, w->key);
+    op_end(&c);
+    op_begin(&c, ops, "DEL", memkey);
+    op_end(&c);
+    if (p >= 0) {
+      op_begin(&c, ops, "ZREM", open);
+      op_args(&c, w->key);
+      op_end(&c);
+    }
+  } else {
+    op_begin(&c, ops, "HSET", "qs:rt:win");
+    op_args(&c, w->key);
+    op_arg(&c, row.p, row.len);
+    op_end(&c);
+    op_begin(&c, ops, "ZADD", "qs:rt:win:idx");
+    op_argi(&c, w->row.window_start_ms);
+    op_args(&c, w->key);
+    op_end(&c);
+    /* Member changes: set the current contribution, or delete an id that left. */
+    for (int pass = 0; pass < 2; pass++) {
+      size_t in_cmd = 0;
+      for (size_t i = 0; i < w->changed.n; i++) {
+        long m = members_find(&w->mem, w->changed.ids[i]);
+        if ((pass == 0) != (m >= 0))
+          continue;
+        if (in_cmd == 0)
+          op_begin(&c, ops, pass == 0 ? "HSET" : "HDEL", memkey);
+        op_args(&c, w->changed.ids[i]);
+        if (pass == 0) {
+          char cb[128];
+          op_arg(&c, cb, sa_contrib_encode(&w->mem.c[m], cb, sizeof cb));
+        }
+        if (++in_cmd == CHUNK_PAIRS) {
+          op_end(&c);
+          in_cmd = 0;
+        }
+      }
+      if (in_cmd)
+        op_end(&c);
+    }
+    if (p >= 0) {
+      if (w->final) {
+        op_begin(&c, ops, "ZREM", open);
+        op_args(&c, w->key);
+      } else {
+        op_begin(&c, ops, "ZADD", open);
+        op_argi(&c, w->row.window_end_ms);
+        op_args(&c, w->key);
+      }
+      op_end(&c);
+    }
+  }
+  qs_buf msg = QS_BUF_INIT;
+  qs_buf_puts(&msg, "{\"type\":\"window\",\"data\":");
+  qs_buf_append(&msg, row.p, row.len);
+  qs_buf_puts(&msg, "}");
+  publish(e, SA_CH_AGGREGATES, msg.p, msg.len);
+  qs_buf_free(&msg);
+  qs_buf_free(&row);
+  members_clear(&w->changed);
+  w->dirty = false;
+}
+
+bool sa_engine_has_changes(const sa_engine *e) {
+  if (e->n_dirty_ev || e->n_dirty_win || e->pending_items || e->dlq.n || e->alerts.n)
+    return true;
+  for (int p = 0; p < SA_PARTITIONS_MAX; p++)
+    if (e->parts[p].dirty)
+      return true;
+  return false;
+}
+
+size_t sa_engine_take(sa_engine *e, sa_argv *ops, int *parts, size_t *nparts, int64_t now_ms) {
+  opcmd c;
+  size_t items = e->pending_items;
+  emit_grouped(e, ops, "HSET", "qs:rt:evstate", want_all, emit_evstate);
+  emit_grouped(e, ops, "ZADD", "qs:rt:evstate:idx", want_all, emit_evstate_idx);
+  emit_grouped(e, ops, "HSET", "qs:ev", want_body, emit_body);
+  emit_grouped(e, ops, "ZADD", "qs:ev:idx", want_body, emit_evstate_idx);
+  emit_grouped(e, ops, "HDEL", "qs:ev", want_gone, emit_id);
+  emit_grouped(e, ops, "ZREM", "qs:ev:idx", want_gone, emit_id);
+  for (size_t i = 0; i < e->n_dirty_ev; i++) {
+    e->dirty_ev[i]->dirty = false;
+    e->dirty_ev[i]->has_body = false;
+  }
+  for (size_t i = 0; i < e->n_dirty_win; i++)
+    take_window(e, ops, e->dirty_win[i], now_ms);
+  for (size_t i = 0; i + 1 < e->pubs.n; i += 2) {
+    size_t chlen, mlen;
+    const char *ch = sa_argv_at(&e->pubs, i, &chlen);
+    const char *m = sa_argv_at(&e->pubs, i + 1, &mlen);
+    op_begin(&c, ops, "PUBLISH", channel_name(atoi(ch)));
+    op_arg(&c, m, mlen);
+    op_end(&c);
+  }
+  /* Alerts and retractions in the order they were decided: their outcome depends on it. */
+  for (size_t i = 0; i < e->alerts.n;) {
+    size_t l0, l1, l2;
+    const char *op = sa_argv_at(&e->alerts, i, NULL);
+    const char *k = sa_argv_at(&e->alerts, i + 1, &l0);
+    sa_argv_addi(ops, 0);
+    sa_argv_adds(ops, op);
+    sa_argv_add(ops, k, l0);
+    if (strcmp(op, "@ALERT") == 0) {
+      const char *sc = sa_argv_at(&e->alerts, i + 2, &l1);
+      const char *j = sa_argv_at(&e->alerts, i + 3, &l2);
+      sa_argv_add(ops, sc, l1);
+      sa_argv_add(ops, j, l2);
+      i += 4;
+    } else {
+      i += 2;
+    }
+  }
+  if (e->dlq.n) {
+    for (size_t i = 0; i < e->dlq.n; i++) {
+      size_t l;
+      const char *d = sa_argv_at(&e->dlq, i, &l);
+      op_begin(&c, ops, "LPUSH", "qs:rt:dlq");
+      op_arg(&c, d, l);
+      op_end(&c);
+    }
+    op_begin(&c, ops, "LTRIM", "qs:rt:dlq");
+    op_argi(&c, 0);
+    op_argi(&c, e->o.dlq_max - 1);
+    op_end(&c);
+  }
+  *nparts = 0;
+  for (int p = 0; p < SA_PARTITIONS_MAX; p++) {
+    sa_partition *pt = &e->parts[p];
+    if (!pt->dirty)
+      continue;
+    parts[(*nparts)++] = p;
+    char key[600];
+    sa_key_ckpt(e, p, key, sizeof key);
+    op_begin(&c, ops, "HSET", key);
+    op_args(&c, "sequence");
+    op_argi(&c, pt->sequence);
+    op_args(&c, "offset");
+    op_args(&c, pt->offset);
+    op_args(&c, "max_event_time");
+    op_argi(&c, pt->max_time == INT64_MIN ? QS_AGG_TIME_MIN_MS : pt->max_time);
+    op_args(&c, "watermark");
+    op_argi(&c, pt->watermark == INT64_MIN ? QS_AGG_TIME_MIN_MS : pt->watermark);
+    op_args(&c, "updated_at");
+    op_argi(&c, now_ms);
+    op_end(&c);
+    if (pt->watermark != INT64_MIN) {
+      sa_key_open(e, p, key, sizeof key);
+      sa_argv_addi(ops, 0);
+      sa_argv_adds(ops, "@FINAL");
+      sa_argv_adds(ops, key);
+      sa_argv_addi(ops, pt->watermark - e->o.lateness_ms);
+    }
+    pt->dirty = false;
+  }
+  clear_changes(e);
+  return items;
+}

@@ -1,0 +1,111 @@
+/* smap.c — string-keyed open-addressing hash map (see smap.h). Load factor kept <= 1/2. */
+#include "smap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "qs/error.h"
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a final mix for the low bits */
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 1099511628211ULL;
+  }
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return h;
+}
+
+void sa_smap_init(sa_smap *m) { memset(m, 0, sizeof *m); }
+
+void sa_smap_init_borrowed(sa_smap *m) {
+  memset(m, 0, sizeof *m);
+  m->borrow_keys = true;
+}
+
+void sa_smap_free(sa_smap *m) {
+  bool borrow = m->borrow_keys;
+  if (!borrow)
+    for (size_t i = 0; i < m->cap; i++)
+      free(m->slots[i].key);
+  free(m->slots);
+  memset(m, 0, sizeof *m);
+  m->borrow_keys = borrow;
+}
+
+static size_t find(const sa_smap *m, const char *key, uint64_t h) {
+  size_t mask = m->cap - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    const sa_smap_slot *s = &m->slots[i];
+    if (!s->key || (s->hash == h && strcmp(s->key, key) == 0))
+      return i;
+  }
+}
+
+void *sa_smap_get(const sa_smap *m, const char *key) {
+  if (m->cap == 0)
+    return NULL;
+  size_t i = find(m, key, hash_str(key));
+  return m->slots[i].key ? m->slots[i].value : NULL;
+}
+
+static void grow(sa_smap *m) {
+  size_t ncap = m->cap ? m->cap * 2 : 64;
+  sa_smap_slot *old = m->slots;
+  size_t ocap = m->cap;
+  m->slots = qs_xcalloc(ncap, sizeof *m->slots);
+  m->cap = ncap;
+  for (size_t i = 0; i < ocap; i++) {
+    if (!old[i].key)
+      continue;
+    size_t j = find(m, old[i].key, old[i].hash);
+    m->slots[j] = old[i];
+  }
+  free(old);
+}
+
+void *sa_smap_put(sa_smap *m, const char *key, void *value) {
+  if ((m->len + 1) * 2 > m->cap)
+    grow(m);
+  uint64_t h = hash_str(key);
+  size_t i = find(m, key, h);
+  sa_smap_slot *s = &m->slots[i];
+  if (s->key) {
+    void *prev = s->value;
+    s->value = value;
+    return prev;
+  }
+  s->key = m->borrow_keys ? (char *)key : qs_xstrdup(key);
+  s->hash = h;
+  s->value = value;
+  m->len++;
+  return NULL;
+}
+
+void *sa_smap_del(sa_smap *m, const char *key) {
+  if (m->cap == 0)
+    return NULL;
+  size_t mask = m->cap - 1;
+  size_t i = find(m, key, hash_str(key));
+  if (!m->slots[i].key)
+    return NULL;
+  void *v = m->slots[i].value;
+  if (!m->borrow_keys)
+    free(m->slots[i].key);
+  m->slots[i].key = NULL;
+  m->len--;
+  /* Backward-shift the following cluster so lookups never stop early at the hole. */
+  for (size_t j = (i + 1) & mask; m->slots[j].key; j = (j + 1) & mask) {
+    size_t home = m->slots[j].hash & mask;
+    /* Move j into the hole i unless its home lies cyclically in (i, j]. */
+    int in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+    if (!in_range) {
+      m->slots[i] = m->slots[j];
+      m->slots[j].key = NULL;
+      i = j;
+    }
+  }
+  return v;
+}

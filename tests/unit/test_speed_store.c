@@ -1,0 +1,529 @@
+/* test_speed_store.c — the speed aggregator's Redis side against a real redis-server on a free
+ * port: the atomic commit of state + checkpoint with its lease fence, reloading state into a
+ * fresh engine (what a restarted replica does), window finalisation, and lease balancing between
+ * two replicas. Skips if redis-server is absent; the server is always killed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "qs/error.h"
+#include "qs/redis.h"
+
+#include "engine.h"
+#include "lease.h"
+#include "store.h"
+
+static pid_t server_pid = -1;
+static char server_dir[64];
+
+static void kill_server(void) {
+  if (server_pid > 0) {
+    kill(server_pid, SIGKILL);
+    waitpid(server_pid, NULL, 0);
+    server_pid = -1;
+  }
+}
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* Starts redis-server and waits until it accepts a connection. */
+static int start_server(int port, const char *pass) {
+  char portstr[16];
+  snprintf(portstr, sizeof portstr, "%d", port);
+  kill_server(); /* one server at a time: a failed test may have left one */
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    const char *argv[16] = {"redis-server", "--port",    portstr,        "--bind", "127.0.0.1",
+                            "--save",       "",          "--appendonly", "no",     "--dir",
+                            server_dir,     "--logfile", "/dev/null",    NULL};
+    if (pass) {
+      argv[13] = "--requirepass";
+      argv[14] = pass;
+      argv[15] = NULL;
+    }
+    execvp("redis-server", (char *const *)argv);
+    _exit(127);
+  }
+  server_pid = pid;
+  for (int i = 0; i < 500; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    if (ok)
+      return 0;
+    if (waitpid(pid, NULL, WNOHANG) == pid) {
+      server_pid = -1;
+      return -1;
+    }
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* poll interval while the server starts, not a sync */
+  }
+  return -1;
+}
+
+static int setup(void **state) {
+  (void)state;
+  snprintf(server_dir, sizeof server_dir, "/tmp/qs_redis_XXXXXX");
+  if (!mkdtemp(server_dir))
+    return -1;
+  if (system("command -v redis-server >/dev/null 2>&1") != 0)
+    server_dir[0] = '\0';
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  kill_server();
+  if (server_dir[0] == '/')
+    rmdir(server_dir);
+  return 0;
+}
+
+static int kill_after_test(void **state) {
+  (void)state;
+  kill_server();
+  return 0;
+}
+
+#define T0 INT64_C(1764051900000)
+#define MINUTE INT64_C(60000)
+
+typedef struct fx {
+  uv_loop_t loop;
+  qs_redis redis;
+  redisContext *sync;
+  int port;
+  sa_engine engine;
+  sa_store store;
+} fx;
+
+static fx *fx_new(void) {
+  if (!server_dir[0])
+    return NULL;
+  fx *f = calloc(1, sizeof *f);
+  f->port = free_port();
+  assert_int_equal(start_server(f->port, NULL), 0);
+  uv_loop_init(&f->loop);
+  char url[64], err[256];
+  snprintf(url, sizeof url, "redis://127.0.0.1:%d", f->port);
+  assert_int_equal(qs_redis_init(&f->redis, &f->loop, url, NULL, err, sizeof err), 0);
+  f->sync = redisConnect("127.0.0.1", f->port);
+  assert_non_null(f->sync);
+  assert_int_equal(f->sync->err, 0);
+  sa_engine_opts o;
+  sa_engine_opts_default(&o);
+  o.tolerance_ms = MINUTE;
+  o.lateness_ms = 5 * MINUTE;
+  sa_engine_init(&f->engine, &o);
+  sa_store_init(&f->store, &f->redis, &f->engine, "me");
+  return f;
+}
+
+static void fx_free(fx *f) {
+  sa_store_free(&f->store);
+  sa_engine_free(&f->engine);
+  qs_redis_close(&f->redis, NULL);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  redisFree(f->sync);
+  free(f);
+  kill_server();
+}
+
+static void on_guard(uv_timer_t *t) { *(int *)t->data = 1; }
+
+/* Runs the loop until *flag or 10 s. */
+static void run_until(uv_loop_t *loop, int *flag) {
+  uv_timer_t guard;
+  int expired = 0;
+  uv_timer_init(loop, &guard);
+  guard.data = &expired;
+  uv_timer_start(&guard, on_guard, 10000, 0);
+  while (!*flag && !expired)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&guard, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  assert_false(expired);
+}
+
+static redisReply *cmd(fx *f, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *r = redisvCommand(f->sync, fmt, ap);
+  va_end(ap);
+  assert_non_null(r);
+  return r;
+}
+
+static long long cmd_int(fx *f, const char *fmt, const char *arg) {
+  redisReply *r = cmd(f, fmt, arg);
+  long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
+                : r->type == REDIS_REPLY_STRING ? atoll(r->str)
+                                                : -1;
+  freeReplyObject(r);
+  return v;
+}
+
+static sa_item *mk(int part, int64_t seq, const char *id, double mag, int64_t t, int64_t updated,
+                   const char *change) {
+  char body[2048];
+  snprintf(body, sizeof body,
+           "{\"event_id\":\"%s\",\"magnitude\":%.2f,\"mag_type\":\"ml\",\"place\":\"p\","
+           "\"time\":%lld,\"updated\":%lld,\"longitude\":-150,\"latitude\":61,"
+           "\"depth_km\":8,\"event_type\":\"earthquake\",\"status\":\"reviewed\","
+           "\"tsunami_flag\":false,\"alert_level\":null,\"net\":\"ak\",\"sig\":100,"
+           "\"region\":\"alaska\",\"source\":\"test\",\"ingested_at\":1,\"ids\":[\"%s\"],"
+           "\"change\":\"%s\"}",
+           id, mag, (long long)t, (long long)updated, id, change);
+  sa_item *it = calloc(1, sizeof *it);
+  it->partition = part;
+  it->sequence = seq;
+  snprintf(it->offset, sizeof it->offset, "%lld", (long long)seq * 10);
+  it->body = strdup(body);
+  it->len = strlen(body);
+  sa_item_parse(it);
+  assert_int_equal(it->parse_rc, 0);
+  return it;
+}
+
+static void on_fetched(void *ud, int status) {
+  assert_int_equal(status, 0);
+  *(int *)ud = 1;
+}
+
+/* Applies it, fetching missing state from Redis as the service does. */
+static void apply(fx *f, sa_item *it) {
+  sa_needs n;
+  sa_needs_init(&n);
+  for (int round = 0; round < 3 && !sa_engine_ready_for(&f->engine, it, &n); round++) {
+    int done = 0;
+    assert_int_equal(sa_store_fetch(&f->store, &n, on_fetched, &done), 0);
+    run_until(&f->loop, &done);
+    sa_needs_reset(&n);
+  }
+  assert_true(sa_engine_ready_for(&f->engine, it, &n));
+  sa_needs_free(&n);
+  sa_engine_apply(&f->engine, it, T0);
+  free(it->body);
+  free(it);
+}
+
+typedef struct commit_res {
+  int done, status;
+  size_t alerts;
+} commit_res;
+
+static void on_commit(void *ud, int status, const char *reason, const char *const *alerts,
+                      const size_t *lens, size_t n, size_t items) {
+  (void)reason;
+  (void)alerts;
+  (void)lens;
+  (void)items;
+  commit_res *r = ud;
+  r->status = status;
+  r->alerts = n;
+  r->done = 1;
+}
+
+static int commit(fx *f, size_t *alerts) {
+  commit_res r = {0};
+  assert_int_equal(sa_store_commit(&f->store, T0, on_commit, &r, NULL), 0);
+  run_until(&f->loop, &r.done);
+  if (alerts)
+    *alerts = r.alerts;
+  return r.status;
+}
+
+static void hold_lease(fx *f, int p) {
+  char k[128];
+  snprintf(k, sizeof k, "qs:lease:earthquake-events:$Default:%d", p);
+  freeReplyObject(cmd(f, "SET %s me", k));
+}
+
+static void test_commit_writes_state_and_checkpoint_together(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 5, "ak1", 2.0, T0 + 1, 1, "new"));
+  apply(f, mk(0, 6, "ak2", 6.5, T0 + 2, 1, "new"));
+  size_t alerts = 0;
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 1); /* MAGNITUDE_SPIKE, new */
+  assert_int_equal(cmd_int(f, "HGET %s sequence", "qs:ckpt:earthquake-events:$Default:0"), 6);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:ev"), 2);
+  assert_int_equal(cmd_int(f, "ZCARD %s", "qs:ev:idx"), 2);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:rt:mem:alaska|1764051900000"), 2);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:alerts"), 1);
+  redisReply *row = cmd(f, "HGET qs:rt:win %s", "alaska|1764051900000");
+  assert_int_equal(row->type, REDIS_REPLY_STRING);
+  assert_non_null(strstr(row->str, "\"event_count\":2"));
+  assert_non_null(strstr(row->str, "\"max_magnitude\":6.5"));
+  freeReplyObject(row);
+  /* The same alert again is not stored or reported twice. */
+  apply(f, mk(0, 7, "ak2", 6.6, T0 + 2, 2, "revision"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 0);
+  /* Revised below the threshold: retracted; back above it: raised again. */
+  apply(f, mk(0, 8, "ak2", 5.0, T0 + 2, 3, "revision"));
+  assert_int_equal(commit(f, &alerts), 0);
+  redisReply *al = cmd(f, "HGET qs:alerts %s", "MAGNITUDE_SPIKE|ak2");
+  assert_non_null(strstr(al->str, "\"retracted\":true"));
+  freeReplyObject(al);
+  apply(f, mk(0, 9, "ak2", 6.1, T0 + 2, 4, "revision"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 1);
+  al = cmd(f, "HGET qs:alerts %s", "MAGNITUDE_SPIKE|ak2");
+  assert_non_null(strstr(al->str, "\"retracted\":false"));
+  freeReplyObject(al);
+  fx_free(f);
+}
+
+static void test_commit_without_the_lease_writes_nothing(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  freeReplyObject(cmd(f, "SET %s other", "qs:lease:earthquake-events:$Default:1"));
+  apply(f, mk(1, 5, "ak1", 2.0, T0 + 1, 1, "new"));
+  assert_int_equal(commit(f, NULL), QS_ERR_STOLEN);
+  assert_int_equal(cmd_int(f, "EXISTS %s", "qs:ckpt:earthquake-events:$Default:1"), 0);
+  assert_int_equal(cmd_int(f, "EXISTS %s", "qs:ev"), 0);
+  assert_int_equal(cmd_int(f, "EXISTS %s", "qs:rt:win"), 0);
+  fx_free(f);
+}
+
+static void on_loaded(void *ud, int status) {
+  assert_int_equal(status, 0);
+  *(int *)ud = 1;
+}
+
+static void test_restarted_engine_reloads_state_and_retracts_exactly(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 1, "ak1", 2.0, T0 + 1, 1, "new"));
+  apply(f, mk(0, 2, "ak2", 4.0, T0 + 2, 1, "new"));
+  apply(f, mk(0, 3, "ak3", 3.0, T0 + 3, 1, "new"));
+  assert_int_equal(commit(f, NULL), 0);
+  /* A new process: empty cache, checkpoint from Redis. */
+  sa_engine_reset(&f->engine);
+  int done = 0;
+  assert_int_equal(sa_store_load_checkpoint(&f->store, 0, on_loaded, &done), 0);
+  run_until(&f->loop, &done);
+  assert_int_equal(sa_engine_partition(&f->engine, 0)->sequence, 3);
+  assert_int_equal(sa_engine_partition(&f->engine, 0)->max_time, T0 + 3);
+  apply(f, mk(0, 4, "ak2", 1.0, T0 + 2, 2, "revision")); /* the max drops out */
+  apply(f, mk(0, 5, "ak1", 2.0, T0 + 1, 1, "new"));      /* duplicate */
+  const sa_window *w = sa_engine_window(&f->engine, "alaska", T0);
+  assert_int_equal(w->row.agg.event_count, 3);
+  double mx, mn;
+  assert_int_equal(qs_agg_max_magnitude(&w->row.agg, &mx), 0);
+  assert_int_equal(qs_agg_min_magnitude(&w->row.agg, &mn), 0);
+  assert_true(mx == 3.0);
+  assert_true(mn == 1.0);
+  assert_int_equal(commit(f, NULL), 0);
+  redisReply *row = cmd(f, "HGET qs:rt:win %s", "alaska|1764051900000");
+  assert_non_null(strstr(row->str, "\"mag_sum_micro\":6000000"));
+  freeReplyObject(row);
+  fx_free(f);
+}
+
+static void test_watermark_past_end_finalises_committed_windows(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 1, "ak1", 2.0, T0 + 1, 1, "new"));
+  assert_int_equal(commit(f, NULL), 0);
+  redisReply *row = cmd(f, "HGET qs:rt:win %s", "alaska|1764051900000");
+  assert_non_null(strstr(row->str, "\"final\":false"));
+  freeReplyObject(row);
+  /* In another window: watermark = T0 + 11 min - 1 min = end + lateness of the first. */
+  apply(f, mk(0, 2, "ak2", 2.0, T0 + 11 * MINUTE, 1, "new"));
+  assert_int_equal(commit(f, NULL), 0);
+  row = cmd(f, "HGET qs:rt:win %s", "alaska|1764051900000");
+  assert_non_null(strstr(row->str, "\"final\":true"));
+  freeReplyObject(row);
+  assert_int_equal(cmd_int(f, "ZCARD %s", "qs:rt:open:earthquake-events:$Default:0"), 1);
+  fx_free(f);
+}
+
+static void on_done_ok(void *ud, int status) {
+  assert_int_equal(status, 0);
+  *(int *)ud = 1;
+}
+
+static long long rolling_count(fx *f) {
+  redisReply *r = cmd(f, "GET %s", "qs:rt:rolling");
+  assert_int_equal(r->type, REDIS_REPLY_STRING);
+  const char *p = strstr(r->str, "\"event_count\":");
+  long long n = p ? atoll(p + 14) : -1;
+  freeReplyObject(r);
+  return n;
+}
+
+static void refresh_rolling(fx *f) {
+  int done = 0;
+  assert_int_equal(sa_store_refresh_rolling(&f->store, false, T0, 1000, on_done_ok, &done), 0);
+  run_until(&f->loop, &done);
+}
+
+static void test_rolling_hour_counts_events_as_they_enter_and_leave(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 1, "r1", 2.0, T0, 1, "new"));               /* leaves at T0 + 1 h */
+  apply(f, mk(0, 2, "r2", 4.0, T0 + 30 * MINUTE, 1, "new")); /* leaves at T0 + 1.5 h */
+  assert_int_equal(commit(f, NULL), 0);
+  refresh_rolling(f); /* end = newest event time T0 + 30 min: both inside */
+  assert_int_equal(rolling_count(f), 2);
+  redisReply *r = cmd(f, "GET %s", "qs:rt:rolling");
+  assert_non_null(strstr(r->str, "\"max_magnitude\":4"));
+  assert_non_null(strstr(r->str, "\"avg_magnitude\":3"));
+  freeReplyObject(r);
+  apply(f, mk(0, 3, "r3", 1.0, T0 + 60 * MINUTE, 1, "new")); /* end moves: r1 leaves (exclusive) */
+  assert_int_equal(commit(f, NULL), 0);
+  refresh_rolling(f);
+  assert_int_equal(rolling_count(f), 2);
+  apply(f, mk(0, 4, "r2", 4.0, T0 + 30 * MINUTE, 2, "deleted")); /* a retraction leaves too */
+  assert_int_equal(commit(f, NULL), 0);
+  refresh_rolling(f);
+  assert_int_equal(rolling_count(f), 1);
+  fx_free(f);
+}
+
+static void test_retention_trims_old_windows_events_and_records(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 1, "old", 2.0, T0, 1, "new"));
+  apply(f, mk(0, 2, "new", 2.0, T0 + 40 * 86400000LL, 1, "new"));
+  assert_int_equal(commit(f, NULL), 0);
+  int done = 0;
+  /* Now = T0 + 45 d: windows are kept 30 d, events 90 d. */
+  assert_int_equal(sa_store_trim(&f->store, T0 + 45 * 86400000LL, 30 * 86400000LL, 90 * 86400000LL,
+                                 100, on_done_ok, &done),
+                   0);
+  run_until(&f->loop, &done);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:rt:win"), 1);
+  assert_int_equal(cmd_int(f, "EXISTS %s", "qs:rt:mem:alaska|1764051900000"), 0);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:ev"), 2);
+  /* Now = T0 + 100 d: the old event and its record go too. */
+  done = 0;
+  assert_int_equal(sa_store_trim(&f->store, T0 + 100 * 86400000LL, 30 * 86400000LL, 90 * 86400000LL,
+                                 100, on_done_ok, &done),
+                   0);
+  run_until(&f->loop, &done);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:ev"), 1);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:rt:evstate"), 1);
+  fx_free(f);
+}
+
+typedef struct lease_obs {
+  int owned;
+  int changes;
+} lease_obs;
+
+static void on_lease(sa_lease *l, int p, bool acquired, void *ud) {
+  (void)l;
+  (void)p;
+  lease_obs *o = ud;
+  o->owned += acquired ? 1 : -1;
+  o->changes++;
+}
+
+static void lease_closed(sa_lease *l) { *(int *)l->ud = -1; }
+
+static void test_two_replicas_split_partitions_and_take_over(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  sa_lease a, b;
+  lease_obs oa = {0}, ob = {0};
+  sa_lease_init(&a, &f->loop, &f->redis, "hub", "$Default", "A", 600, on_lease, &oa);
+  sa_lease_start(&a, 4);
+  while (oa.owned < 4)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  sa_lease_init(&b, &f->loop, &f->redis, "hub", "$Default", "B", 600, on_lease, &ob);
+  sa_lease_start(&b, 4);
+  /* A releases its extras on its next round, B picks them up. */
+  while (!(oa.owned == 2 && ob.owned == 2))
+    uv_run(&f->loop, UV_RUN_ONCE);
+  /* A stops (as if it died after releasing nothing: here it releases at once) -> B takes all. */
+  int closed = 0;
+  a.ud = &closed;
+  sa_lease_close(&a, lease_closed);
+  while (closed != -1)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  while (ob.owned < 4)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(cmd_int(f, "GET %s", "qs:lease:hub:$Default:0") == -1 ? 0 : 1, 1);
+  redisReply *r = cmd(f, "GET %s", "qs:lease:hub:$Default:3");
+  assert_string_equal(r->str, "B");
+  freeReplyObject(r);
+  b.ud = &closed;
+  closed = 0;
+  sa_lease_close(&b, lease_closed);
+  while (closed != -1)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(cmd_int(f, "EXISTS %s", "qs:lease:hub:$Default:3"), 0);
+  fx_free(f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_teardown(test_commit_writes_state_and_checkpoint_together, kill_after_test),
+      cmocka_unit_test_teardown(test_commit_without_the_lease_writes_nothing, kill_after_test),
+      cmocka_unit_test_teardown(test_restarted_engine_reloads_state_and_retracts_exactly,
+                                kill_after_test),
+      cmocka_unit_test_teardown(test_watermark_past_end_finalises_committed_windows,
+                                kill_after_test),
+      cmocka_unit_test_teardown(test_two_replicas_split_partitions_and_take_over, kill_after_test),
+      cmocka_unit_test_teardown(test_rolling_hour_counts_events_as_they_enter_and_leave,
+                                kill_after_test),
+      cmocka_unit_test_teardown(test_retention_trims_old_windows_events_and_records,
+                                kill_after_test),
+  };
+  atexit(kill_server);
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
