@@ -3,8 +3,9 @@
 - The windows equal an independent Python computation over the same real feeds (a USGS summary
   feed, sent as events or replayed through the ingestor, and a day of the earthquakes-feed
   revision log with revisions and merges); the rolling hour too.
-- The Lambda invariant against the test's own hourly reference: every hour's sum of 5-minute
-  windows equals the hour computed directly.
+- The Lambda invariant: every hour's sum of 5-minute windows equals the batch layer's hourly row
+  (batch-worker over the hub's own Capture files of the same input), and the test's own hourly
+  reference.
 - Live messages arrive on the documented channels and validate against proto/live.schema.json.
 - Crash: kill -9 at random points during a replay of 50,000 events, restart each time: the final
   Redis state equals a clean run's exactly. Two replicas: one is killed, the other takes over.
@@ -413,3 +414,47 @@ def test_usgs_feed_replayed_through_the_ingestor_gives_the_reference_windows(
     assert_windows_equal_reference(redis_server, events)
     stored = hgetall(redis_server, "qs:ev")
     assert set(stored) == {e["event_id"] for e in events}
+
+
+def test_lambda_invariant_against_the_batch_layer(start_service, redis_server, tmp_path):
+    """Every hour of the batch layer (batch-worker over the hub's own Capture files) equals the
+    sum of the speed layer's 5-minute windows of that hour, for the same input with revisions."""
+    from conftest import binary, hub_connection_string
+    cfg = json.load(open(os.path.join(ROOT, "proto", "hub-config.json")))
+    for ns in cfg["UserConfig"]["NamespaceConfig"]:
+        for e in ns["Entities"]:
+            if e["Name"] == HUB:  # capture every second, so the test need not wait 5 minutes
+                e["Capture"]["IntervalInSeconds"] = 1
+    (tmp_path / "hub-config.json").write_text(json.dumps(cfg))
+    hub = start_service("hub", env={"AMQP_PORT": "0", "DATA_DIR": str(tmp_path / "hub"),
+                                    "CAPTURE_DIR": str(tmp_path / "cap"), "LOG_LEVEL": "debug",
+                                    "HUB_CONFIG": str(tmp_path / "hub-config.json")})
+    hub.connection_string = hub_connection_string(
+        hub.wait_for_log(lambda r: r.get("msg") == "hub listening")["amqp_port"])
+    events = revision_events() or synthetic_events(5000, seed=41)
+    speed = start_speed(start_service, hub, redis_server)
+    send(events, hub.connection_string)
+    total = wait_all_committed(hub, redis_server, speed)
+
+    def captured():  # the hub logs each Capture file it renames into place, with its count
+        return sum(r["events"] for r in hub.logs if r.get("msg") == "capture file written")
+    hub.wait_for_log(lambda r: captured() >= total, timeout=60)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ADMIN_", "LOG_"))}
+    env.update({"ADMIN_HOST": "127.0.0.1", "ADMIN_PORT": "0", "REDIS_URL": redis_server.url,
+                "GOLD_DIR": str(tmp_path / "gold"), "PROGRESS": "never"})
+    p = subprocess.run([binary("batch-worker"), "run-once", "--source", str(tmp_path / "cap")],
+                       env=env, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+    batch = {k: json.loads(v) for k, v in hgetall(redis_server, "qs:batch:hourly").items()}
+    sums = [f for f in FIELDS if not f.endswith("magnitude")]
+    rolled = {}
+    for key, row in redis_windows(redis_server).items():
+        region, start = key.rsplit("|", 1)
+        h = rolled.setdefault(f"{region}|{int(start) // 3_600_000 * 3_600_000}",
+                              {f: 0 for f in sums})
+        for f in sums:
+            h[f] += row[f]
+    assert batch, "the batch layer produced hours"
+    assert set(rolled) == set(batch)
+    for k, h in rolled.items():
+        assert h == {f: batch[k][f] for f in sums}, (k, h, batch[k])
