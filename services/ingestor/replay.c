@@ -25,6 +25,7 @@ typedef struct replay {
   uint64_t start_ns, parse_ns, send_start_ns;
   bool waiting_drain, finished;
   int open_handles;
+  int64_t shift_ms; /* added to every time by --shift-to-now */
   void (*done)(int, void *);
   void *ud;
 } replay;
@@ -138,7 +139,7 @@ static void shift_event(qs_event *ev, void *ud) {
 static void shift_to_now(replay *r) {
   if (!r->l.n)
     return;
-  int64_t delta = qs_time_now_ms() - r->l.v[r->l.n - 1].time;
+  int64_t delta = r->shift_ms = qs_time_now_ms() - r->l.v[r->l.n - 1].time;
   for (size_t i = 0; i < r->l.n; i++)
     feed_entry_rewrite(&r->l.v[i], shift_event, &delta);
 }
@@ -201,7 +202,7 @@ int replay_start(ingest_ctx *ctx, const replay_opts *o, void (*done)(int rc, voi
     shift_to_now(r);
   qs_log_info(ctx->log, "replay started", QS_LSTR("file", o->path), QS_LINT("events", r->l.n),
               QS_LDBL("speed", o->speed), QS_LBOOL("shift_to_now", o->shift_to_now),
-              QS_LSTR("hub", o->hub));
+              QS_LINT("shift_ms", r->shift_ms), QS_LSTR("hub", o->hub));
   qs_eh_producer_opts po = {.hub = o->hub, .partition = -1, .queue_max = ctx->queue_max};
   rc = qs_eh_producer_open(ctx->eh, &po, &r->prod);
   if (rc != 0) {
