@@ -23,89 +23,7 @@
 #include "qs/error.h"
 #include "qs/redis.h"
 
-static pid_t server_pid = -1;
-static char server_dir[64];
-
-static void kill_server(void) {
-  if (server_pid > 0) {
-    kill(server_pid, SIGKILL);
-    waitpid(server_pid, NULL, 0);
-    server_pid = -1;
-  }
-}
-
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-/* Starts redis-server and waits until it accepts a connection. */
-static int start_server(int port, const char *pass) {
-  char portstr[16];
-  snprintf(portstr, sizeof portstr, "%d", port);
-  kill_server(); /* one server at a time: a failed test may have left one */
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    const char *argv[16] = {"redis-server", "--port",    portstr,        "--bind", "127.0.0.1",
-                            "--save",       "",          "--appendonly", "no",     "--dir",
-                            server_dir,     "--logfile", "/dev/null",    NULL};
-    if (pass) {
-      argv[13] = "--requirepass";
-      argv[14] = pass;
-      argv[15] = NULL;
-    }
-    execvp("redis-server", (char *const *)argv);
-    _exit(127);
-  }
-  server_pid = pid;
-  for (int i = 0; i < 500; i++) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    if (ok)
-      return 0;
-    if (waitpid(pid, NULL, WNOHANG) == pid) {
-      server_pid = -1;
-      return -1;
-    }
-    struct timespec ts = {0, 10 * 1000 * 1000};
-    nanosleep(&ts, NULL); /* poll interval while the server starts, not a sync */
-  }
-  return -1;
-}
-
-static int setup(void **state) {
-  (void)state;
-  snprintf(server_dir, sizeof server_dir, "/tmp/qs_redis_XXXXXX");
-  if (!mkdtemp(server_dir))
-    return -1;
-  if (system("command -v redis-server >/dev/null 2>&1") != 0)
-    server_dir[0] = '\0';
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  kill_server();
-  if (server_dir[0] == '/')
-    rmdir(server_dir);
-  return 0;
-}
-
-static int kill_after_test(void **state) {
-  (void)state;
-  kill_server();
-  return 0;
-}
+#include "redis_fixture.h"
 
 static void wake(uv_timer_t *t) { (void)t; }
 
@@ -197,10 +115,10 @@ static void test_url_parse_accepts_forms_and_rejects_bad(void **state) {
 
 static void test_commands_bounded_pending_kill_and_reconnect(void **state) {
   (void)state;
-  if (!server_dir[0])
+  if (!redis_fixture_dir[0])
     skip();
-  int port = free_port();
-  assert_int_equal(start_server(port, NULL), 0);
+  int port = redis_fixture_free_port();
+  assert_int_equal(redis_fixture_start(port, NULL), 0);
   uv_loop_t loop;
   uv_loop_init(&loop);
   qs_redis r;
@@ -226,7 +144,7 @@ static void test_commands_bounded_pending_kill_and_reconnect(void **state) {
   assert_int_equal(d.calls, 0);
 
   /* Server dies: ready goes false with a reason, commands fail via callback. */
-  kill_server();
+  redis_fixture_kill();
   assert_true(run_until(&loop, not_ready, &r, 5000));
   const char *why = NULL;
   assert_false(qs_redis_ready(&r, &why));
@@ -239,7 +157,7 @@ static void test_commands_bounded_pending_kill_and_reconnect(void **state) {
   assert_true(e.status < 0);
 
   /* Server returns: the client reconnects by itself. */
-  assert_int_equal(start_server(port, NULL), 0);
+  assert_int_equal(redis_fixture_start(port, NULL), 0);
   if (!run_until(&loop, is_ready, &r, 10000))
     fail_msg("no reconnect: %s (ac %p, connected %d)", r.reason, (void *)r.ac, r.connected);
   assert_true(r.reconnects > 0);
@@ -255,15 +173,15 @@ static void test_commands_bounded_pending_kill_and_reconnect(void **state) {
   close_and_check(&loop, &r);
   assert_int_equal(g.calls, 1);
   assert_int_equal(qs_redis_command(&r, record, &g, "GET %s", "k"), QS_ERR_CLOSED);
-  kill_server();
+  redis_fixture_kill();
 }
 
 static void test_auth_and_select_applied(void **state) {
   (void)state;
-  if (!server_dir[0])
+  if (!redis_fixture_dir[0])
     skip();
-  int port = free_port();
-  assert_int_equal(start_server(port, "s3cret"), 0);
+  int port = redis_fixture_free_port();
+  assert_int_equal(redis_fixture_start(port, "s3cret"), 0);
   uv_loop_t loop;
   uv_loop_init(&loop);
   qs_redis_opts o = {.ping_interval_ms = 50, .backoff_min_ms = 20, .backoff_max_ms = 100};
@@ -292,7 +210,7 @@ static void test_auth_and_select_applied(void **state) {
   assert_string_equal(a.str, "OK");
   assert_int_equal(c.integer, 0); /* the SET went to db 2 */
   close_and_check(&loop, &r);
-  kill_server();
+  redis_fixture_kill();
 }
 
 struct sub_state {
@@ -333,10 +251,10 @@ static void publish_until(uv_loop_t *loop, qs_redis *cmd, const char *ch, const 
 
 static void test_subscriber_receives_and_resubscribes_after_reconnect(void **state) {
   (void)state;
-  if (!server_dir[0])
+  if (!redis_fixture_dir[0])
     skip();
-  int port = free_port();
-  assert_int_equal(start_server(port, NULL), 0);
+  int port = redis_fixture_free_port();
+  assert_int_equal(redis_fixture_start(port, NULL), 0);
   uv_loop_t loop;
   uv_loop_init(&loop);
   char url[64], err[128];
@@ -365,9 +283,9 @@ static void test_subscriber_receives_and_resubscribes_after_reconnect(void **sta
   run_until(&loop, not_ready, &sub, 300);
   assert_true(qs_redis_ready(&sub, NULL));
 
-  kill_server();
+  redis_fixture_kill();
   assert_true(run_until(&loop, not_ready, &sub, 5000));
-  assert_int_equal(start_server(port, NULL), 0);
+  assert_int_equal(redis_fixture_start(port, NULL), 0);
   assert_true(run_until(&loop, got_subscribed, &two, 10000));
   assert_true(run_until(&loop, is_ready, &cmd, 10000));
   publish_until(&loop, &cmd, "qs:live:a", "again", 2);
@@ -381,18 +299,19 @@ static void test_subscriber_receives_and_resubscribes_after_reconnect(void **sta
   assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(closed, 2);
   assert_int_equal(uv_loop_close(&loop), 0);
-  kill_server();
+  redis_fixture_kill();
 }
 
 int main(void) {
-  atexit(kill_server);
+  atexit(redis_fixture_kill);
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_url_parse_accepts_forms_and_rejects_bad),
-      cmocka_unit_test_teardown(test_commands_bounded_pending_kill_and_reconnect, kill_after_test),
-      cmocka_unit_test_teardown(test_auth_and_select_applied, kill_after_test),
+      cmocka_unit_test_teardown(test_commands_bounded_pending_kill_and_reconnect,
+                                redis_fixture_kill_after_test),
+      cmocka_unit_test_teardown(test_auth_and_select_applied, redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_subscriber_receives_and_resubscribes_after_reconnect,
-                                kill_after_test),
+                                redis_fixture_kill_after_test),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, redis_fixture_setup, redis_fixture_teardown);
 }

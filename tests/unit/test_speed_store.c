@@ -31,89 +31,7 @@
 #include "lease.h"
 #include "store.h"
 
-static pid_t server_pid = -1;
-static char server_dir[64];
-
-static void kill_server(void) {
-  if (server_pid > 0) {
-    kill(server_pid, SIGKILL);
-    waitpid(server_pid, NULL, 0);
-    server_pid = -1;
-  }
-}
-
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-/* Starts redis-server and waits until it accepts a connection. */
-static int start_server(int port, const char *pass) {
-  char portstr[16];
-  snprintf(portstr, sizeof portstr, "%d", port);
-  kill_server(); /* one server at a time: a failed test may have left one */
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    const char *argv[16] = {"redis-server", "--port",    portstr,        "--bind", "127.0.0.1",
-                            "--save",       "",          "--appendonly", "no",     "--dir",
-                            server_dir,     "--logfile", "/dev/null",    NULL};
-    if (pass) {
-      argv[13] = "--requirepass";
-      argv[14] = pass;
-      argv[15] = NULL;
-    }
-    execvp("redis-server", (char *const *)argv);
-    _exit(127);
-  }
-  server_pid = pid;
-  for (int i = 0; i < 500; i++) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    if (ok)
-      return 0;
-    if (waitpid(pid, NULL, WNOHANG) == pid) {
-      server_pid = -1;
-      return -1;
-    }
-    struct timespec ts = {0, 10 * 1000 * 1000};
-    nanosleep(&ts, NULL); /* poll interval while the server starts, not a sync */
-  }
-  return -1;
-}
-
-static int setup(void **state) {
-  (void)state;
-  snprintf(server_dir, sizeof server_dir, "/tmp/qs_redis_XXXXXX");
-  if (!mkdtemp(server_dir))
-    return -1;
-  if (system("command -v redis-server >/dev/null 2>&1") != 0)
-    server_dir[0] = '\0';
-  return 0;
-}
-
-static int teardown(void **state) {
-  (void)state;
-  kill_server();
-  if (server_dir[0] == '/')
-    rmdir(server_dir);
-  return 0;
-}
-
-static int kill_after_test(void **state) {
-  (void)state;
-  kill_server();
-  return 0;
-}
+#include "redis_fixture.h"
 
 #define T0 INT64_C(1764051900000)
 #define MINUTE INT64_C(60000)
@@ -128,11 +46,11 @@ typedef struct fx {
 } fx;
 
 static fx *fx_new(void) {
-  if (!server_dir[0])
+  if (!redis_fixture_dir[0])
     return NULL;
   fx *f = calloc(1, sizeof *f);
-  f->port = free_port();
-  assert_int_equal(start_server(f->port, NULL), 0);
+  f->port = redis_fixture_free_port();
+  assert_int_equal(redis_fixture_start(f->port, NULL), 0);
   uv_loop_init(&f->loop);
   char url[64], err[256];
   snprintf(url, sizeof url, "redis://127.0.0.1:%d", f->port);
@@ -157,7 +75,7 @@ static void fx_free(fx *f) {
   assert_int_equal(uv_loop_close(&f->loop), 0);
   redisFree(f->sync);
   free(f);
-  kill_server();
+  redis_fixture_kill();
 }
 
 static void on_guard(uv_timer_t *t) { *(int *)t->data = 1; }
@@ -512,18 +430,21 @@ static void test_two_replicas_split_partitions_and_take_over(void **st) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_teardown(test_commit_writes_state_and_checkpoint_together, kill_after_test),
-      cmocka_unit_test_teardown(test_commit_without_the_lease_writes_nothing, kill_after_test),
+      cmocka_unit_test_teardown(test_commit_writes_state_and_checkpoint_together,
+                                redis_fixture_kill_after_test),
+      cmocka_unit_test_teardown(test_commit_without_the_lease_writes_nothing,
+                                redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_restarted_engine_reloads_state_and_retracts_exactly,
-                                kill_after_test),
+                                redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_watermark_past_end_finalises_committed_windows,
-                                kill_after_test),
-      cmocka_unit_test_teardown(test_two_replicas_split_partitions_and_take_over, kill_after_test),
+                                redis_fixture_kill_after_test),
+      cmocka_unit_test_teardown(test_two_replicas_split_partitions_and_take_over,
+                                redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_rolling_hour_counts_events_as_they_enter_and_leave,
-                                kill_after_test),
+                                redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_retention_trims_old_windows_events_and_records,
-                                kill_after_test),
+                                redis_fixture_kill_after_test),
   };
-  atexit(kill_server);
-  return cmocka_run_group_tests(tests, setup, teardown);
+  atexit(redis_fixture_kill);
+  return cmocka_run_group_tests(tests, redis_fixture_setup, redis_fixture_teardown);
 }
