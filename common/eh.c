@@ -47,7 +47,7 @@
 #define ENTITY_RETRY_MS 1000
 
 enum { LK_PRODUCER = 1, LK_CONSUMER, LK_MGMT };
-enum { LS_IDLE = 0, LS_TOKEN, LS_ATTACHING, LS_ATTACHED, LS_FAILED, LS_CLOSED };
+enum { LS_IDLE = 0, LS_TOKEN, LS_ATTACHING, LS_ATTACHED, LS_FAILED };
 
 typedef struct eh_link {
   struct eh_link *next;
@@ -293,7 +293,7 @@ static void link_reset(eh_link *lk) {
   lk->ssn = NULL;
   lk->token_pending = false;
   lk->token_expiry_ms = 0;
-  if (lk->state != LS_FAILED && lk->state != LS_CLOSED)
+  if (lk->state != LS_FAILED)
     lk->state = LS_IDLE;
 }
 
@@ -869,7 +869,7 @@ int qs_eh_producer_open(qs_eh_client *c, const qs_eh_producer_opts *opts, qs_eh_
 int qs_eh_send(qs_eh_producer *p, const qs_eh_event_out *ev, qs_eh_send_cb cb, void *ud) {
   if (!p || !ev || (!ev->body && ev->len) || ev->nprops > QS_EH_PROPS_MAX * 4)
     return QS_ERR_INVALID;
-  if (p->lk.c->closing || p->lk.state == LS_CLOSED)
+  if (p->lk.c->closing)
     return QS_ERR_CLOSED;
   size_t klen = ev->partition_key ? strlen(ev->partition_key) : 0;
   if (klen > QS_EH_PARTITION_KEY_MAX || (klen && p->o.partition >= 0))

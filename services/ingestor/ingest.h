@@ -72,10 +72,9 @@ typedef struct ingest_ctx {
 typedef struct usgs_source usgs_source;
 int usgs_source_start(usgs_source **out, ingest_ctx *ctx, const char *url, const char *hub,
                       uint32_t interval_ms);
-/* Stops polling; cb fires once nothing is in flight (the hub client flushes the sends). */
+/* Stops polling (sends in flight are flushed by the hub client when it closes). */
 void usgs_source_stop(usgs_source *s);
 void usgs_source_free(usgs_source *s);
-bool usgs_source_busy(const usgs_source *s);
 
 /* ---- weather.gov alerts ---- */
 typedef struct weather_source weather_source;
@@ -83,7 +82,6 @@ int weather_source_start(weather_source **out, ingest_ctx *ctx, const char *url,
                          const char *hub, uint32_t interval_ms);
 void weather_source_stop(weather_source *s);
 void weather_source_free(weather_source *s);
-bool weather_source_busy(const weather_source *s);
 /* Parses an NWS alerts document into JSON messages (exposed for tests). */
 int weather_parse(const char *doc, size_t len, feed_list *out, int64_t ingested_at, size_t *skipped,
                   char *why, size_t whylen);

@@ -57,7 +57,6 @@ struct usgs_source {
 };
 struct weather_source {
   poller p;
-  char area[64];
 };
 
 typedef struct send_ud {
@@ -434,7 +433,6 @@ int usgs_source_start(usgs_source **out, ingest_ctx *ctx, const char *url, const
 }
 
 void usgs_source_stop(usgs_source *s) { poller_stop(&s->p); }
-bool usgs_source_busy(const usgs_source *s) { return s->p.busy && s->p.outstanding > 0; }
 void usgs_source_free(usgs_source *s) {
   if (!s)
     return;
@@ -522,7 +520,6 @@ static int weather_parse_cb(poller *p, const char *doc, size_t len, feed_list *o
 int weather_source_start(weather_source **out, ingest_ctx *ctx, const char *url, const char *area,
                          const char *hub, uint32_t interval_ms) {
   weather_source *s = qs_xcalloc(1, sizeof *s);
-  snprintf(s->area, sizeof s->area, "%s", area);
   s->p.parse = weather_parse_cb;
   s->p.seen_prefix = "qs:ingest:weather:";
   s->p.versioned = false;
@@ -541,7 +538,6 @@ int weather_source_start(weather_source **out, ingest_ctx *ctx, const char *url,
 }
 
 void weather_source_stop(weather_source *s) { poller_stop(&s->p); }
-bool weather_source_busy(const weather_source *s) { return s->p.busy && s->p.outstanding > 0; }
 void weather_source_free(weather_source *s) {
   if (!s)
     return;
