@@ -424,6 +424,17 @@ static void cbs_pump(qs_eh_client *c) {
   }
 }
 
+static int64_t annotation_int(pn_data_t *d);
+
+/* The text of a string or symbol at d's position (a map key in AMQP maps is either); empty
+ * otherwise. */
+static pn_bytes_t data_text(pn_data_t *d) {
+  pn_type_t t = pn_data_type(d);
+  return t == PN_STRING   ? pn_data_get_string(d)
+         : t == PN_SYMBOL ? pn_data_get_symbol(d)
+                          : pn_bytes(0, NULL);
+}
+
 /* Reads status-code / status-description from application properties. */
 static void read_status(pn_message_t *m, int *status, char *desc, size_t cap) {
   *status = 0;
@@ -434,32 +445,11 @@ static void read_status(pn_message_t *m, int *status, char *desc, size_t cap) {
   if (!pn_data_next(ap) || pn_data_type(ap) != PN_MAP || !pn_data_enter(ap))
     return;
   while (pn_data_next(ap)) {
-    pn_type_t kt = pn_data_type(ap);
-    pn_bytes_t k = kt == PN_STRING   ? pn_data_get_string(ap)
-                   : kt == PN_SYMBOL ? pn_data_get_symbol(ap)
-                                     : pn_bytes(0, NULL);
+    pn_bytes_t k = data_text(ap);
     if (!pn_data_next(ap))
       break;
     if (k.size == 11 && memcmp(k.start, "status-code", 11) == 0) {
-      switch (pn_data_type(ap)) {
-      case PN_INT:
-        *status = pn_data_get_int(ap);
-        break;
-      case PN_LONG:
-        *status = (int)pn_data_get_long(ap);
-        break;
-      case PN_UINT:
-        *status = (int)pn_data_get_uint(ap);
-        break;
-      case PN_SHORT:
-        *status = pn_data_get_short(ap);
-        break;
-      case PN_STRING:
-        *status = atoi(pn_data_get_string(ap).start ? pn_data_get_string(ap).start : "0");
-        break;
-      default:
-        break;
-      }
+      *status = (int)annotation_int(ap); /* int32 as the SDKs send it; other integer or string */
     } else if (k.size == 18 && memcmp(k.start, "status-description", 18) == 0 &&
                pn_data_type(ap) == PN_STRING) {
       pn_bytes_t v = pn_data_get_string(ap);
@@ -992,6 +982,8 @@ static int64_t annotation_int(pn_data_t *d) {
     return (int64_t)pn_data_get_ulong(d);
   case PN_UINT:
     return pn_data_get_uint(d);
+  case PN_SHORT:
+    return pn_data_get_short(d);
   case PN_TIMESTAMP:
     return pn_data_get_timestamp(d);
   case PN_STRING: {
@@ -1026,10 +1018,7 @@ static void consumer_on_delivery(qs_eh_consumer *k, pn_link_t *l, pn_delivery_t 
   pn_data_rewind(ma);
   if (pn_data_next(ma) && pn_data_type(ma) == PN_MAP && pn_data_enter(ma)) {
     while (pn_data_next(ma)) {
-      pn_type_t kt = pn_data_type(ma);
-      pn_bytes_t key = kt == PN_SYMBOL   ? pn_data_get_symbol(ma)
-                       : kt == PN_STRING ? pn_data_get_string(ma)
-                                         : pn_bytes(0, NULL);
+      pn_bytes_t key = data_text(ma);
       if (!pn_data_next(ma))
         break;
       if (key.size == 21 && memcmp(key.start, "x-opt-sequence-number", 21) == 0)
@@ -1205,10 +1194,7 @@ static bool map_find(pn_data_t *d, const char *key) {
     return false;
   size_t kl = strlen(key);
   while (pn_data_next(d)) {
-    pn_type_t t = pn_data_type(d);
-    pn_bytes_t k = t == PN_STRING   ? pn_data_get_string(d)
-                   : t == PN_SYMBOL ? pn_data_get_symbol(d)
-                                    : pn_bytes(0, NULL);
+    pn_bytes_t k = data_text(d);
     if (!pn_data_next(d))
       return false;
     if (k.size == kl && memcmp(k.start, key, kl) == 0)

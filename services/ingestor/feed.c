@@ -73,7 +73,8 @@ typedef struct parse_ctx {
 static int on_feature(const qs_event *ev, void *data) {
   parse_ctx *p = data;
   qs_event copy = *ev;
-  return feed_list_add_event(p->l, &copy, p->regions, p->source, p->at) == 0 ? 0 : 0;
+  (void)feed_list_add_event(p->l, &copy, p->regions, p->source, p->at); /* too big: dropped */
+  return 0;
 }
 
 /* ---- a streaming split of a large FeatureCollection ----------------------------------------
@@ -186,6 +187,7 @@ static int split_features(const char *d, size_t n, feature_fn fn, void *ud) {
 typedef struct span {
   const char *p;
   size_t n;
+  size_t pos; /* feature index or line number, for the reason of a skip */
 } span;
 
 typedef struct span_list {
@@ -194,13 +196,12 @@ typedef struct span_list {
 } span_list;
 
 static int on_span(const char *json, size_t len, size_t index, void *ud) {
-  (void)index;
   span_list *s = ud;
   if (s->n == s->cap) {
     s->cap = s->cap ? s->cap * 2 : 1024;
     s->v = qs_xrealloc(s->v, s->cap * sizeof *s->v);
   }
-  s->v[s->n++] = (span){json, len};
+  s->v[s->n++] = (span){json, len, index};
   return 0;
 }
 
@@ -208,6 +209,7 @@ static int on_span(const char *json, size_t len, size_t index, void *ud) {
 typedef struct parse_job {
   const span *spans;
   size_t lo, hi;
+  const char *unit; /* "feature" or "line" */
   const qs_usgs_opts *o;
   const qs_regions *regions;
   const char *source;
@@ -226,7 +228,7 @@ static void parse_job_run(void *arg) {
       feed_list_add_event(&j->out, &ev, j->regions, j->source, j->at);
     } else {
       if (j->skipped == 0)
-        qs_set_reason(j->why, sizeof j->why, "feature %zu: %s", i, w);
+        qs_set_reason(j->why, sizeof j->why, "%s %zu: %s", j->unit, j->spans[i].pos, w);
       j->skipped++;
     }
   }
@@ -235,33 +237,32 @@ static void parse_job_run(void *arg) {
 #define PARSE_THREADS 2
 #define PARALLEL_MIN_FEATURES 4096
 
-/* Parses the features of a large FeatureCollection, on PARSE_THREADS threads when there are many
- * (the events stay in document order). -1 when the document is not one (see split_features). */
-static int parse_split(feed_list *l, const char *doc, size_t len, const qs_usgs_opts *o,
-                       const qs_regions *regions, const char *source, int64_t at, size_t *skipped,
-                       char *why, size_t whylen) {
-  span_list spans = {0};
-  if (split_features(doc, len, on_span, &spans) != 0) {
-    free(spans.v);
-    return -1;
-  }
-  size_t nt = spans.n >= PARALLEL_MIN_FEATURES ? PARSE_THREADS : 1;
+/* Parses one feature per span into l, on PARSE_THREADS threads when there are many (the events
+ * stay in input order). */
+static void parse_spans(feed_list *l, const span_list *spans, const char *unit,
+                        const qs_usgs_opts *o, const qs_regions *regions, const char *source,
+                        int64_t at, size_t *skipped, char *why, size_t whylen) {
+  size_t nt = spans->n >= PARALLEL_MIN_FEATURES ? PARSE_THREADS : 1;
   parse_job jobs[PARSE_THREADS];
   uv_thread_t th[PARSE_THREADS];
+  bool threaded[PARSE_THREADS] = {false};
   for (size_t t = 0; t < nt; t++) {
-    jobs[t] = (parse_job){.spans = spans.v,
-                          .lo = spans.n * t / nt,
-                          .hi = spans.n * (t + 1) / nt,
+    jobs[t] = (parse_job){.spans = spans->v,
+                          .lo = spans->n * t / nt,
+                          .hi = spans->n * (t + 1) / nt,
+                          .unit = unit,
                           .o = o,
                           .regions = regions,
                           .source = source,
                           .at = at};
-    if (t > 0 && uv_thread_create(&th[t], parse_job_run, &jobs[t]) != 0)
-      parse_job_run(&jobs[t]), th[t] = 0; /* no thread: do it here */
+    if (t > 0)
+      threaded[t] = uv_thread_create(&th[t], parse_job_run, &jobs[t]) == 0;
   }
-  parse_job_run(&jobs[0]);
+  for (size_t t = 0; t < nt; t++) /* this thread's share, and any a thread could not take */
+    if (!threaded[t])
+      parse_job_run(&jobs[t]);
   for (size_t t = 1; t < nt; t++)
-    if (th[t])
+    if (threaded[t])
       uv_thread_join(&th[t]);
   for (size_t t = 0; t < nt; t++) {
     if (*skipped == 0 && jobs[t].skipped)
@@ -275,8 +276,6 @@ static int parse_split(feed_list *l, const char *doc, size_t len, const qs_usgs_
     l->n += jobs[t].out.n;
     free(jobs[t].out.v);
   }
-  free(spans.v);
-  return 0;
 }
 
 #define SPLIT_MIN_BYTES (4u << 20)
@@ -300,9 +299,13 @@ int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions 
   bool ndjson = nl && i < len && doc[i] == '{' &&
                 memmem(doc + i, (size_t)(nl - doc - i), "\"Feature\"", 9) &&
                 !memmem(doc + i, (size_t)(nl - doc - i), "FeatureCollection", 17);
-  if (!ndjson && len >= SPLIT_MIN_BYTES &&
-      parse_split(l, doc, len, &o, regions, source, ingested_at, skipped, why, whylen) == 0)
-    return 0; /* else not a FeatureCollection after all: the full parser says why */
+  span_list spans = {0};
+  if (!ndjson && len >= SPLIT_MIN_BYTES && split_features(doc, len, on_span, &spans) == 0) {
+    parse_spans(l, &spans, "feature", &o, regions, source, ingested_at, skipped, why, whylen);
+    free(spans.v);
+    return 0;
+  }
+  free(spans.v); /* not a FeatureCollection after all: the full parser says why */
   if (!ndjson) {
     qs_usgs_stats st;
     int rc = qs_usgs_parse_feed(doc, len, &o, on_feature, &p, &st, why, whylen);
@@ -312,28 +315,22 @@ int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions 
                     st.first_skips[0].reason);
     return rc;
   }
+  spans = (span_list){0};
   size_t lineno = 0;
-  for (const char *s = doc, *end = doc + len; s < end;) {
-    const char *e = memchr(s, '\n', (size_t)(end - s));
+  for (const char *q = doc, *end = doc + len; q < end;) {
+    const char *e = memchr(q, '\n', (size_t)(end - q));
     if (!e)
       e = end;
-    lineno++;
-    size_t n = (size_t)(e - s);
-    while (n && (s[n - 1] == '\r' || s[n - 1] == ' '))
+    size_t n = (size_t)(e - q);
+    while (n && (q[n - 1] == '\r' || q[n - 1] == ' '))
       n--;
-    if (n) {
-      qs_event ev;
-      char w[160];
-      if (qs_usgs_parse_feature(s, n, &o, &ev, w, sizeof w) == 0) {
-        feed_list_add_event(l, &ev, regions, source, ingested_at);
-      } else {
-        if (*skipped == 0)
-          qs_set_reason(why, whylen, "line %zu: %s", lineno, w);
-        (*skipped)++;
-      }
-    }
-    s = e + 1;
+    if (n)
+      on_span(q, n, lineno + 1, &spans);
+    lineno++;
+    q = e + 1;
   }
+  parse_spans(l, &spans, "line", &o, regions, source, ingested_at, skipped, why, whylen);
+  free(spans.v);
   return 0;
 }
 

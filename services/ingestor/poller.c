@@ -50,6 +50,8 @@ struct poller {
   size_t outstanding; /* sends not yet settled + Redis requests in flight */
   size_t n_new, n_rev, n_dup, n_ok, n_fail, skipped;
   bool waiting_drain;
+  /* series touched once per event, looked up once */
+  qs_metric *m_sent, *m_failed, *m_new, *m_rev, *m_dup;
 };
 
 struct usgs_source {
@@ -142,7 +144,7 @@ static void on_sent(int status, const char *cond, const char *desc, void *ud) {
   p->outstanding--;
   if (status == 0) {
     p->n_ok++;
-    qs_metric_inc(metric1(p->ctx->m->sent, p->source));
+    qs_metric_inc(p->m_sent);
     char key[256], val[32];
     snprintf(key, sizeof key, "%s%s", p->seen_prefix, e->id);
     snprintf(val, sizeof val, "%" PRId64, e->updated);
@@ -153,7 +155,7 @@ static void on_sent(int status, const char *cond, const char *desc, void *ud) {
       p->outstanding++;
   } else {
     p->n_fail++;
-    qs_metric_inc(metric1(p->ctx->m->send_failed, p->source));
+    qs_metric_inc(p->m_failed);
     if (p->n_fail <= 3)
       qs_log_warn(p->ctx->log, "event not accepted by the hub (it will be tried again)",
                   QS_LSTR("source", p->source), QS_LSTR("event_id", e->id),
@@ -181,7 +183,7 @@ static void send_pending(poller *p) {
     if (rc != 0) {
       free(s);
       p->n_fail++;
-      qs_metric_inc(metric1(p->ctx->m->send_failed, p->source));
+      qs_metric_inc(p->m_failed);
       qs_log_warn(p->ctx->log, "event refused before sending", QS_LSTR("source", p->source),
                   QS_LSTR("event_id", e->id), QS_LSTR("error", qs_strerror(rc)));
       continue;
@@ -228,21 +230,19 @@ static void on_mget(qs_redis *r, redisReply *reply, int status, void *ud) {
   for (size_t i = lo; i < hi; i++) {
     redisReply *el = reply->element[i - lo];
     feed_entry *e = &p->cur.v[i];
-    const char *kind;
     if (el->type != REDIS_REPLY_STRING) {
-      kind = "new";
       p->n_new++;
+      qs_metric_inc(p->m_new);
     } else if (p->versioned && strtoll(el->str, NULL, 10) < e->updated) {
-      kind = "revision";
       p->n_rev++;
+      qs_metric_inc(p->m_rev);
       feed_entry_rewrite(e, set_revision, NULL); /* same event, change = "revision" */
     } else {
-      kind = "duplicate";
       p->n_dup++;
+      qs_metric_inc(p->m_dup);
+      continue;
     }
-    qs_metric_inc(metric2(p->ctx->m->events, p->source, kind));
-    if (kind[0] != 'd')
-      p->to_send[p->nsend++] = i;
+    p->to_send[p->nsend++] = i;
   }
   p->next_chunk = hi;
   send_pending(p);
@@ -383,6 +383,11 @@ static int poller_start(poller *p, ingest_ctx *ctx, const char *source, const ch
   snprintf(p->url, sizeof p->url, "%s", url);
   snprintf(p->hub, sizeof p->hub, "%s", hub);
   p->interval_ms = interval_ms;
+  p->m_sent = metric1(ctx->m->sent, source);
+  p->m_failed = metric1(ctx->m->send_failed, source);
+  p->m_new = metric2(ctx->m->events, source, "new");
+  p->m_rev = metric2(ctx->m->events, source, "revision");
+  p->m_dup = metric2(ctx->m->events, source, "duplicate");
   qs_eh_producer_opts po = {.hub = p->hub, .partition = -1, .queue_max = ctx->queue_max};
   int rc = qs_eh_producer_open(ctx->eh, &po, &p->prod);
   if (rc != 0)

@@ -26,6 +26,7 @@ typedef struct replay {
   bool waiting_drain, finished;
   int open_handles;
   int64_t shift_ms; /* added to every time by --shift-to-now */
+  qs_metric *m_sent, *m_failed;
   void (*done)(int, void *);
   void *ud;
 } replay;
@@ -73,12 +74,12 @@ static void on_ack(int status, const char *cond, const char *desc, void *ud) {
   replay *r = ud;
   if (status == 0) {
     r->acked++;
-    qs_metric_inc(qs_metric_get(r->ctx->m->sent, (const char *[]){"replay"}));
+    qs_metric_inc(r->m_sent);
   } else {
     if (r->failed++ < 3)
       qs_log_warn(r->ctx->log, "event not accepted", QS_LSTR("error", qs_strerror(status)),
                   QS_LSTR("condition", cond ? cond : ""), QS_LSTR("description", desc ? desc : ""));
-    qs_metric_inc(qs_metric_get(r->ctx->m->send_failed, (const char *[]){"replay"}));
+    qs_metric_inc(r->m_failed);
   }
   if (r->acked + r->failed == r->l.n)
     finish(r);
@@ -176,6 +177,8 @@ int replay_start(ingest_ctx *ctx, const replay_opts *o, void (*done)(int rc, voi
   r->o = *o;
   r->done = done;
   r->ud = ud;
+  r->m_sent = qs_metric_get(ctx->m->sent, (const char *[]){"replay"});
+  r->m_failed = qs_metric_get(ctx->m->send_failed, (const char *[]){"replay"});
   char *doc;
   size_t len, skipped = 0;
   char why[256] = "";
