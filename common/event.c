@@ -52,7 +52,7 @@ void qs_event_init(qs_event *ev) {
 
 /* ---- names ------------------------------------------------------------ */
 
-static const char *const change_names[] = {"new", "revision", "deleted", "superseded"};
+static const char *const change_names[] = {"new", "revision", "deleted", "superseded", "moved"};
 static const char *const alert_names[] = {NULL, "green", "yellow", "orange", "red"};
 
 const char *qs_event_change_name(qs_event_change c) {
@@ -271,7 +271,7 @@ static int validate(const qs_event *ev, bool texts, char *why, size_t whylen) {
     qs_set_reason(why, whylen, "sig: %d out of range [0, %d]", (int)ev->sig, QS_EVENT_SIG_MAX);
     return QS_ERR_INVALID;
   }
-  if ((unsigned)ev->change > QS_EVENT_SUPERSEDED) {
+  if ((unsigned)ev->change > QS_EVENT_CHANGE_LAST) {
     qs_set_reason(why, whylen, "change: unknown value %d", (int)ev->change);
     return QS_ERR_INVALID;
   }
@@ -539,8 +539,9 @@ static int decode_field(qs_event *ev, int f, const cJSON *it, char *why, size_t 
     return 0;
   case F_CHANGE:
     if (!cJSON_IsString(it) || qs_event_change_parse(it->valuestring, &ev->change) != 0) {
-      qs_set_reason(why, whylen,
-                    "change: must be \"new\", \"revision\", \"deleted\" or \"superseded\"");
+      qs_set_reason(
+          why, whylen,
+          "change: must be \"new\", \"revision\", \"deleted\", \"superseded\" or \"moved\"");
       return QS_ERR_INVALID;
     }
     return 0;

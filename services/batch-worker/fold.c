@@ -313,6 +313,11 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
   case QS_EVENT_SUPERSEDED:
     f->stats.kind_superseded++;
     break;
+  case QS_EVENT_MOVED:
+    /* Only tells the speed layer to drop the event from its old region; the revision sent with
+     * it carries the same version (docs/changes.md). Not a version of the event. */
+    f->stats.kind_moved++;
+    return 0;
   }
 
   long at = find_entry(f, cand.id_hash, ev.event_id, id_len);

@@ -33,6 +33,7 @@ typedef struct bw_fold_stats {
   uint64_t kind_revision;
   uint64_t kind_deleted;
   uint64_t kind_superseded;
+  uint64_t kind_moved;       /* ignored: see docs/changes.md */
   uint64_t duplicates;       /* identical to the version already kept */
   uint64_t revisions_folded; /* bodies replaced by (or losing to) another version of their id */
   uint64_t out_of_range;     /* valid events qs_agg refuses (time/magnitude bounds): invalid */

@@ -363,7 +363,8 @@ void bw_run_record_json(qs_buf *b, const char *run_id, const char *source, int64
       "\"records\":%llu,\"bytes\":%llu,\"records_skipped\":%llu,\"bad_enqueued_time\":%llu,"
       "\"events\":%llu,"
       "\"events_counted\":%llu,\"invalid_bodies\":%llu,\"changes\":{\"new\":%llu,"
-      "\"revision\":%llu,\"deleted\":%llu,\"superseded\":%llu},\"revisions_folded\":%llu,"
+      "\"revision\":%llu,\"deleted\":%llu,\"superseded\":%llu,\"moved\":%llu},\"revisions_folded\":"
+      "%llu,"
       "\"duplicates\":%llu,\"excluded_deleted\":%llu,\"excluded_superseded\":%llu,"
       "\"partitions\":%zu,\"cutoff_ms\":%lld,\"hourly_rows\":%zu,\"daily_rows\":%zu,"
       "\"read_seconds\":%.3f,\"read_cpu_seconds\":%.3f",
@@ -374,8 +375,9 @@ void bw_run_record_json(qs_buf *b, const char *run_id, const char *source, int64
       (unsigned long long)res->rows.events, (unsigned long long)res->rows.events_live,
       (unsigned long long)s->invalid, (unsigned long long)s->kind_new,
       (unsigned long long)s->kind_revision, (unsigned long long)s->kind_deleted,
-      (unsigned long long)s->kind_superseded, (unsigned long long)s->revisions_folded,
-      (unsigned long long)s->duplicates, (unsigned long long)res->rows.excluded_deleted,
+      (unsigned long long)s->kind_superseded, (unsigned long long)s->kind_moved,
+      (unsigned long long)s->revisions_folded, (unsigned long long)s->duplicates,
+      (unsigned long long)res->rows.excluded_deleted,
       (unsigned long long)res->rows.excluded_superseded, res->partitions, (long long)res->cutoff_ms,
       res->rows.n_hourly, res->rows.n_daily, res->seconds_read, res->cpu_seconds_read);
   qs_buf_puts(b, ",\"errors\":[");

@@ -39,7 +39,10 @@ typedef enum qs_event_change {
   QS_EVENT_REVISION,   /* same event_id, newer updated: replaces the old one */
   QS_EVENT_DELETED,    /* retracts event_id */
   QS_EVENT_SUPERSEDED, /* retracts event_id; superseded_by names the survivor */
+  QS_EVENT_MOVED,      /* the event left `region` (a newer version is counted elsewhere):
+                        * retracts it from this region's windows only (docs/changes.md) */
 } qs_event_change;
+#define QS_EVENT_CHANGE_LAST QS_EVENT_MOVED
 
 typedef enum qs_alert_level {
   QS_ALERT_NONE = 0, /* JSON null: no PAGER alert */
