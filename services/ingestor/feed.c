@@ -11,8 +11,10 @@
 #include "ingest.h"
 
 void feed_list_free(feed_list *l) {
-  for (size_t i = 0; i < l->n; i++)
+  for (size_t i = 0; i < l->n; i++) {
     free(l->v[i].json);
+    free(l->v[i].ids);
+  }
   free(l->v);
   memset(l, 0, sizeof *l);
 }
@@ -41,7 +43,39 @@ int feed_list_add_event(feed_list *l, qs_event *ev, const qs_regions *regions, c
   e->json = qs_xmalloc(n + 1);
   memcpy(e->json, buf, n + 1);
   e->len = n;
+  e->deleted = ev->change == QS_EVENT_DELETED || strcmp(ev->status, "deleted") == 0;
+  feed_entry_set_ids(e, ev);
   return 0;
+}
+
+void feed_entry_set_ids(feed_entry *e, const qs_event *ev) {
+  free(e->ids);
+  e->ids = NULL;
+  e->nids = 0;
+  size_t n = qs_event_ids_count(ev), bytes = 0;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(qs_event_ids_at(ev, i), ev->event_id) != 0)
+      bytes += strlen(qs_event_ids_at(ev, i)) + 1;
+  if (!bytes)
+    return;
+  e->ids = qs_xmalloc(bytes);
+  char *w = e->ids;
+  for (size_t i = 0; i < n; i++) {
+    const char *id = qs_event_ids_at(ev, i);
+    if (strcmp(id, ev->event_id) == 0)
+      continue;
+    size_t k = strlen(id) + 1;
+    memcpy(w, id, k);
+    w += k;
+    e->nids++;
+  }
+}
+
+const char *feed_entry_id_at(const feed_entry *e, size_t i) {
+  const char *p = e->ids;
+  for (; i > 0; i--)
+    p += strlen(p) + 1;
+  return p;
 }
 
 int feed_entry_rewrite(feed_entry *e, void (*edit)(qs_event *ev, void *ud), void *ud) {
@@ -60,6 +94,10 @@ int feed_entry_rewrite(feed_entry *e, void (*edit)(qs_event *ev, void *ud), void
   e->len = n;
   e->time = ev.time;
   e->updated = ev.updated;
+  memcpy(e->id, ev.event_id, strlen(ev.event_id) + 1);
+  memcpy(e->region, ev.region, strlen(ev.region) + 1);
+  e->deleted = ev.change == QS_EVENT_DELETED || strcmp(ev.status, "deleted") == 0;
+  feed_entry_set_ids(e, &ev);
   return 0;
 }
 
@@ -299,6 +337,7 @@ int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions 
   bool ndjson = nl && i < len && doc[i] == '{' &&
                 memmem(doc + i, (size_t)(nl - doc - i), "\"Feature\"", 9) &&
                 !memmem(doc + i, (size_t)(nl - doc - i), "FeatureCollection", 17);
+  l->ndjson = ndjson;
   span_list spans = {0};
   if (!ndjson && len >= SPLIT_MIN_BYTES && split_features(doc, len, on_span, &spans) == 0) {
     parse_spans(l, &spans, "feature", &o, regions, source, ingested_at, skipped, why, whylen);
@@ -372,7 +411,7 @@ void ingest_metrics_init(ingest_metrics *m, qs_metrics *reg) {
                                 src_result);
   m->events = qs_metrics_counter(reg, "quakestream_ingest_events_total",
                                  "events seen in polled documents by kind (new, revision, "
-                                 "duplicate)",
+                                 "deleted, superseded, moved, folded, duplicate)",
                                  src_kind);
   m->sent =
       qs_metrics_counter(reg, "quakestream_ingest_sent_total", "events the hub acknowledged", src);
@@ -388,6 +427,9 @@ void ingest_metrics_init(ingest_metrics *m, qs_metrics *reg) {
   m->dropped =
       qs_metrics_counter(reg, "quakestream_ingest_dropped_total",
                          "simulated events not generated because the hub pushed back", src);
+  m->watermark =
+      qs_metrics_gauge(reg, "quakestream_ingest_sweep_watermark_seconds",
+                       "largest `updated` of the last complete FDSN sweep (epoch s)", NULL);
   m->backoff = qs_metrics_gauge(reg, "quakestream_ingest_backoff_seconds",
                                 "current delay before the next poll after errors (0: none)", src);
 }

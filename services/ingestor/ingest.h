@@ -21,14 +21,23 @@ typedef struct feed_entry {
   char id[QS_EVENT_ID_MAX + 1];
   char region[QS_EVENT_SHORT_MAX + 1];
   int64_t time, updated;
-  char *json; /* malloc'd */
+  char *json; /* malloc'd; NULL once handed to a message */
   size_t len;
+  bool deleted;  /* USGS status "deleted" */
+  uint16_t nids; /* other ids of the event (its `ids` without id itself) */
+  char *ids;     /* malloc'd: nids NUL-terminated strings, back to back; NULL when nids == 0 */
 } feed_entry;
 
 typedef struct feed_list {
   feed_entry *v;
   size_t n, cap;
+  bool ndjson; /* parsed from NDJSON (a change log, in publication order) */
 } feed_list;
+
+/* Sets e's other ids from ev's `ids`. */
+void feed_entry_set_ids(feed_entry *e, const qs_event *ev);
+/* The i-th other id of e (i < e->nids). */
+const char *feed_entry_id_at(const feed_entry *e, size_t i);
 
 void feed_list_free(feed_list *l);
 /* Classifies, stamps source/ingested_at and encodes ev into a new entry. */
@@ -47,7 +56,7 @@ void feed_list_sort_by_time(feed_list *l);
 
 typedef struct ingest_metrics {
   qs_metric_family *polls, *events, *sent, *send_failed, *malformed, *poll_seconds, *queue,
-      *backoff, *dropped;
+      *backoff, *dropped, *watermark;
 } ingest_metrics;
 
 void ingest_metrics_init(ingest_metrics *m, qs_metrics *reg);
@@ -66,12 +75,21 @@ typedef struct ingest_ctx {
   uint32_t backoff_max_ms;
   size_t queue_max;
   bool stopping;
+  /* the USGS feed poll and the FDSN sweep share the per-id state: one classifies at a time */
+  void *state_owner, *state_waiter;
 } ingest_ctx;
 
 /* ---- USGS poller ---- */
 typedef struct usgs_source usgs_source;
+/* The FDSN event-service sweep (docs/changes.md); interval_ms 0 disables it. */
+typedef struct usgs_sweep_opts {
+  const char *base_url; /* e.g. https://earthquake.usgs.gov */
+  uint32_t interval_ms;
+  int64_t backfill_ms, overlap_ms;
+  uint32_t page_size;
+} usgs_sweep_opts;
 int usgs_source_start(usgs_source **out, ingest_ctx *ctx, const char *url, const char *hub,
-                      uint32_t interval_ms);
+                      uint32_t interval_ms, const usgs_sweep_opts *sweep);
 /* Stops polling (sends in flight are flushed by the hub client when it closes). */
 void usgs_source_stop(usgs_source *s);
 void usgs_source_free(usgs_source *s);

@@ -26,6 +26,16 @@ static const qs_cfg_spec ingest_config[] = {
      "USGS GeoJSON summary feed polled by the usgs source (any summary/*.geojson)", 0},
     {"POLL_INTERVAL", QS_CFG_DURATION, "60s", 1000, 86400000, NULL,
      "time between the starts of two polls of the USGS feed", 0},
+    {"FDSN_BASE_URL", QS_CFG_STR, "https://earthquake.usgs.gov", 1, 1024, NULL,
+     "FDSN event service swept for changes: <base>/fdsnws/event/1/query?updatedafter=...", 0},
+    {"FDSN_SWEEP_INTERVAL", QS_CFG_DURATION, "300s", 0, 86400000, NULL,
+     "between the starts of two FDSN sweeps (revisions, deletions, associations); 0 disables", 0},
+    {"FDSN_BACKFILL", QS_CFG_DURATION, "24h", 0, 31536000000, NULL,
+     "how far back the first sweep (no watermark in Redis yet) asks", 0},
+    {"FDSN_OVERLAP", QS_CFG_DURATION, "60s", 0, 86400000, NULL,
+     "a sweep asks from the stored watermark minus this", 0},
+    {"FDSN_PAGE_SIZE", QS_CFG_INT, "20000", 1, 20000, NULL,
+     "features per FDSN page (limit=); paging continues while a page is full", 0},
     {"EARTHQUAKE_HUB", QS_CFG_STR, "earthquake-events", 1, 256, NULL,
      "hub the usgs source and replay send to", 0},
     {"WEATHER_URL", QS_CFG_STR, "https://api.weather.gov/alerts/active", 1, 2048, NULL,
@@ -58,9 +68,12 @@ static const qs_service_def def = {
     .summary = "polls USGS and weather feeds (or replays a file), dedupes, sends events to the hub",
     .usage = "usage: ingestor                 run the SOURCES until SIGTERM\n"
              "       ingestor replay FILE [--speed N] [--shift-to-now] [--hub NAME]\n"
-             "           send a recorded feed (GeoJSON FeatureCollection, or NDJSON with one\n"
-             "           feature per line) in event-time order at N x real time (default 1;\n"
-             "           0: as fast as possible), then exit (0: every event acknowledged)",
+             "           send a recorded feed, then exit (0: every message acknowledged):\n"
+             "           a GeoJSON FeatureCollection in event-time order, or a change log\n"
+             "           (NDJSON, one USGS feature per line, each a new version of its event)\n"
+             "           in file order; revisions, deletions, associations and region moves\n"
+             "           are sent as the live sources send them (docs/changes.md); at N x real\n"
+             "           time (default 1; 0: as fast as possible)",
     .commands = (const char *const[]){"replay", NULL},
     .admin_port = 8091,
     .config = ingest_config,
@@ -78,6 +91,7 @@ typedef struct app {
   click_source *click;
   bool replay_mode;
   int replay_rc;
+  char fdsn_base[1025]; /* FDSN_BASE_URL without a trailing '/' */
 } app;
 
 static bool ready_hub(void *data, char *reason, size_t cap) {
@@ -234,6 +248,16 @@ int main(int argc, char **argv) {
     a.replay_mode = true;
   }
   const char *sources = a.replay_mode ? "" : qs_config_str(c, "SOURCES");
+  const char *fb = qs_config_str(c, "FDSN_BASE_URL");
+  if (strncmp(fb, "http://", 7) != 0 && strncmp(fb, "https://", 8) != 0) {
+    qs_log_error(&svc->log, "FDSN_BASE_URL: must start with http:// or https://",
+                 QS_LSTR("value", fb));
+    qs_service_request_stop(svc, 2);
+    return qs_service_run(svc);
+  }
+  snprintf(a.fdsn_base, sizeof a.fdsn_base, "%s", fb);
+  for (size_t n = strlen(a.fdsn_base); n > 0 && a.fdsn_base[n - 1] == '/'; n--)
+    a.fdsn_base[n - 1] = 0;
   if (check_sources(sources, &svc->log) != 0) {
     qs_service_request_stop(svc, 2);
     return qs_service_run(svc);
@@ -271,7 +295,10 @@ int main(int argc, char **argv) {
   qs_service_on_stop(svc, stop, &a);
   bool polling = has_source(sources, "usgs") || has_source(sources, "weather");
   if (polling) {
-    if (qs_redis_init(&a.redis, &svc->loop, qs_config_str(c, "REDIS_URL"), NULL, err, sizeof err) !=
+    /* a page of up to FDSN_PAGE_SIZE features stores a few records per feature as the hub
+     * acknowledges them: room for all of them in flight */
+    qs_redis_opts ro_ = {.max_pending = 262144};
+    if (qs_redis_init(&a.redis, &svc->loop, qs_config_str(c, "REDIS_URL"), &ro_, err, sizeof err) !=
         0) {
       qs_log_error(&svc->log, "REDIS_URL: invalid", QS_LSTR("reason", err));
       a.ctx.stopping = true;
@@ -290,10 +317,16 @@ int main(int argc, char **argv) {
     if (rc != 0)
       qs_service_request_stop(svc, 1);
   }
-  if (rc == 0 && has_source(sources, "usgs"))
+  if (rc == 0 && has_source(sources, "usgs")) {
+    usgs_sweep_opts so = {.base_url = a.fdsn_base,
+                          .interval_ms = (uint32_t)qs_config_ms(c, "FDSN_SWEEP_INTERVAL"),
+                          .backfill_ms = qs_config_ms(c, "FDSN_BACKFILL"),
+                          .overlap_ms = qs_config_ms(c, "FDSN_OVERLAP"),
+                          .page_size = (uint32_t)qs_config_int(c, "FDSN_PAGE_SIZE")};
     rc = usgs_source_start(&a.usgs, &a.ctx, qs_config_str(c, "USGS_FEED_URL"),
                            qs_config_str(c, "EARTHQUAKE_HUB"),
-                           (uint32_t)qs_config_ms(c, "POLL_INTERVAL"));
+                           (uint32_t)qs_config_ms(c, "POLL_INTERVAL"), &so);
+  }
   if (rc == 0 && has_source(sources, "weather"))
     rc = weather_source_start(&a.weather, &a.ctx, qs_config_str(c, "WEATHER_URL"),
                               qs_config_str(c, "WEATHER_AREA"), qs_config_str(c, "WEATHER_HUB"),

@@ -209,8 +209,9 @@ def test_malformed_features_are_counted_and_skipped(feeds, hub_server, redis_ser
                                                      USGS_FEED_URL=feeds.url("/f")))
     done = polls(ing, 1)
     assert done["malformed"] > 0
-    assert done["new"] + done["malformed"] == len(parsed["features"])
-    assert len(read_hub(hub_server)) == done["new"]
+    assert done["deleted"] == 1  # ok2's status is DELETED: a deletion, sent as one
+    assert done["new"] + done["deleted"] + done["malformed"] == len(parsed["features"])
+    assert len(read_hub(hub_server)) == done["new"] + done["deleted"]
 
 
 def test_kill_9_between_polls_resends_nothing_and_loses_nothing(feeds, hub_server, redis_server,
