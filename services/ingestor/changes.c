@@ -285,10 +285,15 @@ int ch_classify(ch_store *s, feed_entry *e, const ch_sink *sink, ch_kind *kind, 
 
   /* 2. associations: every other id of the event belongs to p from now on */
   if (!deleted) {
+    /* the list is fixed before the loop: decoding the event inside it changes what "ids" is */
+    char list[QS_EVENT_IDS_MAX][QS_EVENT_ID_MAX + 1];
     size_t nids = lz.ok ? qs_event_ids_count(&lz.ev) : e->nids;
+    if (nids > QS_EVENT_IDS_MAX)
+      nids = QS_EVENT_IDS_MAX;
+    for (size_t i = 0; i < nids; i++)
+      put_str(list[i], sizeof list[i], lz.ok ? qs_event_ids_at(&lz.ev, i) : feed_entry_id_at(e, i));
     for (size_t i = 0; i < nids; i++) {
-      char x[QS_EVENT_ID_MAX + 1];
-      put_str(x, sizeof x, lz.ok ? qs_event_ids_at(&lz.ev, i) : feed_entry_id_at(e, i));
+      const char *x = list[i];
       if (strcmp(x, p) == 0)
         continue;
       ch_rec *rx = ch_store_add(s, x);

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import zlib
 
 import pytest
@@ -327,3 +328,72 @@ def test_clickstream_simulator_sends_keyed_page_events(hub_server, start_service
         body = json.loads(e["body"])
         assert set(body) == {"event_id", "session_id", "user_id", "page", "action", "ts"}
         assert e["partition_key"] == body["session_id"]
+
+
+def fdsn_feature(eid, mag, t, updated, lat, lon, status="reviewed", ids=None):
+    return {"type": "Feature", "id": eid,
+            "properties": {"mag": mag, "place": "x", "time": t, "updated": updated,
+                           "type": "earthquake", "status": status, "tsunami": 0, "net": "us",
+                           "ids": ids or f",{eid},"},
+            "geometry": {"type": "Point", "coordinates": [lon, lat, 10.0]}}
+
+
+def fc(*features):
+    return json.dumps({"type": "FeatureCollection", "features": list(features)}).encode()
+
+
+def test_the_fdsn_sweep_pages_sends_changes_and_keeps_its_watermark(feeds, hub_server,
+                                                                   redis_server, start_service):
+    """Sweep 1 (first start: FDSN_BACKFILL back) pages 2 + 1 features and stores the largest
+    `updated`; sweep 2 asks from that watermark minus FDSN_OVERLAP and sends a revision that moves
+    an event to another region (moved on the old key, revision on the new), a deletion and an
+    association (the old id superseded before the survivor)."""
+    t = int(time.time() * 1000) - 3_600_000
+    a = fdsn_feature("ak1", 4.1, t, t + 1000, 61.0, -150.0, status="automatic")
+    b = fdsn_feature("hv1", 3.0, t + 10, t + 2000, 19.4, -155.3)
+    c = fdsn_feature("ci1", 2.5, t + 20, t + 3000, 36.0, -120.0)
+    d = fdsn_feature("nc1", 2.6, t + 30, t + 3500, 36.1, -120.1)
+    q = "/fdsnws/event/1/query"
+    feeds.set(q, (200, fc(a, b), {}), (200, fc(c, d), {}), (200, fc(), {}),
+              (503, b"busy", {}),  # sweep 2, page 1: retried
+              (200, fc(fdsn_feature("ak1", 4.3, t, t + 9000, 19.5, -155.2),  # now in hawaii
+                       fdsn_feature("hv1", None, t + 10, t + 9100, 19.4, -155.3,
+                                    status="deleted")), {}),
+              (200, fc(fdsn_feature("us1", 2.7, t + 25, t + 9200, 36.0, -120.0,
+                                    ids=",us1,ci1,nc1,")), {}))
+    feeds.set("/feed.geojson", (200, fc(), {}))
+    ing = start_service("ingestor", env=ingestor_env(
+        hub_server, redis_server, USGS_FEED_URL=feeds.url("/feed.geojson"), POLL_INTERVAL="60s",
+        FDSN_BASE_URL=feeds.url(""), FDSN_SWEEP_INTERVAL="1s", FDSN_PAGE_SIZE="2",
+        FDSN_BACKFILL="2h", FDSN_OVERLAP="30s"))
+    first = ing.wait_for_log(lambda r: r.get("msg") == "sweep done", 30)
+    assert (first["pages"], first["features"], first["new"], first["watermark"]) == (
+        3, 4, 4, t + 3500)
+    assert redis_server.cli("GET", "qs:ingest:fdsn:watermark").strip() == str(t + 3500)
+    second = ing.wait_for_log(lambda r: r.get("msg") == "sweep done" and r["features"] == 3, 30)
+    assert second["pages"] == 2
+    assert (second["revisions"], second["moved"], second["deleted"], second["superseded"],
+            second["new"]) == (1, 1, 1, 2, 1)
+    ing.wait_for_log(lambda r: r.get("msg") == "poll failed, backing off" and
+                     r.get("source") == "fdsn" and r.get("result") == "http_error")
+    sweeps = [p for p, _ in feeds.seen if p.startswith(q)]
+    assert "offset=1&" not in sweeps[0] and sweeps[0].endswith("limit=2&offset=1")
+    assert sweeps[1].endswith("offset=3") and sweeps[2].endswith("offset=5")
+    import datetime
+    wm_iso = datetime.datetime.fromtimestamp((t + 3500 - 30_000) / 1000, datetime.timezone.utc)
+    assert "updatedafter=" + wm_iso.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(t + 3500) % 1000:03d}Z" in sweeps[3]
+    assert "includedeleted=true" in sweeps[0] and "orderby=time-asc" in sweeps[0]
+    assert redis_server.cli("GET", "qs:ingest:fdsn:watermark").strip() == str(t + 9200)
+    events = read_hub(hub_server)
+    by = {}
+    for _, key, body in events:
+        by.setdefault(body["event_id"], []).append((body.get("change", "new"), key))
+    assert by["ak1"] == [("new", "alaska"), ("moved", "alaska"), ("revision", "hawaii")]
+    assert by["hv1"] == [("new", "hawaii"), ("deleted", "hawaii")]
+    assert by["ci1"] == [("new", "us-west"), ("superseded", "us-west")]
+    assert by["nc1"] == [("new", "us-west"), ("superseded", "us-west")]
+    assert by["us1"] == [("new", "us-west")]
+    sup = [b for _, _, b in events if b.get("change") == "superseded"]
+    assert {b["superseded_by"] for b in sup} == {"us1"}
+    assert redis_server.cli("GET", "qs:ingest:seen:ci1").strip().split("|")[1:] == [
+        "S", "us-west", "us1"]

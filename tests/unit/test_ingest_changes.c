@@ -186,6 +186,20 @@ static void test_association_supersedes_before_the_survivor(void **state) {
   assert_int_equal(f->nmsgs, 1);
 }
 
+static void test_one_survivor_supersedes_two_live_ids(void **state) {
+  fixture *f = *state;
+  feature(f, "ci3", "", ALASKA, 2.5, 1000, "automatic", NULL);
+  feature(f, "nc3", "", HAWAII, 2.6, 1100, "automatic", NULL);
+  assert_int_equal(feature(f, "us3", ",us3,ci3,nc3,", ALASKA, 2.7, 2000, "reviewed", NULL), CH_NEW);
+  assert_int_equal(f->nmsgs, 3);
+  assert_string_equal(f->msgs[0].ev.event_id, "ci3");
+  assert_string_equal(f->msgs[0].key, "alaska");
+  assert_string_equal(f->msgs[1].ev.event_id, "nc3");
+  assert_string_equal(f->msgs[1].key, "hawaii");
+  assert_int_equal(f->msgs[1].ev.change, QS_EVENT_SUPERSEDED);
+  assert_string_equal(f->msgs[2].ev.event_id, "us3");
+}
+
 static void test_unknown_ids_become_aliases(void **state) {
   fixture *f = *state;
   assert_int_equal(feature(f, "us2", ",us2,nc2,", ALASKA, 4.0, 1000, "reviewed", NULL), CH_NEW);
@@ -266,6 +280,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_deletion_of_an_unknown_id_is_sent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_association_supersedes_before_the_survivor, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_one_survivor_supersedes_two_live_ids, setup, teardown),
       cmocka_unit_test_setup_teardown(test_unknown_ids_become_aliases, setup, teardown),
       cmocka_unit_test_setup_teardown(test_chained_association, setup, teardown),
       cmocka_unit_test_setup_teardown(test_needed_ids_follow_chains, setup, teardown),
