@@ -287,9 +287,11 @@ int replay_start(ingest_ctx *ctx, const replay_opts *o, void (*done)(int rc, voi
                 QS_LSTR("first", why));
   if (!r->l.ndjson) /* a change log keeps its publication order */
     feed_list_sort_by_time(&r->l);
+  uint64_t t = uv_hrtime();
   if (o->shift_to_now)
     shift_to_now(r);
   classify_all(r);
+  r->parse_ns += uv_hrtime() - t; /* parse + shift + classify + encode */
   qs_log_info(ctx->log, "replay started", QS_LSTR("file", o->path), QS_LINT("events", r->l.n),
               QS_LDBL("speed", o->speed), QS_LBOOL("shift_to_now", o->shift_to_now),
               QS_LINT("shift_ms", r->shift_ms), QS_LSTR("hub", o->hub));
