@@ -63,6 +63,7 @@ typedef struct eh_link {
   bool token_pending;
   int64_t retry_at_ms; /* while IDLE after a link error: not before this */
   unsigned failures;
+  int fail_code; /* LS_FAILED: why (QS_ERR_AUTH, QS_ERR_NOTFOUND, ...) */
 } eh_link;
 
 struct eh_keyq;
@@ -861,6 +862,8 @@ int qs_eh_send(qs_eh_producer *p, const qs_eh_event_out *ev, qs_eh_send_cb cb, v
     return QS_ERR_INVALID;
   if (p->lk.c->closing)
     return QS_ERR_CLOSED;
+  if (p->lk.state == LS_FAILED) /* refused for good (wrong key, unknown hub): say so now */
+    return p->lk.fail_code ? p->lk.fail_code : QS_ERR_CLOSED;
   size_t klen = ev->partition_key ? strlen(ev->partition_key) : 0;
   if (klen > QS_EH_PARTITION_KEY_MAX || (klen && p->o.partition >= 0))
     return QS_ERR_INVALID;
@@ -1402,6 +1405,7 @@ static int condition_code(const char *name) {
 static void link_failed_final(eh_link *lk, int code, const char *cond, const char *desc) {
   link_detach(lk);
   lk->state = LS_FAILED;
+  lk->fail_code = code;
   if (lk->kind == LK_CONSUMER) {
     qs_eh_consumer *k = (qs_eh_consumer *)lk;
     if (k->o.on_error)

@@ -155,7 +155,9 @@ static void replay_done(int rc, void *ud) {
 static void on_eh_state(qs_eh_client *c, bool connected, const char *reason, void *ud) {
   (void)c;
   app *a = ud;
-  if (connected)
+  if (connected && reason && *reason)
+    qs_log_error(&a->svc.log, "event hub refused a link", QS_LSTR("reason", reason));
+  else if (connected)
     qs_log_info(&a->svc.log, "event hub connected");
   else if (!a->ctx.stopping)
     qs_log_warn(&a->svc.log, "event hub not connected", QS_LSTR("reason", reason ? reason : ""));

@@ -397,3 +397,21 @@ def test_the_fdsn_sweep_pages_sends_changes_and_keeps_its_watermark(feeds, hub_s
     assert {b["superseded_by"] for b in sup} == {"us1"}
     assert redis_server.cli("GET", "qs:ingest:seen:ci1").strip().split("|")[1:] == [
         "S", "us-west", "us1"]
+
+
+def test_a_refused_key_is_logged_and_fails_sends_at_once(feeds, hub_server, redis_server,
+                                                         start_service):
+    feeds.set("/feed.geojson", (200, fc(fdsn_feature("ak9", 4.1, 1700000000000, 1700000001000,
+                                                     61.0, -150.0)), {}))
+    conn = hub_server.connection_string.replace("SharedAccessKeyName=RootManageSharedAccessKey",
+                                                "SharedAccessKeyName=nobody")
+    assert conn != hub_server.connection_string
+    env = ingestor_env(hub_server, redis_server, USGS_FEED_URL=feeds.url("/feed.geojson"),
+                       FDSN_SWEEP_INTERVAL="0")
+    env["EVENTHUBS_CONNECTION_STRING"] = conn
+    ing = start_service("ingestor", env=env)
+    refused = ing.wait_for_log(lambda r: r.get("msg") == "event hub refused a link")
+    assert "nobody" in refused["reason"]
+    done = ing.wait_for_log(lambda r: r.get("msg") == "poll done" and r.get("failed") == 1, 15)
+    assert done["sent"] == 0
+    assert redis_server.cli("GET", "qs:ingest:seen:ak9").strip() == ""  # tried again next poll

@@ -97,8 +97,9 @@ typedef void (*qs_eh_send_cb)(int status, const char *condition, const char *des
 int qs_eh_producer_open(qs_eh_client *c, const qs_eh_producer_opts *opts, qs_eh_producer **out);
 /* Queues one event. QS_ERR_FULL when queue_max events are queued (back-pressure: wait for the
  * drain callback), QS_ERR_TOOBIG when the event alone exceeds the link's max-message-size,
- * QS_ERR_INVALID for a partition key over the limit, QS_ERR_CLOSED after close. On any error cb
- * is never called. */
+ * QS_ERR_INVALID for a partition key over the limit, QS_ERR_CLOSED after close, and the link's
+ * error (QS_ERR_AUTH: the key was refused; QS_ERR_NOTFOUND: no such hub) once the hub refused the
+ * producer for good. On any error cb is never called. */
 int qs_eh_send(qs_eh_producer *p, const qs_eh_event_out *ev, qs_eh_send_cb cb, void *ud);
 /* Events queued or in flight (callback still owed). */
 size_t qs_eh_producer_pending(const qs_eh_producer *p);
