@@ -23,6 +23,9 @@
 #include "changes.h"
 
 #define DEDUPE_CHUNK 500
+/* starttime of a sweep's first page: USGS would otherwise default to 30 days back, and a
+ * revision of an older event would never be seen */
+#define SWEEP_EPOCH_MS INT64_C(-2208988800000) /* 1900-01-01 */
 #define LOAD_ROUNDS 4 /* MGET rounds per chunk: ids, then the ends of association chains */
 
 typedef struct poller poller;
@@ -67,12 +70,16 @@ struct poller {
   const char *sweep_base;
   int64_t backfill_ms, overlap_ms;
   uint32_t page_size;
-  bool sweeping;        /* between the first page and the end of a sweep */
-  int64_t sweep_from;   /* updatedafter of this sweep */
-  int64_t sweep_wm;     /* the watermark to store when it completes */
-  size_t page;          /* 0-based page of this sweep */
-  size_t page_features; /* features in the current page (parsed + malformed) */
-  bool sweep_failed;    /* an event was not acknowledged: keep the old watermark */
+  bool sweeping;      /* between the first page and the end of a sweep */
+  int64_t sweep_from; /* updatedafter of this sweep */
+  int64_t sweep_wm;   /* the watermark to store when it completes */
+  size_t page;        /* 0-based page of this sweep */
+  int64_t page_start; /* starttime of this page (origin time; keyset paging) */
+  size_t page_skip;   /* features at exactly page_start already seen: offset = 1 + this */
+  int64_t seen_max;   /* largest `updated` seen in this sweep */
+  int64_t req_start;  /* page_start, page_skip of the request in flight (for the log) */
+  size_t req_skip;
+  bool sweep_failed; /* an event was not acknowledged: keep the old watermark */
   size_t sweep_counts[CH_KINDS], sweep_features, sweep_malformed, sweep_sent, sweep_failed_n;
   /* the poll in progress */
   bool busy, stopped, holding; /* holding: this poller owns the usgs state (ctx->state_owner) */
@@ -262,6 +269,11 @@ static void poll_complete(poller *p) {
       schedule(p, 0);
       return;
     }
+    /* the watermark: the newest change seen, but never past the sweep's own start — a change
+     * made while the sweep ran is asked for again by the next one */
+    int64_t wm = p->seen_max < p->started_ms ? p->seen_max : p->started_ms;
+    if (wm > p->sweep_wm)
+      p->sweep_wm = wm;
     if (!p->sweep_failed) {
       char v[32];
       snprintf(v, sizeof v, "%" PRId64, p->sweep_wm);
@@ -460,8 +472,6 @@ static void classify_chunk(poller *p) {
     count(p, kind);
     if (folded)
       count(p, CH_FOLDED);
-    if (e->updated > p->sweep_wm && p->sweep_base)
-      p->sweep_wm = e->updated;
   }
   /* entries with nothing to send store their records now */
   for (size_t i = p->next_chunk; i < p->chunk_hi; i++)
@@ -575,6 +585,26 @@ static void process_start(poller *p) {
   classify_next(p);
 }
 
+/* Keyset paging: the next page starts at the origin time of this page's last feature, past the
+ * features at exactly that time already seen. Unlike offsets alone, a feature that changes (its
+ * time, or an association removing another) during the sweep cannot shift an unchanged one past
+ * a page boundary; the changed one has a newer `updated` and is seen by the next sweep. */
+static void sweep_page_keys(poller *p) {
+  for (size_t i = 0; i < p->cur.n; i++)
+    if (p->cur.v[i].updated > p->seen_max)
+      p->seen_max = p->cur.v[i].updated;
+  if (p->cur.n == 0)
+    return;
+  int64_t last = p->cur.v[p->cur.n - 1].time;
+  size_t at_last = 0;
+  for (size_t i = p->cur.n; i > 0 && p->cur.v[i - 1].time == last; i--)
+    at_last++;
+  if (last == p->page_start)
+    p->page_skip += at_last;
+  else
+    p->page_start = last, p->page_skip = at_last;
+}
+
 static uint32_t retry_after_ms(const char *v) {
   if (!v || !*v)
     return 0;
@@ -635,6 +665,8 @@ static void on_http(const qs_http_response *res, void *ud) {
     backoff(p, "malformed", why, 0);
     return;
   }
+  if (p->sweep_base)
+    sweep_page_keys(p);
   /* remember the validators only for a document we could use */
   snprintf(p->etag, sizeof p->etag, "%s", res->etag);
   snprintf(p->last_modified, sizeof p->last_modified, "%s", res->last_modified);
@@ -652,10 +684,14 @@ static void request(poller *p) {
   if (p->sweep_base) {
     char after[40];
     qs_time_format_iso8601(p->sweep_from, after, sizeof after);
+    char start[40];
+    qs_time_format_iso8601(p->page_start, start, sizeof start);
+    p->req_start = p->page_start;
+    p->req_skip = p->page_skip;
     snprintf(p->url, sizeof p->url,
              "%s/fdsnws/event/1/query?format=geojson&updatedafter=%s&includedeleted=true"
-             "&orderby=time-asc&limit=%" PRIu32 "&offset=%zu",
-             p->sweep_base, after, p->page_size, 1 + p->page * p->page_size);
+             "&orderby=time-asc&starttime=%s&limit=%" PRIu32 "&offset=%zu",
+             p->sweep_base, after, start, p->page_size, 1 + p->page_skip);
   } else {
     if (p->etag[0]) {
       snprintf(inm, sizeof inm, "If-None-Match: %s", p->etag);
@@ -698,6 +734,9 @@ static void on_wm_loaded(qs_redis *r, redisReply *reply, int status, void *ud) {
   }
   if (p->sweep_from < 0)
     p->sweep_from = 0;
+  p->page_start = SWEEP_EPOCH_MS;
+  p->page_skip = 0;
+  p->seen_max = 0;
   p->sweeping = true;
   p->sweep_failed = false;
   memset(p->sweep_counts, 0, sizeof p->sweep_counts);

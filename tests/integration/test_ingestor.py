@@ -338,6 +338,10 @@ def fdsn_feature(eid, mag, t, updated, lat, lon, status="reviewed", ids=None):
             "geometry": {"type": "Point", "coordinates": [lon, lat, 10.0]}}
 
 
+def iso(ms):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
 def fc(*features):
     return json.dumps({"type": "FeatureCollection", "features": list(features)}).encode()
 
@@ -377,11 +381,13 @@ def test_the_fdsn_sweep_pages_sends_changes_and_keeps_its_watermark(feeds, hub_s
     ing.wait_for_log(lambda r: r.get("msg") == "poll failed, backing off" and
                      r.get("source") == "fdsn" and r.get("result") == "http_error")
     sweeps = [p for p, _ in feeds.seen if p.startswith(q)]
-    assert "offset=1&" not in sweeps[0] and sweeps[0].endswith("limit=2&offset=1")
-    assert sweeps[1].endswith("offset=3") and sweeps[2].endswith("offset=5")
-    import datetime
-    wm_iso = datetime.datetime.fromtimestamp((t + 3500 - 30_000) / 1000, datetime.timezone.utc)
-    assert "updatedafter=" + wm_iso.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(t + 3500) % 1000:03d}Z" in sweeps[3]
+    # keyset paging: each page starts at the origin time of the previous page's last feature,
+    # past the features at exactly that time already seen; the first at 1900 (USGS would
+    # default to 30 days back)
+    assert "starttime=1900-01-01T00:00:00.000Z&limit=2&offset=1" in sweeps[0]
+    assert f"starttime={iso(t + 10)}&limit=2&offset=2" in sweeps[1]
+    assert f"starttime={iso(t + 30)}&limit=2&offset=2" in sweeps[2]
+    assert f"updatedafter={iso(t + 3500 - 30_000)}&" in sweeps[3]
     assert "includedeleted=true" in sweeps[0] and "orderby=time-asc" in sweeps[0]
     assert redis_server.cli("GET", "qs:ingest:fdsn:watermark").strip() == str(t + 9200)
     events = read_hub(hub_server)
