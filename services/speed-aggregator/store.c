@@ -1,13 +1,24 @@
 /* store.c — the aggregator's Redis side (see store.h).
  *
  * The commit is one EVAL of sa_commit_lua. Its arguments are a list of ops produced by
- * sa_engine_take — "<n> <redis command of n words>", "0 @ALERT key score json" (stored,
- * indexed and published only when new or when the stored one was retracted), "0 @RETRACT key"
- * (marks a stored alert retracted, published when it changes) and "0 @FINAL open-set threshold"
- * (marks the rows of windows whose end <= threshold final) — followed by the lease fence: (lease
- * key, owner) pairs that must all still hold. A script runs atomically, so Redis holds either all
- * of a batch's state changes with its checkpoints or none of them: a crash at any point resumes
- * from a checkpoint that matches the state exactly.
+ * sa_engine_take — "<n> <redis command of n words>", "0 @EV k (id updated time body)*k" (raw
+ * events written, indexed and published as `event` only when newer than the version stored in
+ * qs:ev:ver), "0 @EVDEL k (id updated reason counted)*k" (raw events removed when not older than
+ * the stored version, which stays as a tombstone; `event_removed` published when one was stored
+ * or counted), "0 @ALERT key score json event_id updated" (stored, indexed and published only
+ * when new or when the stored one was retracted), "0 @RETRACT key event_id updated" (marks a
+ * stored alert retracted, published when it changes) and "0 @FINAL open-set threshold" (marks the
+ * rows of windows whose end <= threshold final) — followed by the lease fence: (lease key, owner)
+ * pairs that must all still hold. A script runs atomically, so Redis holds either all of a
+ * batch's state changes with its checkpoints or none of them: a crash at any point resumes from a
+ * checkpoint that matches the state exactly.
+ *
+ * Raw events and event alerts are global, while every other key a commit writes belongs to the
+ * regions of its partitions: the version rules are what let replicas that own the two regions of
+ * a moved event commit in any order (docs/changes.md). An event alert op (event_id set) is skipped
+ * when a newer version of the event was stored before this commit, or when an op of the same
+ * alert with a newer version came earlier in it (decision order). Within one region versions only
+ * grow, so neither ever skips there, and the outcome does not depend on where batches end.
  */
 #include "store.h"
 
@@ -32,10 +43,16 @@ const char sa_commit_lua[] =
     "  i = i + 2\n"
     "end\n"
     "local alerts = {}\n"
-    "local function newer(id, u)\n"
+    "local pre, opmax = {}, {}\n"
+    "local function newer(key, id, u)\n"
     "  if id == '' then return true end\n"
-    "  local v = redis.call('HGET', 'qs:ev:ver', id)\n"
-    "  return not v or tonumber(v) <= tonumber(u)\n"
+    "  u = tonumber(u)\n"
+    "  if opmax[key] and opmax[key] > u then return false end\n"
+    "  local v = pre[id]\n"
+    "  if v == nil then v = redis.call('HGET', 'qs:ev:ver', id) end\n"
+    "  if v and tonumber(v) > u then return false end\n"
+    "  opmax[key] = u\n"
+    "  return true\n"
     "end\n"
     "i = 2\n"
     "while i <= last do\n"
@@ -52,6 +69,7 @@ const char sa_commit_lua[] =
     "    for k = 1, n do\n"
     "      local j = b + 4 * (k - 1)\n"
     "      local id, u = ARGV[j], tonumber(ARGV[j + 1])\n"
+    "      if pre[id] == nil then pre[id] = cur[k] end\n"
     "      local v = seen[id] or (cur[k] and tonumber(cur[k]))\n"
     "      if not v or v < u or (del and v == u) then\n"
     "        seen[id] = u\n"
@@ -84,8 +102,8 @@ const char sa_commit_lua[] =
     "  elseif ARGV[i + 1] == '@ALERT' then\n"
     "    local key, score, json = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]\n"
     "    local cur = redis.call('HGET', 'qs:alerts', key)\n"
-    "    if (not cur or string.find(cur, '\"retracted\":true', 1, true)) and newer(ARGV[i + 5], "
-    "ARGV[i + 6]) then\n"
+    "    if newer(key, ARGV[i + 5], ARGV[i + 6]) and (not cur or string.find(cur, "
+    "'\"retracted\":true', 1, true)) then\n"
     "      redis.call('HSET', 'qs:alerts', key, json)\n"
     "      redis.call('ZADD', 'qs:alerts:idx', score, key)\n"
     "      redis.call('PUBLISH', 'qs:live:alerts', '{\"type\":\"alert\",\"data\":' .. json .. "
@@ -96,7 +114,7 @@ const char sa_commit_lua[] =
     "  elseif ARGV[i + 1] == '@RETRACT' then\n"
     "    local key = ARGV[i + 2]\n"
     "    local cur = redis.call('HGET', 'qs:alerts', key)\n"
-    "    if cur and newer(ARGV[i + 3], ARGV[i + 4]) then\n"
+    "    if newer(key, ARGV[i + 3], ARGV[i + 4]) and cur then\n"
     "      local n, hits = string.gsub(cur, '\"retracted\":false', '\"retracted\":true', 1)\n"
     "      if hits > 0 then\n"
     "        redis.call('HSET', 'qs:alerts', key, n)\n"

@@ -558,3 +558,66 @@ def test_region_moves_across_two_replicas_in_either_order_equal_the_reference(
         assert a is None or a["retracted"] is True, (eid, a)
     assert alerts["MAGNITUDE_SPIKE|mfirst"]["retracted"] is True
     assert alerts["MAGNITUDE_SPIKE|mback"]["retracted"] is False
+
+
+def test_serving_api_shows_neither_deleted_nor_superseded_events_and_relays_removals(
+        start_service, hub_server, redis_server):
+    """Speed aggregator + serving API: /events (JSON and GeoJSON) and /stats exclude deleted and
+    superseded events and show a moved event once, in its new region; the WebSocket `events`
+    topic relays `event_removed` for the deletion and the supersede (also to a region-filtered
+    subscriber: removals carry no region) and none for the move."""
+    import asyncio
+    from serving_helpers import WS, http, start_serving
+    start_speed(start_service, hub_server, redis_server)
+    api = start_serving(start_service, redis_server.url)
+    now = int(time.time() * 1000)
+    (alat, alon), (jlat, jlon) = (61.0, -150.0), (35.7, 139.7)  # alaska, Tokyo
+    east = region_of(jlat, jlon)
+    assert east != region_of(alat, alon)
+    t = now - 600_000
+
+    def ev(eid, mag, updated, lat, lon, change="new", **kw):
+        return make_event(eid, mag, t, updated, lat, lon, 10.0, change=change, **kw)
+    versions = [ev("k1", 6.7, now, alat, alon), ev("k2", 3.0, now, alat, alon),
+                ev("k3", 4.0, now, jlat, jlon), ev("k4", 5.0, now, alat, alon),
+                ev("k1", 6.7, now + 1, alat, alon, change="deleted"),
+                ev("k2", 3.0, now + 1, alat, alon, change="superseded", superseded_by="k3"),
+                ev("k4", 5.2, now + 1, jlat, jlon, change="revision")]
+    msgs = with_moves(versions)
+    assert moves_in(msgs) == 1
+    # First the events, committed (k1 raises a spike alert) ...
+    send(msgs[:4], hub_server.connection_string)
+    wait_all_committed(hub_server, redis_server)
+    assert json.loads(hgetall(redis_server, "qs:alerts")["MAGNITUDE_SPIKE|k1"])["retracted"] is False
+    got = []
+
+    async def run():  # ... then the changes, watched live
+        ws = await WS.connect(api.api_port)
+        await ws.subscribe(["events"], regions=[east])
+        send(msgs[4:], hub_server.connection_string)
+        deadline = time.monotonic() + 30
+        while {m["data"]["event_id"] for m in got if m["type"] == "event_removed"} != {"k1", "k2"}:
+            assert time.monotonic() < deadline, got
+            m = await ws.recv()
+            assert m is not None
+            got.append(m)
+        ws.close()
+    asyncio.run(run())
+    removed = {m["data"]["event_id"]: m for m in got if m["type"] == "event_removed"}
+    assert removed["k1"]["topic"] == "events" and removed["k1"]["data"]["reason"] == "deleted"
+    assert removed["k2"]["data"]["reason"] == "superseded"
+    wait_all_committed(hub_server, redis_server)
+    assert not [m for m in got if m["type"] == "event_removed" and m["data"]["event_id"] == "k4"]
+    status, _, body = http(api.api + "/api/v1/events?since=1d&limit=100")
+    assert status == 200, body
+    events = {e["event_id"]: e for e in json.loads(body)["events"]}
+    assert set(events) == {"k3", "k4"}
+    assert (events["k4"]["region"], events["k4"]["magnitude"]) == (east, 5.2)
+    status, _, body = http(api.api + "/api/v1/events?since=1d&limit=100&format=geojson")
+    assert status == 200, body
+    assert {f["id"] for f in json.loads(body)["features"]} == {"k3", "k4"}
+    status, _, body = http(api.api + "/api/v1/stats?window=1d")
+    stats = json.loads(body)
+    assert (stats["event_count"], stats["max_magnitude"]) == (2, 5.2), stats
+    alerts = {k: json.loads(v) for k, v in hgetall(redis_server, "qs:alerts").items()}
+    assert alerts["MAGNITUDE_SPIKE|k1"]["retracted"] is True

@@ -455,6 +455,25 @@ static void test_raw_events_and_alerts_follow_the_newest_version_across_regions(
   v = hget(f, "qs:ev", "mx");
   assert_non_null(strstr(v, "\"updated\":40"));
   free(v);
+  /* One replica with both regions, one commit: the decision order rules. The newer version
+   * first: the older one's spike is never raised ... */
+  apply(f, mk_in("japan", 1, 3, "my", 5.5, T0, 20, "revision"));
+  apply(f, mk_in("alaska", 0, 5, "my", 6.4, T0, 10, "new"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 0);
+  assert_int_equal(cmd_int(f, "HEXISTS qs:alerts %s", "MAGNITUDE_SPIKE|my"), 0);
+  /* ... the older first: raised, then retracted by the newer. */
+  apply(f, mk_in("alaska", 0, 6, "mz", 6.4, T0, 10, "new"));
+  apply(f, mk_in("alaska", 0, 7, "mz", 5.5, T0, 20, "moved"));
+  apply(f, mk_in("japan", 1, 4, "mz", 5.5, T0, 20, "revision"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 1);
+  v = hget(f, "qs:alerts", "MAGNITUDE_SPIKE|mz");
+  assert_non_null(strstr(v, "\"retracted\":true"));
+  free(v);
+  v = hget(f, "qs:ev", "mz");
+  assert_non_null(strstr(v, "\"region\":\"japan\""));
+  free(v);
   sa_store_free(&other_store);
   sa_engine_free(other);
   free(other);
