@@ -2,16 +2,17 @@
  *
  * The commit is one EVAL of sa_commit_lua. Its arguments are a list of ops produced by
  * sa_engine_take — "<n> <redis command of n words>", "0 @EV k (id updated time body)*k" (raw
- * events written, indexed and published as `event` only when newer than the version stored in
- * qs:ev:ver), "0 @EVDEL k (id updated reason counted)*k" (raw events removed when not older than
- * the stored version, which stays as a tombstone; `event_removed` published when one was stored
- * or counted), "0 @ALERT key score json event_id updated" (stored, indexed and published only
- * when new or when the stored one was retracted), "0 @RETRACT key event_id updated" (marks a
- * stored alert retracted, published when it changes) and "0 @FINAL open-set threshold" (marks the
- * rows of windows whose end <= threshold final) — followed by the lease fence: (lease key, owner)
- * pairs that must all still hold. A script runs atomically, so Redis holds either all of a
- * batch's state changes with its checkpoints or none of them: a crash at any point resumes from a
- * checkpoint that matches the state exactly.
+ * events written, indexed and published as `event` only when newer than the stored version: the
+ * `updated` of the body in qs:ev, or of the removal in qs:ev:ver), "0 @EVDEL k (id updated reason
+ * counted)*k" (raw events removed when not older than the stored version; the removal's version
+ * stays in qs:ev:ver as a tombstone; `event_removed` published when one was stored or counted), "0
+ * @ALERT key score json event_id updated" (stored, indexed and published only when new or when the
+ * stored one was retracted), "0 @RETRACT key event_id updated" (marks a stored alert retracted,
+ * published when it changes) and "0 @FINAL open-set threshold" (marks the rows of windows whose end
+ * <= threshold final) — followed by the lease fence: (lease key, owner) pairs that must all still
+ * hold. A script runs atomically, so Redis holds either all of a batch's state changes with its
+ * checkpoints or none of them: a crash at any point resumes from a checkpoint that matches the
+ * state exactly.
  *
  * Raw events and event alerts are global, while every other key a commit writes belongs to the
  * regions of its partitions: the version rules are what let replicas that own the two regions of
@@ -44,13 +45,22 @@ const char sa_commit_lua[] =
     "end\n"
     "local alerts = {}\n"
     "local pre, opmax = {}, {}\n"
+    "local function stored(body, tomb)\n"
+    "  local v = tomb and tonumber(tomb)\n"
+    "  if body then\n"
+    "    local s = tonumber(string.match(body, '\"updated\":(%d+)'))\n"
+    "    if s and (not v or s > v) then v = s end\n"
+    "  end\n"
+    "  return v or false\n"
+    "end\n"
     "local function newer(key, id, u)\n"
     "  if id == '' then return true end\n"
     "  u = tonumber(u)\n"
     "  if opmax[key] and opmax[key] > u then return false end\n"
-    "  local v = pre[id]\n"
-    "  if v == nil then v = redis.call('HGET', 'qs:ev:ver', id) end\n"
-    "  if v and tonumber(v) > u then return false end\n"
+    "  if pre[id] == nil then\n"
+    "    pre[id] = stored(redis.call('HGET', 'qs:ev', id), redis.call('HGET', 'qs:ev:ver', id))\n"
+    "  end\n"
+    "  if pre[id] and pre[id] > u then return false end\n"
     "  opmax[key] = u\n"
     "  return true\n"
     "end\n"
@@ -64,18 +74,22 @@ const char sa_commit_lua[] =
     "    local del, n, b = ARGV[i + 1] == '@EVDEL', tonumber(ARGV[i + 2]), i + 3\n"
     "    local ids = {}\n"
     "    for k = 1, n do ids[k] = ARGV[b + 4 * (k - 1)] end\n"
-    "    local cur = redis.call('HMGET', 'qs:ev:ver', unpack(ids))\n"
+    "    local bodies = redis.call('HMGET', 'qs:ev', unpack(ids))\n"
+    "    local tombs = redis.call('HMGET', 'qs:ev:ver', unpack(ids))\n"
     "    local seen, hs, zs, vs = {}, {}, {}, {}\n"
     "    for k = 1, n do\n"
     "      local j = b + 4 * (k - 1)\n"
     "      local id, u = ARGV[j], tonumber(ARGV[j + 1])\n"
-    "      if pre[id] == nil then pre[id] = cur[k] end\n"
-    "      local v = seen[id] or (cur[k] and tonumber(cur[k]))\n"
+    "      local v = seen[id]\n"
+    "      if not v then\n"
+    "        v = stored(bodies[k], tombs[k])\n"
+    "        if pre[id] == nil then pre[id] = v end\n"
+    "      end\n"
     "      if not v or v < u or (del and v == u) then\n"
     "        seen[id] = u\n"
-    "        vs[#vs + 1] = id\n"
-    "        vs[#vs + 1] = ARGV[j + 1]\n"
     "        if del then\n"
+    "          vs[#vs + 1] = id\n"
+    "          vs[#vs + 1] = ARGV[j + 1]\n"
     "          local gone = redis.call('HDEL', 'qs:ev', id)\n"
     "          redis.call('ZREM', 'qs:ev:idx', id)\n"
     "          if gone == 1 or ARGV[j + 3] == '1' then\n"
