@@ -223,9 +223,9 @@ def changes(n):
               f"{moved} revisions on the new region: {round(n / r['wall_s'])}/s wall, "
               f"{round(n / r['cpu_s'])} per aggregator CPU-second")
         for k in ("revise", "retract"):
-            print(f"CPU per message, {k} / new: aggregator "
-                  f"{out[k]['cpu_us_per_message'] / out['new']['cpu_us_per_message']:.2f}x, "
-                  f"Redis {out[k]['redis_cpu_us_per_message'] / out['new']['redis_cpu_us_per_message']:.2f}x")
+            agg = out[k]["cpu_us_per_message"] / out["new"]["cpu_us_per_message"]
+            red = out[k]["redis_cpu_us_per_message"] / out["new"]["redis_cpu_us_per_message"]
+            print(f"CPU per message, {k} / new: aggregator {agg:.2f}x, Redis {red:.2f}x")
     finally:
         stack.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -676,8 +676,8 @@ static sa_window *window_get(sa_engine *e, const char *region, int64_t t) {
 }
 
 /* An alert op: "@ALERT key score json event_id updated". An event alert (event_id set) is stored
- * only if no newer version of the event is known globally (qs:ev:ver, store.c), so a replica
- * that lags on another region cannot raise an alert the newest version does not meet. */
+ * only if no newer version of the event is stored (store.c), so a replica that lags on another
+ * region cannot raise an alert the newest version does not meet. */
 static void alert_add(sa_engine *e, const char *type, const char *subject, const char *region,
                       int64_t window_start, const char *event_id, int64_t updated,
                       const qs_contrib *c, int64_t count, double threshold, const char *message,
@@ -758,7 +758,7 @@ static void window_alerts(sa_engine *e, sa_window *w, int64_t now_ms) {
 }
 
 /* "@RETRACT key event_id updated": marks the stored alert retracted (only if it exists, and only
- * if no newer version of the event is known globally; published when it changes). */
+ * if no newer version of the event is stored; published when it changes). */
 static void alert_retract(sa_engine *e, const char *type, const char *id, int64_t updated) {
   char key[QS_EVENT_ID_MAX + 32];
   snprintf(key, sizeof key, "%s|%s", type, id);

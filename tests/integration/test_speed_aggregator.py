@@ -588,7 +588,8 @@ def test_serving_api_shows_neither_deleted_nor_superseded_events_and_relays_remo
     # First the events, committed (k1 raises a spike alert) ...
     send(msgs[:4], hub_server.connection_string)
     wait_all_committed(hub_server, redis_server)
-    assert json.loads(hgetall(redis_server, "qs:alerts")["MAGNITUDE_SPIKE|k1"])["retracted"] is False
+    spike = json.loads(hgetall(redis_server, "qs:alerts")["MAGNITUDE_SPIKE|k1"])
+    assert spike["retracted"] is False
     got = []
 
     async def run():  # ... then the changes, watched live
