@@ -163,11 +163,17 @@ def test_live_messages_match_the_schema(start_service, hub_server, redis_server)
         t0 = 1_764_051_900_000
         evs = [make_event("lv1", 6.3, t0, t0 + 1, 61.0, -150.0, 10.0, tsunami=True),
                make_event("lv2", 2.0, t0 + 5, t0 + 6, 61.0, -150.0, 10.0),
-               make_event("lv2", 2.0, t0 + 5, t0 + 9, 61.0, -150.0, 10.0, change="deleted")]
+               make_event("lv2", 2.0, t0 + 5, t0 + 9, 61.0, -150.0, 10.0, change="deleted"),
+               make_event("lv3", 6.5, t0 + 7, t0 + 8, 61.0, -150.0, 10.0),
+               make_event("lv3", 6.5, t0 + 7, t0 + 10, 61.0, -150.0, 10.0, change="superseded",
+                          superseded_by="lv1")]
         send(evs, hub_server.connection_string)
         seen, msgs = set(), []
         deadline = time.monotonic() + 30
-        while seen != {"window", "alert", "event", "event_removed", "rolling"}:
+
+        def retracted():  # lv3's spike, raised and then retracted by the supersede
+            return [m for m in msgs if m["type"] == "alert" and m["data"]["retracted"]]
+        while seen != {"window", "alert", "event", "event_removed", "rolling"} or not retracted():
             assert time.monotonic() < deadline, (seen, svc.lines[-20:])
             line = sub.stdout.readline().strip()
             if not line.startswith("{"):
@@ -178,6 +184,10 @@ def test_live_messages_match_the_schema(start_service, hub_server, redis_server)
             msgs.append(m)
         alerts = {m["data"]["type"] for m in msgs if m["type"] == "alert"}
         assert {"MAGNITUDE_SPIKE", "TSUNAMI"} <= alerts
+        assert [m["data"]["id"] for m in retracted()] == ["MAGNITUDE_SPIKE|lv3"]
+        removed = {m["data"]["event_id"]: m["data"]["reason"] for m in msgs
+                   if m["type"] == "event_removed"}
+        assert removed == {"lv2": "deleted", "lv3": "superseded"}
     finally:
         sub.kill()
         sub.wait()
