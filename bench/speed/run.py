@@ -1,5 +1,6 @@
 #!/usr/bin/python3
 """bench/speed/run.py [EVENTS] — the speed aggregator's closing numbers, on this machine.
+bench/speed/run.py changes [N] — the cost of catalogue changes (docs/changes.md), see below.
 
 1. Throughput: EVENTS synthetic events (~20 % revisions, 8 regions over 4 partitions) are put on
    a fresh hub first; then the aggregator starts from the earliest position with checkpoints on
@@ -12,6 +13,14 @@
    Node doing the same windowing (in memory only: no Redis, no checkpoints, so the comparison
    favours the peer), CPU time measured the same way. Prints the ratio.
 Needs a release build (./quakestream build) and tests/node/node_modules (./quakestream deps).
+
+`changes`: three phases on one hub and Redis, each preloaded on the hub first and then consumed
+by a freshly started aggregator (cold cache: every record and window is fetched from Redis, as
+for changes that arrive hours after the event): N first sightings, then a magnitude revision of
+each (same region), then N retractions (a third each deleted, superseded, and moved to another
+region: `moved` on the old region plus the revision on the new one). Prints messages/s (wall and
+per aggregator CPU-second) per phase, retractions/s, and the CPU cost of a revision and of a
+retraction relative to a new event. AGG_BUILD selects another build's aggregator (to compare).
 """
 import json
 import os
@@ -94,7 +103,8 @@ class Stack:
         e = {"ADMIN_PORT": "0", "EVENTHUBS_CONNECTION_STRING": self.conn,
              "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}", "PARTITION_IDLE": "1h"}
         e.update({k: str(v) for k, v in env.items()})
-        return self.spawn(name, [f"{BUILD}/services/speed-aggregator/speed-aggregator"], e)
+        build = os.environ.get("AGG_BUILD", BUILD)
+        return self.spawn(name, [f"{build}/services/speed-aggregator/speed-aggregator"], e)
 
     def stop(self):
         for p in reversed(self.procs):
@@ -163,7 +173,68 @@ def node_peer(stack, events):
     return res
 
 
+def changes_phase(stack, kind, n, base, total_before):
+    load = subprocess.run([f"{BUILD}/bench/speed/speed_bench", "changes", kind, str(n), str(base)],
+                          capture_output=True, text=True, check=True,
+                          env=dict(os.environ, EVENTHUBS_CONNECTION_STRING=stack.conn))
+    sent = json.loads(load.stdout)["sent"]
+    agg = stack.aggregator(f"speed-{kind}")
+    t0 = time.monotonic()
+    cpu0 = cpu_seconds(agg.pid)
+    redis_cpu0 = cpu_seconds(stack.procs[0].pid)
+    while committed(stack.redis_port) < total_before + sent:
+        if agg.poll() is not None:
+            raise SystemExit(open(f"{stack.work}/speed-{kind}.log").read()[-3000:])
+        time.sleep(0.01)
+    wall = time.monotonic() - t0
+    cpu = cpu_seconds(agg.pid) - cpu0
+    redis_cpu = cpu_seconds(stack.procs[0].pid) - redis_cpu0
+    agg.terminate()
+    agg.wait(20)
+    res = {"kind": kind, "messages": sent, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+           "redis_cpu_s": round(redis_cpu, 3), "per_s_wall": round(sent / wall),
+           "per_cpu_s": round(sent / cpu), "cpu_us_per_message": round(cpu / sent * 1e6, 1),
+           "redis_cpu_us_per_message": round(redis_cpu / sent * 1e6, 1)}
+    print(json.dumps(res))
+    return res
+
+
+def changes(n):
+    work = tempfile.mkdtemp(prefix="qs-speed-changes-")
+    stack = Stack(work)
+    base = (int(time.time() * 1000) - 86_400_000) // 3_600_000 * 3_600_000
+    try:
+        total, out = 0, {}
+        for kind in ("new", "revise", "retract"):
+            out[kind] = changes_phase(stack, kind, n, base, total)
+            total += out[kind]["messages"]
+        left = rcli(stack.redis_port, "HKEYS", "qs:ev").split()
+        moved = sum(1 for i in range(n) if i % 3 == 2)
+        wrong = [k for k in left if int(k[5:]) % 3 != 2]
+        assert len(left) == moved and not wrong, (
+            f"{len(left)} raw events left, want the {moved} moved ones; e.g. "
+            + "; ".join(f"{k}: {rcli(stack.redis_port, 'HGET', 'qs:ev:ver', k).strip()} "
+                        f"{rcli(stack.redis_port, 'HGET', 'qs:ev', k).strip()[:300]}"
+                        f"{rcli(stack.redis_port, 'HGETALL', 'qs:rt:evstate').count(k + chr(10))}"
+                        for k in wrong[:3])
+            + f"; dead letters {rcli(stack.redis_port, 'LRANGE', 'qs:rt:dlq', '0', '2')[:600]}")
+        r = out["retract"]
+        print(f"retractions (deleted + superseded + moved): {n} in {r['wall_s']} s with their "
+              f"{moved} revisions on the new region: {round(n / r['wall_s'])}/s wall, "
+              f"{round(n / r['cpu_s'])} per aggregator CPU-second")
+        for k in ("revise", "retract"):
+            agg = out[k]["cpu_us_per_message"] / out["new"]["cpu_us_per_message"]
+            red = out[k]["redis_cpu_us_per_message"] / out["new"]["redis_cpu_us_per_message"]
+            print(f"CPU per message, {k} / new: aggregator {agg:.2f}x, Redis {red:.2f}x")
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "changes":
+        changes(int(sys.argv[2]) if len(sys.argv) > 2 else 60_000)
+        return
     events = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     work = tempfile.mkdtemp(prefix="qs-speed-bench-")
     stack = Stack(work)

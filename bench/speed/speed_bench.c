@@ -2,6 +2,12 @@
  *
  *   speed_bench load N [SEED]            send N synthetic events (~20 % revisions) as fast as the
  *                                        hub takes them, keyed by region; prints the rate
+ *   speed_bench changes KIND N BASE_MS   send the catalogue changes of KIND for events bench0 ..
+ *                                        bench<N-1> (times from BASE_MS), as the ingestor sends
+ *                                        them: `new` (first sightings), `revise` (a magnitude
+ *                                        revision of each, same region) or `retract` (a third
+ *                                        each deleted, superseded, and moved to another region:
+ *                                        `moved` on the old region + the revision on the new)
  *   speed_bench latency RATE SECONDS REDIS_PORT
  *                                        send RATE events/s for SECONDS, each carrying its send
  *                                        time; a subscriber on qs:live:events timestamps the live
@@ -58,6 +64,9 @@ typedef struct bench {
   int64_t seconds;
   uv_timer_t timer;
   bool latency, closing;
+  int changes; /* 0: mixed load; 1 new, 2 revise, 3 retract */
+  long ops;    /* changes: next event index */
+  bool second; /* retract: the revision half of a move is next */
 } bench;
 
 /* One event: a new id, or (20 %) a revision of an earlier one. */
@@ -97,6 +106,61 @@ static size_t make_event(bench *b, char *buf, size_t cap, const char **region) {
   return qs_event_to_json(&ev, buf, cap);
 }
 
+/* The next message of a `changes` run (see the usage). Versions: new at BASE+1000+i, revisions at
+ * BASE+2e7+i, retractions at BASE+4e7+i, so each kind is newer than the one before. */
+static size_t make_change(bench *b, char *buf, size_t cap, const char **region) {
+  qs_event ev;
+  qs_event_init(&ev);
+  long id = b->ops;
+  size_t pl = (size_t)id % NPLACES;
+  int kind = (int)(id % 3); /* retract: 0 deleted, 1 superseded, 2 moved */
+  char sid[32];
+  int n = snprintf(sid, sizeof sid, "bench%ld", id);
+  qs_event_set_str(ev.event_id, sizeof ev.event_id, sid, (size_t)n);
+  ev.has_magnitude = true;
+  ev.magnitude = (double)(id % 700) / 100.0;
+  ev.time = b->base_ms + (id * 7919) % (6 * 3600000);
+  ev.updated = b->base_ms + 1000 + id;
+  if (b->changes == 2) {
+    ev.change = QS_EVENT_REVISION;
+    ev.magnitude = (double)((id + 13) % 700) / 100.0;
+    ev.updated = b->base_ms + 20000000 + id;
+  } else if (b->changes == 3) {
+    ev.magnitude = (double)((id + 13) % 700) / 100.0;
+    ev.updated = b->base_ms + 40000000 + id;
+    if (kind == 0) {
+      ev.change = QS_EVENT_DELETED;
+    } else if (kind == 1) {
+      ev.change = QS_EVENT_SUPERSEDED;
+      n = snprintf(ev.superseded_by, sizeof ev.superseded_by, "bench%ld", id + 1);
+    } else if (!b->second) {
+      ev.change = QS_EVENT_MOVED; /* on the old region, then the revision on the new one */
+    } else {
+      ev.change = QS_EVENT_REVISION;
+      pl = (pl + 1) % NPLACES;
+    }
+  }
+  if (b->changes == 3 && kind == 2 && !b->second)
+    b->second = true;
+  else {
+    b->second = false;
+    b->ops++;
+  }
+  ev.latitude = places[pl].lat;
+  ev.longitude = places[pl].lon;
+  ev.has_depth = true;
+  ev.depth_km = (double)(id % 30000) / 100.0;
+  qs_event_set_str(ev.region, sizeof ev.region, places[pl].region, strlen(places[pl].region));
+  qs_event_set_str(ev.event_type, sizeof ev.event_type, "earthquake", 10);
+  qs_event_set_str(ev.status, sizeof ev.status, "reviewed", 8);
+  qs_event_set_str(ev.source, sizeof ev.source, "bench", 5);
+  qs_event_set_str(ev.place, sizeof ev.place, "bench", 5);
+  ev.ingested_at = ev.updated;
+  qs_event_ids_add(&ev, sid, strlen(sid));
+  *region = places[pl].region;
+  return qs_event_to_json(&ev, buf, cap);
+}
+
 static void closed(void *ud) { (void)ud; }
 
 static void finish(bench *b) {
@@ -127,11 +191,17 @@ static void send_some(bench *b, long upto) {
   char buf[QS_EVENT_JSON_MAX];
   while (b->sent < upto) {
     const char *region;
-    size_t n = make_event(b, buf, sizeof buf, &region);
+    long ops = b->ops;
+    bool second = b->second;
+    size_t n = b->changes ? make_change(b, buf, sizeof buf, &region)
+                          : make_event(b, buf, sizeof buf, &region);
     qs_eh_event_out ev = {.body = buf, .len = n, .partition_key = region};
     int rc = qs_eh_send(b->p, &ev, on_sent, b);
-    if (rc == QS_ERR_FULL)
+    if (rc == QS_ERR_FULL) {
+      b->ops = ops; /* a change is sent again, not skipped */
+      b->second = second;
       return; /* drain callback resumes */
+    }
     if (rc != 0) {
       fprintf(stderr, "send: %s\n", qs_strerror(rc));
       exit(1);
@@ -209,7 +279,8 @@ static int cmp64(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: speed_bench load N [SEED] | latency RATE SECONDS REDIS_PORT\n");
+    fprintf(stderr, "usage: speed_bench load N [SEED] | latency RATE SECONDS REDIS_PORT | changes "
+                    "new|revise|retract N BASE_MS\n");
     return 2;
   }
   const char *conn = getenv("EVENTHUBS_CONNECTION_STRING");
@@ -224,6 +295,18 @@ int main(int argc, char **argv) {
     b.target = atol(argv[2]);
     if (argc > 3)
       rng ^= (uint64_t)atoll(argv[3]) * 0x9E3779B97F4A7C15ULL;
+  } else if (strcmp(argv[1], "changes") == 0 && argc == 5) {
+    b.changes = strcmp(argv[2], "new") == 0       ? 1
+                : strcmp(argv[2], "revise") == 0  ? 2
+                : strcmp(argv[2], "retract") == 0 ? 3
+                                                  : 0;
+    long n = atol(argv[3]);
+    b.base_ms = atoll(argv[4]);
+    if (!b.changes || n <= 0 || b.base_ms <= 0) {
+      fprintf(stderr, "bad arguments\n");
+      return 2;
+    }
+    b.target = b.changes == 3 ? n + n / 3 : n; /* a move (i % 3 == 2) is two messages */
   } else if (strcmp(argv[1], "latency") == 0 && argc == 5) {
     b.latency = true;
     b.rate = atof(argv[2]);

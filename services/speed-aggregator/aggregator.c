@@ -297,6 +297,9 @@ static void sync_stats(sa_agg *a) {
   qs_metric_set(a->m_poison, (double)s->poison);
   qs_metric_set(a->m_dupes, (double)(s->duplicates + s->stale));
   qs_metric_set(a->m_late, (double)s->late);
+  qs_metric_set(a->m_retracted[0], (double)s->deletions);
+  qs_metric_set(a->m_retracted[1], (double)s->supersedes);
+  qs_metric_set(a->m_retracted[2], (double)s->moves);
 }
 
 static void pump(sa_agg *a) {
@@ -467,6 +470,15 @@ void sa_agg_init(sa_agg *a, uv_loop_t *loop, qs_log *log, qs_metrics *metrics, q
   a->m_late = qs_metric_series(qs_metrics_gauge(
       metrics, "quakestream_speed_late_events",
       "events that arrived after their window was final (counted in late_count)", NULL));
+  static const char *const kind_label[] = {"kind", NULL};
+  qs_metric_family *retracted =
+      qs_metrics_gauge(metrics, "quakestream_speed_retractions",
+                       "deleted, superseded and moved messages applied (each retracts the "
+                       "event from its region's window, if counted there), since start",
+                       kind_label);
+  static const char *const kinds[] = {"deleted", "superseded", "moved"};
+  for (int k = 0; k < 3; k++)
+    a->m_retracted[k] = qs_metric_get(retracted, (const char *const[]){kinds[k]});
   a->m_commits =
       qs_metric_series(qs_metrics_counter(metrics, "quakestream_speed_commits_total",
                                           "atomic state + checkpoint commits to Redis", NULL));

@@ -91,6 +91,7 @@ struct sa_agg {
   void *stopped_ud;
   int closing_handles;
   /* metrics */
+  qs_metric *m_retracted[3]; /* deleted, superseded, moved */
   qs_metric *m_events, *m_poison, *m_dupes, *m_late, *m_commits, *m_commit_fail, *m_resets,
       *m_alerts, *m_queue, *m_owned, *m_fetches;
   qs_metric *m_commit_seconds, *m_batch;

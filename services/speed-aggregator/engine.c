@@ -177,7 +177,7 @@ static int evrec_decode(sa_evrec *r, const char *s, size_t len) {
   if (!(s = parse_i64(s, end, &r->updated)) || end - s < 3 || s[0] != '|' || s[2] != '|')
     return QS_ERR_PARSE;
   r->change = s[1];
-  if (!strchr("NRDS", r->change))
+  if (!strchr("NRDSM", r->change))
     return QS_ERR_PARSE;
   s += 3;
   const char *bar = memchr(s, '|', (size_t)(end - s));
@@ -204,7 +204,7 @@ void sa_engine_init(sa_engine *e, const sa_engine_opts *o) {
   snprintf(e->group, sizeof e->group, "%s", o->consumer_group);
   e->o.hub = e->hub;
   e->o.consumer_group = e->group;
-  sa_smap_init_borrowed(&e->evrecs);  /* key: the record's id */
+  sa_smap_init_borrowed(&e->evrecs);  /* key: the record's key, region|id */
   sa_smap_init_borrowed(&e->windows); /* key: the window's key */
   sa_smap_init(&e->baselines);
   sa_argv_init(&e->alerts);
@@ -404,8 +404,17 @@ const sa_window *sa_engine_window(const sa_engine *e, const char *region, int64_
   return sa_smap_get(&e->windows, k);
 }
 
-const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *id) {
-  return sa_smap_get(&e->evrecs, id);
+/* "<region>|<id>" into buf (SA_EVKEY_MAX bytes). */
+static void evrec_key(char *buf, const char *region, const char *id) {
+  size_t n = copy_str(buf, QS_EVENT_SHORT_MAX + 1, region);
+  buf[n++] = '|';
+  copy_str(buf + n, QS_EVENT_ID_MAX + 1, id);
+}
+
+const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *region, const char *id) {
+  char k[SA_EVKEY_MAX];
+  evrec_key(k, region, id);
+  return sa_smap_get(&e->evrecs, k);
 }
 
 void sa_needs_init(sa_needs *n) {
@@ -454,9 +463,11 @@ bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n) {
   if (it->parse_rc != 0)
     return true;
   const qs_event *ev = &it->ev;
-  sa_evrec *r = sa_smap_get(&e->evrecs, ev->event_id);
+  char k[SA_EVKEY_MAX];
+  evrec_key(k, ev->region, ev->event_id);
+  sa_evrec *r = sa_smap_get(&e->evrecs, k);
   if (!r) {
-    need(n, n ? &n->ev_ids : NULL, 'e', ev->event_id);
+    need(n, n ? &n->ev_ids : NULL, 'e', k);
     return false;
   }
   if (r->exists && ev->updated <= r->updated)
@@ -464,22 +475,26 @@ bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n) {
   bool ok = true;
   if (r->live)
     ok &= need_window(e, n, r->region, r->c.time_ms);
-  if (!qs_event_is_retraction(ev))
+  if (!qs_event_is_retraction(ev) && ev->change != QS_EVENT_MOVED)
     ok &= need_window(e, n, ev->region, ev->time);
   return ok;
 }
 
-void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_t len) {
-  if (sa_smap_get(&e->evrecs, id))
-    return;
+void sa_engine_load_evstate(sa_engine *e, const char *key, const char *val, size_t len) {
+  const char *bar = strchr(key, '|');
+  if (!bar || (size_t)(bar - key) > QS_EVENT_SHORT_MAX || strlen(bar + 1) > QS_EVENT_ID_MAX ||
+      sa_smap_get(&e->evrecs, key))
+    return; /* not a key this engine asks for */
   sa_evrec *r = qs_xcalloc(1, sizeof *r);
-  copy_str(r->id, sizeof r->id, id);
   /* A record that does not decode is treated as unseen: the next version rebuilds it. */
-  if (val && evrec_decode(r, val, len) != 0) {
+  if (val && evrec_decode(r, val, len) != 0)
     memset(r, 0, sizeof *r);
-    snprintf(r->id, sizeof r->id, "%s", id);
-  }
-  sa_smap_put(&e->evrecs, r->id, r);
+  /* The key names the region (a record's own region field may be empty in old tombstones). */
+  memcpy(r->region, key, (size_t)(bar - key));
+  r->region[bar - key] = '\0';
+  copy_str(r->id, sizeof r->id, bar + 1);
+  copy_str(r->key, sizeof r->key, key);
+  sa_smap_put(&e->evrecs, r->key, r);
 }
 
 static void members_push(sa_member_list *m, const char *id, const qs_contrib *c, bool indexed) {
@@ -660,9 +675,13 @@ static sa_window *window_get(sa_engine *e, const char *region, int64_t t) {
   return sa_smap_get(&e->windows, k);
 }
 
+/* An alert op: "@ALERT key score json event_id updated". An event alert (event_id set) is stored
+ * only if no newer version of the event is stored (store.c), so a replica that lags on another
+ * region cannot raise an alert the newest version does not meet. */
 static void alert_add(sa_engine *e, const char *type, const char *subject, const char *region,
-                      int64_t window_start, const char *event_id, const qs_contrib *c,
-                      int64_t count, double threshold, const char *message, int64_t now_ms) {
+                      int64_t window_start, const char *event_id, int64_t updated,
+                      const qs_contrib *c, int64_t count, double threshold, const char *message,
+                      int64_t now_ms) {
   qs_buf b = QS_BUF_INIT;
   char key[SA_KEY_MAX + 32], num[40];
   snprintf(key, sizeof key, "%s|%s", type, subject);
@@ -709,6 +728,8 @@ static void alert_add(sa_engine *e, const char *type, const char *subject, const
   sa_argv_adds(&e->alerts, key);
   sa_argv_addi(&e->alerts, now_ms);
   sa_argv_add(&e->alerts, b.p, b.len);
+  sa_argv_adds(&e->alerts, event_id ? event_id : "");
+  sa_argv_addi(&e->alerts, event_id ? updated : 0);
   qs_buf_free(&b);
   e->stats.alerts++;
 }
@@ -720,7 +741,7 @@ static void window_alerts(sa_engine *e, sa_window *w, int64_t now_ms) {
     w->volume_alerted = true;
     snprintf(msg, sizeof msg, "%" PRId64 " events in %s window starting %" PRId64, count,
              w->row.region, w->row.window_start_ms);
-    alert_add(e, "VOLUME", w->key, w->row.region, w->row.window_start_ms, NULL, NULL, count,
+    alert_add(e, "VOLUME", w->key, w->row.region, w->row.window_start_ms, NULL, 0, NULL, count,
               (double)e->o.volume_threshold, msg, now_ms);
   }
   const qs_agg_baseline *b = sa_smap_get(&e->baselines, w->row.region);
@@ -731,44 +752,51 @@ static void window_alerts(sa_engine *e, sa_window *w, int64_t now_ms) {
     w->anomaly_alerted = true;
     snprintf(msg, sizeof msg, "%" PRId64 " events in %s window, above the baseline threshold %.2f",
              count, w->row.region, thr);
-    alert_add(e, "ANOMALY", w->key, w->row.region, w->row.window_start_ms, NULL, NULL, count, thr,
-              msg, now_ms);
+    alert_add(e, "ANOMALY", w->key, w->row.region, w->row.window_start_ms, NULL, 0, NULL, count,
+              thr, msg, now_ms);
   }
 }
 
-/* An event alert whose condition no longer holds for the newest version (deleted, superseded,
- * or revised below the threshold / without the tsunami flag) is marked retracted (the commit's
- * @RETRACT op: only if it exists, published when it changes). A later version that meets the
- * condition again stores it again, un-retracted (@ALERT). */
-static void alerts_retract_stale(sa_engine *e, const sa_evrec *old, const qs_contrib *now,
-                                 bool tsunami_now) {
-  int64_t spike = llround(e->o.spike_magnitude * QS_AGG_MICRO);
+/* "@RETRACT key event_id updated": marks the stored alert retracted (only if it exists, and only
+ * if no newer version of the event is stored; published when it changes). */
+static void alert_retract(sa_engine *e, const char *type, const char *id, int64_t updated) {
   char key[QS_EVENT_ID_MAX + 32];
-  if (old->c.has_mag && old->c.mag_micro >= spike &&
-      !(now && now->has_mag && now->mag_micro >= spike)) {
-    snprintf(key, sizeof key, "MAGNITUDE_SPIKE|%s", old->id);
-    sa_argv_adds(&e->alerts, "@RETRACT");
-    sa_argv_adds(&e->alerts, key);
-  }
-  if (old->c.tsunami && !tsunami_now) {
-    snprintf(key, sizeof key, "TSUNAMI|%s", old->id);
-    sa_argv_adds(&e->alerts, "@RETRACT");
-    sa_argv_adds(&e->alerts, key);
-  }
+  snprintf(key, sizeof key, "%s|%s", type, id);
+  sa_argv_adds(&e->alerts, "@RETRACT");
+  sa_argv_adds(&e->alerts, key);
+  sa_argv_adds(&e->alerts, id);
+  sa_argv_addi(&e->alerts, updated);
+}
+
+static bool is_spike(const sa_engine *e, const qs_contrib *c) {
+  return c && c->has_mag && c->mag_micro >= llround(e->o.spike_magnitude * QS_AGG_MICRO);
+}
+
+/* An event alert whose condition no longer holds for the newest version (deleted, superseded,
+ * or revised below the threshold / without the tsunami flag) is marked retracted. A later
+ * version that meets the condition again stores it again, un-retracted (@ALERT). `old` is the
+ * record's live version here; NULL when there is none in this region (the event arrives from
+ * another region, or its deletion finds nothing counted here): then every alert the new version
+ * does not meet is retracted, if it exists. */
+static void alerts_retract_stale(sa_engine *e, const char *id, const sa_evrec *old,
+                                 const qs_contrib *now, bool tsunami_now, int64_t updated) {
+  if ((!old || is_spike(e, &old->c)) && !is_spike(e, now))
+    alert_retract(e, "MAGNITUDE_SPIKE", id, updated);
+  if ((!old || old->c.tsunami) && !tsunami_now)
+    alert_retract(e, "TSUNAMI", id, updated);
 }
 
 static void event_alerts(sa_engine *e, const qs_event *ev, const qs_contrib *c, int64_t now_ms) {
   char msg[QS_EVENT_PLACE_MAX + 128];
-  int64_t spike = llround(e->o.spike_magnitude * QS_AGG_MICRO);
-  if (c->has_mag && c->mag_micro >= spike) {
+  if (is_spike(e, c)) {
     snprintf(msg, sizeof msg, "M%.1f earthquake: %s", ev->magnitude, ev->place);
-    alert_add(e, "MAGNITUDE_SPIKE", ev->event_id, ev->region, INT64_MIN, ev->event_id, c, -1, NAN,
-              msg, now_ms);
+    alert_add(e, "MAGNITUDE_SPIKE", ev->event_id, ev->region, INT64_MIN, ev->event_id, ev->updated,
+              c, -1, NAN, msg, now_ms);
   }
   if (ev->tsunami_flag) {
     snprintf(msg, sizeof msg, "tsunami flag set: %s", ev->place);
-    alert_add(e, "TSUNAMI", ev->event_id, ev->region, INT64_MIN, ev->event_id, c, -1, NAN, msg,
-              now_ms);
+    alert_add(e, "TSUNAMI", ev->event_id, ev->region, INT64_MIN, ev->event_id, ev->updated, c, -1,
+              NAN, msg, now_ms);
   }
 }
 
@@ -792,7 +820,8 @@ static void dead_letter(sa_engine *e, const sa_item *it, const char *reason) {
 }
 
 /* Applies `it` with the state it touches already looked up (see sa_engine_try_apply): its
- * record r, the window of r's live version (old) and the window of the new version (w). */
+ * record r in the message's region, the window of r's live version (old) and the window of the
+ * new version (w). */
 static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evrec *r,
                         sa_window *old, sa_window *w) {
   if (it->partition < 0 || it->partition >= SA_PARTITIONS_MAX)
@@ -814,10 +843,12 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   }
   const qs_event *ev = &it->ev;
   qs_contrib c;
-  bool retraction = qs_event_is_retraction(ev);
-  if (!retraction && qs_contrib_init(&c, ev->time, ev->has_magnitude ? ev->magnitude : NAN,
-                                     ev->has_depth ? ev->depth_km : NAN, ev->tsunami_flag,
-                                     e->o.significant) != 0) {
+  bool moved = ev->change == QS_EVENT_MOVED;
+  bool retraction = qs_event_is_retraction(ev); /* deleted or superseded */
+  bool counts = !retraction && !moved;          /* the message is a version to count here */
+  if (counts && qs_contrib_init(&c, ev->time, ev->has_magnitude ? ev->magnitude : NAN,
+                                ev->has_depth ? ev->depth_km : NAN, ev->tsunami_flag,
+                                e->o.significant) != 0) {
     dead_letter(e, it, "magnitude, depth or time outside the aggregate bounds");
     return;
   }
@@ -829,36 +860,46 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
       e->stats.stale++;
     return;
   }
-  char msg[QS_EVENT_ID_MAX + 96];
-  if (r->live) {
-    alerts_retract_stale(e, r, retraction ? NULL : &c, ev->tsunami_flag && !retraction);
+  bool was_live = r->live;
+  /* Event alerts follow the newest version: a `moved` says nothing about them (the version it
+   * carries is applied, alerts included, on the new region). A version counted here re-checks
+   * the alerts its live predecessor here raised; a revision without one (it comes from another
+   * region: the second half of a move) or a deletion of an event not counted here re-checks all
+   * of them. A new event raises what it meets and retracts nothing: it costs nothing extra. */
+  if (!moved && (was_live || retraction || ev->change == QS_EVENT_REVISION))
+    alerts_retract_stale(e, ev->event_id, was_live ? r : NULL, counts ? &c : NULL,
+                         counts && ev->tsunami_flag, ev->updated);
+  if (was_live) {
     /* The window may have been trimmed by retention (windows are kept 30 days, event records
      * 90): then there is nothing left to retract. */
     if (!old || window_retract(e, old, r->id) != 0)
       e->stats.orphans++;
     else if (old->partition < 0)
       old->partition = it->partition;
-    if (retraction) {
-      int n =
-          snprintf(msg, sizeof msg,
-                   "{\"type\":\"event_removed\",\"data\":{\"event_id\":\"%s\",\"reason\":\"%s\"}}",
-                   r->id, ev->change == QS_EVENT_DELETED ? "deleted" : "superseded");
-      publish(e, SA_CH_EVENTS, msg, (size_t)n);
-    }
   }
   r->exists = true;
   r->updated = ev->updated;
   r->has_body = false;
   mark_evrec(e, r);
-  if (retraction) {
+  if (!counts) {
+    /* A tombstone at `updated`: an older version arriving later on this region changes nothing.
+     * D/S also remove the raw event and publish event_removed (the commit decides, by
+     * `updated`, see store.c); M keeps both: the event lives on in another region. */
     e->stats.retractions++;
+    if (moved)
+      e->stats.moves++;
+    else if (ev->change == QS_EVENT_DELETED)
+      e->stats.deletions++;
+    else
+      e->stats.supersedes++;
     r->live = false;
-    r->change = ev->change == QS_EVENT_DELETED ? 'D' : 'S';
+    r->was_live = was_live;
+    r->change = moved ? 'M' : ev->change == QS_EVENT_DELETED ? 'D' : 'S';
     memset(&r->c, 0, sizeof r->c);
     r->c.time_ms = ev->time;
     return;
   }
-  if (r->live)
+  if (was_live)
     e->stats.revisions++;
   if (!w)
     QS_FATAL("window of %s is not cached", ev->event_id);
@@ -874,14 +915,10 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   window_touch_member(w, ev->event_id);
   w->partition = it->partition;
   mark_window(e, w);
-  r->change = (r->live || ev->change == QS_EVENT_REVISION) ? 'R' : 'N';
+  r->change = (was_live || ev->change == QS_EVENT_REVISION) ? 'R' : 'N';
   r->live = true;
-  copy_str(r->region, sizeof r->region, ev->region);
   r->c = c;
   store_body(e, r, it->body, it->len);
-  static const char pre[] = "{\"type\":\"event\",\"data\":";
-  sa_argv_addi(&e->pubs, SA_CH_EVENTS);
-  sa_argv_add3(&e->pubs, pre, sizeof pre - 1, it->body, it->len, "}", 1);
   event_alerts(e, ev, &c, now_ms);
   window_alerts(e, w, now_ms);
 }
@@ -891,14 +928,17 @@ bool sa_engine_try_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
   sa_window *old = NULL, *w = NULL;
   if (it->parse_rc == 0) {
     const qs_event *ev = &it->ev;
-    r = sa_smap_get(&e->evrecs, ev->event_id);
+    char k[SA_EVKEY_MAX];
+    evrec_key(k, ev->region, ev->event_id);
+    r = sa_smap_get(&e->evrecs, k);
     if (!r)
       return false;
     if (!(r->exists && ev->updated <= r->updated)) {
       int64_t ws, we;
       if (r->live && !(old = window_get(e, r->region, r->c.time_ms)))
         return false;
-      if (!qs_event_is_retraction(ev) && !(w = window_get(e, ev->region, ev->time)) &&
+      if (!qs_event_is_retraction(ev) && ev->change != QS_EVENT_MOVED &&
+          !(w = window_get(e, ev->region, ev->time)) &&
           qs_agg_window_of(ev->time, e->o.window_ms, &ws, &we) == 0)
         return false;
     }
@@ -980,26 +1020,61 @@ static bool want_all(const sa_evrec *r) {
   return true;
 }
 static bool want_body(const sa_evrec *r) { return r->live && r->has_body; }
-static bool want_gone(const sa_evrec *r) { return !r->live; }
+static bool want_gone(const sa_evrec *r) { return r->change == 'D' || r->change == 'S'; }
 
 static void emit_evstate(sa_engine *e, opcmd *c, const sa_evrec *r) {
   (void)e;
   char buf[256];
-  op_args(c, r->id);
+  op_args(c, r->key);
   op_arg(c, buf, evrec_encode(r, buf, sizeof buf));
 }
 static void emit_evstate_idx(sa_engine *e, opcmd *c, const sa_evrec *r) {
   (void)e;
   op_argi(c, r->c.time_ms);
-  op_args(c, r->id);
+  op_args(c, r->key);
 }
+/* @EV tuple: id, updated, time, body (written if newer than the stored version). */
 static void emit_body(sa_engine *e, opcmd *c, const sa_evrec *r) {
   op_args(c, r->id);
+  op_argi(c, r->updated);
+  op_argi(c, r->c.time_ms);
   op_arg(c, e->bodies + r->body_off, r->body_len);
 }
-static void emit_id(sa_engine *e, opcmd *c, const sa_evrec *r) {
+/* @EVDEL tuple: id, updated, reason, whether it was counted (removed if not older than the stored
+ * version; event_removed published if it was stored or counted). */
+static void emit_gone(sa_engine *e, opcmd *c, const sa_evrec *r) {
   (void)e;
   op_args(c, r->id);
+  op_argi(c, r->updated);
+  op_args(c, r->change == 'D' ? "deleted" : "superseded");
+  op_args(c, r->was_live ? "1" : "0");
+}
+
+/* Conditional ops "0 @EV|@EVDEL <tuples> <tuple>...", CHUNK_PAIRS tuples at most each. */
+static void emit_versioned(sa_engine *e, sa_argv *ops, const char *op, rec_filter want,
+                           rec_emit emit) {
+  opcmd c;
+  size_t in_op = 0, n_idx = 0;
+  for (size_t i = 0; i < e->n_dirty_ev; i++) {
+    const sa_evrec *r = e->dirty_ev[i];
+    if (!want(r))
+      continue;
+    if (in_op == 0) {
+      sa_argv_addi(ops, 0);
+      sa_argv_adds(ops, op);
+      n_idx = sa_argv_count(ops);
+      sa_argv_addi(ops, 0);
+      c.a = ops;
+      c.nargs = 0;
+    }
+    emit(e, &c, r);
+    if (++in_op == CHUNK_PAIRS) {
+      sa_argv_set_i(ops, n_idx, (int64_t)in_op);
+      in_op = 0;
+    }
+  }
+  if (in_op)
+    sa_argv_set_i(ops, n_idx, (int64_t)in_op);
 }
 
 static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms) {
@@ -1106,13 +1181,14 @@ size_t sa_engine_take(sa_engine *e, sa_argv *ops, int *parts, size_t *nparts, in
   size_t items = e->pending_items;
   emit_grouped(e, ops, "HSET", "qs:rt:evstate", want_all, emit_evstate);
   emit_grouped(e, ops, "ZADD", "qs:rt:evstate:idx", want_all, emit_evstate_idx);
-  emit_grouped(e, ops, "HSET", "qs:ev", want_body, emit_body);
-  emit_grouped(e, ops, "ZADD", "qs:ev:idx", want_body, emit_evstate_idx);
-  emit_grouped(e, ops, "HDEL", "qs:ev", want_gone, emit_id);
-  emit_grouped(e, ops, "ZREM", "qs:ev:idx", want_gone, emit_id);
+  /* Raw events are global (another replica may hold a newer version from another region):
+   * written, removed and announced by the script only when newer than what it stored. */
+  emit_versioned(e, ops, "@EV", want_body, emit_body);
+  emit_versioned(e, ops, "@EVDEL", want_gone, emit_gone);
   for (size_t i = 0; i < e->n_dirty_ev; i++) {
     e->dirty_ev[i]->dirty = false;
     e->dirty_ev[i]->has_body = false;
+    e->dirty_ev[i]->was_live = false;
   }
   for (size_t i = 0; i < e->n_dirty_win; i++)
     take_window(e, ops, e->dirty_win[i], now_ms);
@@ -1124,23 +1200,18 @@ size_t sa_engine_take(sa_engine *e, sa_argv *ops, int *parts, size_t *nparts, in
     op_arg(&c, m, mlen);
     op_end(&c);
   }
-  /* Alerts and retractions in the order they were decided: their outcome depends on it. */
+  /* Alerts and retractions in the order they were decided: their outcome depends on it.
+   * "@ALERT key score json event_id updated", "@RETRACT key event_id updated". */
   for (size_t i = 0; i < e->alerts.n;) {
-    size_t l0, l1, l2;
     const char *op = sa_argv_at(&e->alerts, i, NULL);
-    const char *k = sa_argv_at(&e->alerts, i + 1, &l0);
+    size_t nargs = strcmp(op, "@ALERT") == 0 ? 6 : 4;
     sa_argv_addi(ops, 0);
-    sa_argv_adds(ops, op);
-    sa_argv_add(ops, k, l0);
-    if (strcmp(op, "@ALERT") == 0) {
-      const char *sc = sa_argv_at(&e->alerts, i + 2, &l1);
-      const char *j = sa_argv_at(&e->alerts, i + 3, &l2);
-      sa_argv_add(ops, sc, l1);
-      sa_argv_add(ops, j, l2);
-      i += 4;
-    } else {
-      i += 2;
+    for (size_t k = 0; k < nargs; k++) {
+      size_t l;
+      const char *a = sa_argv_at(&e->alerts, i + k, &l);
+      sa_argv_add(ops, a, l);
     }
+    i += nargs;
   }
   if (e->dlq.n) {
     for (size_t i = 0; i < e->dlq.n; i++) {

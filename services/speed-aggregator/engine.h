@@ -18,6 +18,12 @@
  * update it and count as late; a revision (newer `updated`) retracts the old contribution and
  * applies the new; deleted/superseded retract; an update that is not newer than the last one
  * applied (exact duplicates included) changes nothing.
+ *
+ * Event records are kept per (region, event_id) (docs/changes.md, "Region moves"): a message only
+ * ever reads and writes the record and windows of its own region, which live on its own
+ * partition, so two replicas never touch the same record or window. `moved` retracts the event
+ * from its region only; the raw event (qs:ev) is global and its writes are decided by `updated`
+ * inside the commit (store.c), not here.
  */
 #ifndef SA_ENGINE_H
 #define SA_ENGINE_H
@@ -35,6 +41,8 @@
 #define SA_PARTITIONS_MAX 1024
 #define SA_OFFSET_MAX 32
 #define SA_KEY_MAX 160
+/* An event record's key: "<region>|<event_id>" (the qs:rt:evstate field). */
+#define SA_EVKEY_MAX (QS_EVENT_SHORT_MAX + 1 + QS_EVENT_ID_MAX + 1)
 #define SA_DLQ_BODY_MAX 4096
 
 typedef struct sa_engine_opts {
@@ -90,13 +98,15 @@ typedef struct sa_window {
   sa_member_list changed;
 } sa_window;
 
-/* The last applied version of an event id (also for deleted/superseded ids: a tombstone, so an
- * older revision arriving later cannot resurrect it). */
+/* The last applied version of an event id in one region (also for deleted, superseded and moved
+ * ids: a tombstone, so an older version arriving later cannot resurrect it there). */
 typedef struct sa_evrec {
+  char key[SA_EVKEY_MAX]; /* "<region>|<id>": the cache and qs:rt:evstate key */
   char id[QS_EVENT_ID_MAX + 1];
-  bool exists; /* false: never seen */
-  bool live;   /* counted in a window */
-  char change; /* 'N', 'R', 'D', 'S' */
+  bool exists;   /* false: never seen */
+  bool live;     /* counted in a window */
+  bool was_live; /* D/S: it was counted here when it was removed (event_removed is due) */
+  char change;   /* 'N', 'R', 'D', 'S', 'M' (moved to another region) */
   int64_t updated;
   char region[QS_EVENT_SHORT_MAX + 1];
   qs_contrib c; /* valid when live */
@@ -119,6 +129,7 @@ typedef struct sa_partition {
 
 typedef struct sa_engine_stats {
   uint64_t events, poison, duplicates, stale, retractions, revisions, late, alerts;
+  uint64_t deletions, supersedes, moves; /* retractions = deletions + supersedes + moves */
   uint64_t orphans; /* revisions of events whose old window was trimmed by retention */
 } sa_engine_stats;
 
@@ -132,7 +143,7 @@ enum { SA_CH_AGGREGATES = 0, SA_CH_ALERTS, SA_CH_EVENTS };
 typedef struct sa_engine {
   sa_engine_opts o;
   char hub[257], group[257];
-  sa_smap evrecs;    /* id -> sa_evrec* */
+  sa_smap evrecs;    /* "<region>|<id>" -> sa_evrec* */
   sa_smap windows;   /* key -> sa_window* */
   sa_smap baselines; /* region -> qs_agg_baseline* */
   sa_partition parts[SA_PARTITIONS_MAX];
@@ -156,7 +167,7 @@ void sa_engine_free(sa_engine *e);
 /* Needs of items: what must be fetched before they can be applied. Ids and window keys are
  * deduplicated. */
 typedef struct sa_needs {
-  sa_argv ev_ids;   /* for HMGET qs:rt:evstate */
+  sa_argv ev_ids;   /* record keys "<region>|<id>", for HMGET qs:rt:evstate */
   sa_argv win_keys; /* for HGET qs:rt:win + HGETALL qs:rt:mem:<key> */
   sa_smap seen;
 } sa_needs;
@@ -168,8 +179,9 @@ void sa_needs_free(sa_needs *n);
  * records are needed before windows can be known, so an item may need two rounds. */
 bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n);
 
-/* Hands over a fetched event record (val NULL: the id was never seen). Ignored if cached. */
-void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_t len);
+/* Hands over a fetched event record of key "<region>|<id>" (val NULL: never seen in that region).
+ * Ignored if cached. */
+void sa_engine_load_evstate(sa_engine *e, const char *key, const char *val, size_t len);
 /* Hands over a fetched window: its row JSON (NULL: none) and member (id, contribution) pairs.
  * Ignored if cached. QS_ERR_INVALID if the stored state is inconsistent (it is then dropped). */
 int sa_engine_load_window(sa_engine *e, const char *key, const char *row, size_t rowlen,
@@ -211,7 +223,7 @@ size_t sa_engine_trim_cache(sa_engine *e, size_t max);
 
 /* Cached window of a region and start, or NULL (for tests and the rolling window). */
 const sa_window *sa_engine_window(const sa_engine *e, const char *region, int64_t start_ms);
-const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *id);
+const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *region, const char *id);
 
 /* Key names (hub and group from the options). */
 void sa_key_ckpt(const sa_engine *e, int p, char *buf, size_t cap);

@@ -1,13 +1,25 @@
 /* store.c — the aggregator's Redis side (see store.h).
  *
  * The commit is one EVAL of sa_commit_lua. Its arguments are a list of ops produced by
- * sa_engine_take — "<n> <redis command of n words>", "0 @ALERT key score json" (stored,
- * indexed and published only when new or when the stored one was retracted), "0 @RETRACT key"
- * (marks a stored alert retracted, published when it changes) and "0 @FINAL open-set threshold"
- * (marks the rows of windows whose end <= threshold final) — followed by the lease fence: (lease
- * key, owner) pairs that must all still hold. A script runs atomically, so Redis holds either all
- * of a batch's state changes with its checkpoints or none of them: a crash at any point resumes
- * from a checkpoint that matches the state exactly.
+ * sa_engine_take — "<n> <redis command of n words>", "0 @EV k (id updated time body)*k" (raw
+ * events written, indexed and published as `event` only when newer than the stored version: the
+ * `updated` of the body in qs:ev, or of the removal in qs:ev:ver), "0 @EVDEL k (id updated reason
+ * counted)*k" (raw events removed when not older than the stored version; the removal's version
+ * stays in qs:ev:ver as a tombstone; `event_removed` published when one was stored or counted), "0
+ * @ALERT key score json event_id updated" (stored, indexed and published only when new or when the
+ * stored one was retracted), "0 @RETRACT key event_id updated" (marks a stored alert retracted,
+ * published when it changes) and "0 @FINAL open-set threshold" (marks the rows of windows whose end
+ * <= threshold final) — followed by the lease fence: (lease key, owner) pairs that must all still
+ * hold. A script runs atomically, so Redis holds either all of a batch's state changes with its
+ * checkpoints or none of them: a crash at any point resumes from a checkpoint that matches the
+ * state exactly.
+ *
+ * Raw events and event alerts are global, while every other key a commit writes belongs to the
+ * regions of its partitions: the version rules are what let replicas that own the two regions of
+ * a moved event commit in any order (docs/changes.md). An event alert op (event_id set) is skipped
+ * when a newer version of the event was stored before this commit, or when an op of the same
+ * alert with a newer version came earlier in it (decision order). Within one region versions only
+ * grow, so neither ever skips there, and the outcome does not depend on where batches end.
  */
 #include "store.h"
 
@@ -32,34 +44,98 @@ const char sa_commit_lua[] =
     "  i = i + 2\n"
     "end\n"
     "local alerts = {}\n"
+    "local pre, opmax = {}, {}\n"
+    "local function stored(body, tomb)\n"
+    "  local v = tomb and tonumber(tomb)\n"
+    "  if body then\n"
+    "    local s = tonumber(string.match(body, '\"updated\":(%d+)'))\n"
+    "    if s and (not v or s > v) then v = s end\n"
+    "  end\n"
+    "  return v or false\n"
+    "end\n"
+    "local function newer(key, id, u)\n"
+    "  if id == '' then return true end\n"
+    "  u = tonumber(u)\n"
+    "  if opmax[key] and opmax[key] > u then return false end\n"
+    "  if pre[id] == nil then\n"
+    "    pre[id] = stored(redis.call('HGET', 'qs:ev', id), redis.call('HGET', 'qs:ev:ver', id))\n"
+    "  end\n"
+    "  if pre[id] and pre[id] > u then return false end\n"
+    "  opmax[key] = u\n"
+    "  return true\n"
+    "end\n"
     "i = 2\n"
     "while i <= last do\n"
     "  local c = tonumber(ARGV[i])\n"
     "  if c > 0 then\n"
     "    redis.call(unpack(ARGV, i + 1, i + c))\n"
     "    i = i + c + 1\n"
+    "  elseif ARGV[i + 1] == '@EV' or ARGV[i + 1] == '@EVDEL' then\n"
+    "    local del, n, b = ARGV[i + 1] == '@EVDEL', tonumber(ARGV[i + 2]), i + 3\n"
+    "    local ids = {}\n"
+    "    for k = 1, n do ids[k] = ARGV[b + 4 * (k - 1)] end\n"
+    "    local bodies = redis.call('HMGET', 'qs:ev', unpack(ids))\n"
+    "    local tombs = redis.call('HMGET', 'qs:ev:ver', unpack(ids))\n"
+    "    local seen, hs, zs, vs = {}, {}, {}, {}\n"
+    "    for k = 1, n do\n"
+    "      local j = b + 4 * (k - 1)\n"
+    "      local id, u = ARGV[j], tonumber(ARGV[j + 1])\n"
+    "      local v = seen[id]\n"
+    "      if not v then\n"
+    "        v = stored(bodies[k], tombs[k])\n"
+    "        if pre[id] == nil then pre[id] = v end\n"
+    "      end\n"
+    "      if not v or v < u or (del and v == u) then\n"
+    "        seen[id] = u\n"
+    "        if del then\n"
+    "          vs[#vs + 1] = id\n"
+    "          vs[#vs + 1] = ARGV[j + 1]\n"
+    "          local gone = redis.call('HDEL', 'qs:ev', id)\n"
+    "          redis.call('ZREM', 'qs:ev:idx', id)\n"
+    "          if gone == 1 or ARGV[j + 3] == '1' then\n"
+    "            redis.call('PUBLISH', 'qs:live:events', "
+    "'{\"type\":\"event_removed\",\"data\":{\"event_id\":\"' .. id .. '\",\"reason\":\"' .. ARGV[j "
+    "+ 2] .. '\"}}')\n"
+    "          end\n"
+    "        else\n"
+    "          hs[#hs + 1] = id\n"
+    "          hs[#hs + 1] = ARGV[j + 3]\n"
+    "          zs[#zs + 1] = ARGV[j + 2]\n"
+    "          zs[#zs + 1] = id\n"
+    "          redis.call('PUBLISH', 'qs:live:events', '{\"type\":\"event\",\"data\":' .. ARGV[j + "
+    "3] .. '}')\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "    if #hs > 0 then\n"
+    "      redis.call('HSET', 'qs:ev', unpack(hs))\n"
+    "      redis.call('ZADD', 'qs:ev:idx', unpack(zs))\n"
+    "    end\n"
+    "    if #vs > 0 then redis.call('HSET', 'qs:ev:ver', unpack(vs)) end\n"
+    "    i = b + 4 * n\n"
     "  elseif ARGV[i + 1] == '@ALERT' then\n"
     "    local key, score, json = ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]\n"
     "    local cur = redis.call('HGET', 'qs:alerts', key)\n"
-    "    if not cur or string.find(cur, '\"retracted\":true', 1, true) then\n"
+    "    if newer(key, ARGV[i + 5], ARGV[i + 6]) and (not cur or string.find(cur, "
+    "'\"retracted\":true', 1, true)) then\n"
     "      redis.call('HSET', 'qs:alerts', key, json)\n"
     "      redis.call('ZADD', 'qs:alerts:idx', score, key)\n"
     "      redis.call('PUBLISH', 'qs:live:alerts', '{\"type\":\"alert\",\"data\":' .. json .. "
     "'}')\n"
     "      alerts[#alerts + 1] = json\n"
     "    end\n"
-    "    i = i + 5\n"
+    "    i = i + 7\n"
     "  elseif ARGV[i + 1] == '@RETRACT' then\n"
     "    local key = ARGV[i + 2]\n"
     "    local cur = redis.call('HGET', 'qs:alerts', key)\n"
-    "    if cur then\n"
+    "    if newer(key, ARGV[i + 3], ARGV[i + 4]) and cur then\n"
     "      local n, hits = string.gsub(cur, '\"retracted\":false', '\"retracted\":true', 1)\n"
     "      if hits > 0 then\n"
     "        redis.call('HSET', 'qs:alerts', key, n)\n"
     "        redis.call('PUBLISH', 'qs:live:alerts', '{\"type\":\"alert\",\"data\":' .. n .. '}')\n"
     "      end\n"
     "    end\n"
-    "    i = i + 3\n"
+    "    i = i + 5\n"
     "  elseif ARGV[i + 1] == '@FINAL' then\n"
     "    local open = ARGV[i + 2]\n"
     "    local ks = redis.call('ZRANGEBYSCORE', open, '-inf', ARGV[i + 3])\n"
@@ -96,7 +172,8 @@ static const char rolling_lua[] =
     "  local top = redis.call('ZREVRANGE', 'qs:ev:idx', 0, 0, 'WITHSCORES')\n"
     "  if top[2] then e = tonumber(top[2]) else return {'', {}} end\n"
     "end\n"
-    "local ids = redis.call('ZRANGEBYSCORE', 'qs:ev:idx', '(' .. string.format('%d', e - 3600000),"
+    "local ids = redis.call('ZRANGEBYSCORE', 'qs:rt:evstate:idx', '(' .. string.format('%d', e - "
+    "3600000),"
     " string.format('%d', e), 'LIMIT', 0, tonumber(ARGV[3]))\n"
     "local recs = {}\n"
     "for j = 1, #ids, 1000 do\n"
@@ -118,12 +195,15 @@ static const char trim_lua[] =
     "local es = redis.call('ZRANGEBYSCORE', 'qs:ev:idx', '-inf', ecut, 'LIMIT', 0, lim)\n"
     "for _, k in ipairs(es) do\n"
     "  redis.call('HDEL', 'qs:ev', k)\n"
+    "  redis.call('HDEL', 'qs:ev:ver', k)\n"
     "  redis.call('ZREM', 'qs:ev:idx', k)\n"
     "end\n"
     "local ss = redis.call('ZRANGEBYSCORE', 'qs:rt:evstate:idx', '-inf', ecut, 'LIMIT', 0, lim)\n"
     "for _, k in ipairs(ss) do\n"
     "  redis.call('HDEL', 'qs:rt:evstate', k)\n"
     "  redis.call('ZREM', 'qs:rt:evstate:idx', k)\n"
+    "  local id = string.match(k, '^[^|]*|(.*)$')\n"
+    "  if id then redis.call('HDEL', 'qs:ev:ver', id) end\n"
     "end\n"
     "local as = redis.call('ZRANGEBYSCORE', 'qs:alerts:idx', '-inf', ecut, 'LIMIT', 0, lim)\n"
     "for _, k in ipairs(as) do\n"
@@ -485,15 +565,17 @@ static void on_rolling(qs_redis *r, redisReply *reply, int status, void *ud) {
       redisReply *v = recs->element[i];
       if (v->type != REDIS_REPLY_STRING)
         continue;
-      /* "<updated>|<change>|<region>|<contribution>": the contribution is after the 3rd bar. */
+      /* "<updated>|<change>|<region>|<contribution>": the contribution is after the 3rd bar;
+       * only live records (N, R) count. */
       const char *p = v->str;
       int bars = 0;
       while (*p && bars < 3)
         if (*p++ == '|')
           bars++;
       qs_contrib ct;
-      if (bars == 3 && (v->str[0] != '\0') && sa_contrib_decode(&ct, p, strlen(p)) == 0 &&
-          strchr(v->str, '|')[1] != 'D' && strchr(v->str, '|')[1] != 'S')
+      const char *bar = strchr(v->str, '|');
+      if (bars == 3 && (bar[1] == 'N' || bar[1] == 'R') &&
+          sa_contrib_decode(&ct, p, strlen(p)) == 0)
         qs_agg_add(&agg, &ct);
     }
     qs_buf b = QS_BUF_INIT;

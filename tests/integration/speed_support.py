@@ -3,8 +3,13 @@ seeded generator), sending them to the hub with the qs-eh CLI, an independent Py
 computation of the windows, and a dump of the aggregator's Redis tables for exact comparison.
 
 The reference computation deliberately shares no code with the service: it reads the same
-events, keeps the newest `updated` of each event_id (dropping deleted/superseded ones), and bins
-them into epoch-aligned half-open windows with the integer micro-unit sums of docs/aggregates.md.
+events, keeps the newest `updated` of each event_id (dropping deleted/superseded ones, ignoring
+`moved` messages as the batch layer does), and bins them into epoch-aligned half-open windows
+with the integer micro-unit sums of docs/aggregates.md.
+
+Streams with region changes are sent as the ingestor sends them (docs/changes.md): with_moves()
+adds the `moved` message on the old region before a version that changes region, and keys
+deletions and supersedes to the region the event was last counted in.
 """
 import json
 import math
@@ -73,8 +78,41 @@ def usgs_events(name="usgs_all_day_abruzzi.geojson"):
     return out
 
 
+def with_moves(events):
+    """events as the ingestor sends them (docs/changes.md, "Region moves"): before a version of
+    an id whose region differs from the region the id was last counted in, the `moved` message
+    (that version's fields, region = the old region, change "moved"); deletions and supersedes
+    of a counted id keyed to the region it was last counted in. Versions not newer than the
+    newest one of their id (duplicates, late old revisions) pass unchanged, on their own region
+    (the aggregator must ignore them)."""
+    out, where, newest = [], {}, {}
+    for ev in events:
+        eid = ev["event_id"]
+        if eid in newest and ev["updated"] <= newest[eid]:
+            out.append(ev)
+            continue
+        newest[eid] = ev["updated"]
+        counted = where.get(eid)
+        if ev.get("change") in ("deleted", "superseded"):
+            if counted is not None and counted != ev["region"]:
+                ev = dict(ev, region=counted)
+            where[eid] = None
+        elif ev.get("change") != "moved":
+            if counted is not None and counted != ev["region"]:
+                out.append(dict(ev, region=counted, change="moved"))
+            where[eid] = ev["region"]
+        out.append(ev)
+    return out
+
+
+def moves_in(events):
+    """Number of `moved` messages in a stream."""
+    return sum(1 for ev in events if ev.get("change") == "moved")
+
+
 def revision_events():
-    """The earthquakes-feed revision log as events: revisions, and merges as `superseded`.
+    """The earthquakes-feed revision log as events: revisions, and merges as `superseded`, as the
+    ingestor sends them (with_moves: the log moves events between regions).
     `updated` is updatedAt + rev so that two revisions of one id in one batch stay ordered."""
     path = os.path.join(SHARED, "revisions", "earthquakes-feed_changes_2026-10-05.ndjson")
     if not os.path.exists(path):
@@ -88,7 +126,7 @@ def revision_events():
                                   r["lat"], r["lon"], r["depthKm"], change=change,
                                   superseded_by=r["mergedInto"] if change == "superseded" else None,
                                   tsunami=r["tsunami"], place=r["place"]))
-    return out
+    return with_moves(out)
 
 
 def synthetic_events(n, seed=7, t0=None):
@@ -158,6 +196,8 @@ def reference_windows(events, window_ms=WINDOW_MS, significant=5.0):
     """Independent computation: {window key: row dict of exact integers}."""
     latest = {}
     for ev in events:
+        if ev.get("change") == "moved":
+            continue  # says where the event no longer is; its version comes as a revision
         cur = latest.get(ev["event_id"])
         if cur is None or ev["updated"] > cur["updated"]:
             latest[ev["event_id"]] = ev

@@ -89,12 +89,18 @@ def test_subscribe_snapshot_then_updates_filtered_by_topic_and_region(start_serv
         resp.call("PUBLISH", "qs:live:events",
                   json.dumps({"type": "event", "data": event("e2", now, 6.0, 141.0, 36.0,
                                                                region="japan")}))
-        m1, m2, m3 = await ws.recv(), await ws.recv(), await ws.recv()
+        # a removal (deleted or superseded, docs/changes.md) has no region: every events
+        # subscriber gets it
+        resp.call("PUBLISH", "qs:live:events", json.dumps(
+            {"type": "event_removed", "data": {"event_id": "e1", "reason": "deleted"}}))
+        m1, m2, m3, m4 = await ws.recv(), await ws.recv(), await ws.recv(), await ws.recv()
         assert (m1["topic"], m1["type"], m1["data"]["region"]) == ("aggregates", "window", "japan")
         assert m1["data"]["updated_at"] == 2
         assert (m2["type"], m2["data"]["event_count"]) == ("rolling", 3)
         assert (m3["topic"], m3["data"]["event_id"]) == ("events", "e2")
-        assert m1["seq"] < m2["seq"] < m3["seq"]
+        assert (m4["topic"], m4["type"], m4["data"]) == (
+            "events", "event_removed", {"event_id": "e1", "reason": "deleted"})
+        assert m1["seq"] < m2["seq"] < m3["seq"] < m4["seq"]
         ws.send_json({"type": "unsubscribe"})
         assert (await ws.recv())["type"] == "unsubscribed"
         ws.close()
@@ -102,7 +108,7 @@ def test_subscribe_snapshot_then_updates_filtered_by_topic_and_region(start_serv
     asyncio.run(run())
     resp.close()
     assert {"pong", "error", "subscribed", "snapshot", "window", "rolling", "event",
-            "unsubscribed"} <= set(seen)
+            "event_removed", "unsubscribed"} <= set(seen)
 
 
 def test_thousand_clients_receive_every_update_for_their_topics_in_order(start_service,

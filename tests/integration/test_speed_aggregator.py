@@ -12,6 +12,9 @@
 - Poison events go to the dead-letter list and never stop the partition.
 - A Redis outage mid-stream: the aggregator waits and resumes exactly; alerts reach a webhook
   through a failure (retried).
+- Region moves (docs/changes.md): two replicas own the old and the new region of moved events;
+  whichever of the `moved` message and the revision is applied first, the windows equal the
+  reference exactly and the raw events and alerts follow the newest version.
 """
 import json
 import os
@@ -20,13 +23,15 @@ import socket
 import subprocess
 import threading
 import time
+import zlib
 
 import pytest
 
 from conftest import ROOT
 from speed_support import (FIELDS, HUB, committed_events, dump_state, hgetall, hub_totals,
-                           make_event, micro, redis_windows, reference_windows, revision_events,
-                           send, synthetic_events, usgs_events)
+                           make_event, micro, moves_in, redis_windows, reference_windows,
+                           region_of, revision_events, send, synthetic_events, usgs_events,
+                           with_moves)
 
 
 def start_speed(start_service, hub, redis, **extra):
@@ -109,6 +114,7 @@ def test_revisions_and_merges_of_a_real_revision_log_retract_exactly(start_servi
     events = revision_events()
     if events is None:
         pytest.skip("../shared/data absent")
+    assert moves_in(events) >= 1, "the real log moves an event between regions"
     svc = start_speed(start_service, hub_server, redis_server)
     send(events, hub_server.connection_string)
     wait_all_committed(hub_server, redis_server, svc)
@@ -157,11 +163,17 @@ def test_live_messages_match_the_schema(start_service, hub_server, redis_server)
         t0 = 1_764_051_900_000
         evs = [make_event("lv1", 6.3, t0, t0 + 1, 61.0, -150.0, 10.0, tsunami=True),
                make_event("lv2", 2.0, t0 + 5, t0 + 6, 61.0, -150.0, 10.0),
-               make_event("lv2", 2.0, t0 + 5, t0 + 9, 61.0, -150.0, 10.0, change="deleted")]
+               make_event("lv2", 2.0, t0 + 5, t0 + 9, 61.0, -150.0, 10.0, change="deleted"),
+               make_event("lv3", 6.5, t0 + 7, t0 + 8, 61.0, -150.0, 10.0),
+               make_event("lv3", 6.5, t0 + 7, t0 + 10, 61.0, -150.0, 10.0, change="superseded",
+                          superseded_by="lv1")]
         send(evs, hub_server.connection_string)
         seen, msgs = set(), []
         deadline = time.monotonic() + 30
-        while seen != {"window", "alert", "event", "event_removed", "rolling"}:
+
+        def retracted():  # lv3's spike, raised and then retracted by the supersede
+            return [m for m in msgs if m["type"] == "alert" and m["data"]["retracted"]]
+        while seen != {"window", "alert", "event", "event_removed", "rolling"} or not retracted():
             assert time.monotonic() < deadline, (seen, svc.lines[-20:])
             line = sub.stdout.readline().strip()
             if not line.startswith("{"):
@@ -172,6 +184,10 @@ def test_live_messages_match_the_schema(start_service, hub_server, redis_server)
             msgs.append(m)
         alerts = {m["data"]["type"] for m in msgs if m["type"] == "alert"}
         assert {"MAGNITUDE_SPIKE", "TSUNAMI"} <= alerts
+        assert [m["data"]["id"] for m in retracted()] == ["MAGNITUDE_SPIKE|lv3"]
+        removed = {m["data"]["event_id"]: m["data"]["reason"] for m in msgs
+                   if m["type"] == "event_removed"}
+        assert removed == {"lv2": "deleted", "lv3": "superseded"}
     finally:
         sub.kill()
         sub.wait()
@@ -458,3 +474,161 @@ def test_lambda_invariant_against_the_batch_layer(start_service, redis_server, t
     assert set(rolled) == set(batch)
     for k, h in rolled.items():
         assert h == {f: batch[k][f] for f in sums}, (k, h, batch[k])
+
+
+# Points of several regions (the region of a point comes from proto/regions.json).
+PLACES = [(61.0, -150.0), (19.4, -155.3), (36.0, -120.0), (35.7, 139.7), (38.0, 23.0),
+          (-33.0, -71.0), (13.6, 120.4), (40.0, -100.0), (45.0, 10.0), (-6.0, 106.0)]
+
+
+def test_region_moves_across_two_replicas_in_either_order_equal_the_reference(
+        start_service, hub_server, redis_server):
+    conn = hub_server.connection_string
+    start_speed(start_service, hub_server, redis_server, REPLICA_ID="replica-a")
+    b = start_speed(start_service, hub_server, redis_server, REPLICA_ID="replica-b")
+    wait_until(lambda: sorted(list(lease_owners(redis_server).values()).count(r)
+                              for r in ("replica-a", "replica-b")) == [2, 2], 60,
+               "two partitions each", b)
+    owners = lease_owners(redis_server)
+    points = {region_of(lat, lon): (lat, lon) for lat, lon in PLACES}
+
+    def owner(region):  # the hub maps a partition key to crc32(key) % partitions
+        return owners[zlib.crc32(region.encode()) % 4]
+    pair = next(((o, r) for o in points for r in points if owner(o) != owner(r)), None)
+    assert pair, "no two regions on partitions of different replicas"
+    old, new = pair
+    t0 = (int(time.time() * 1000) - 2 * 86_400_000) // 3_600_000 * 3_600_000
+
+    def version(eid, region, mag, t, updated, change="revision"):
+        lat, lon = points[region]
+        ev = make_event(eid, mag, t, updated, lat, lon, 10.0, change=change)
+        assert ev["region"] == region
+        return ev
+
+    def history(eid, versions):
+        """An id's versions (region, magnitude, time offset, updated, change), as the ingestor
+        sends them."""
+        return with_moves([version(eid, r, m, t0 + dt, u, c if c else "revision")
+                           for r, m, dt, u, c in versions])
+    hist = {
+        # moved first, then the revision on the other replica (which also lowers the spike)
+        "mfirst": history("mfirst", [(old, 6.4, 60_000, 1000, "new"),
+                                     (new, 5.5, 420_000, 2000, None)]),
+        # the revision on the new region first, then the old region's replica catches up
+        "rfirst": history("rfirst", [(old, 6.4, 60_000, 1000, "new"),
+                                     (new, 5.5, 420_000, 2000, None)]),
+        # moved, then deleted: the deletion is keyed to the new region
+        "mdel": history("mdel", [(old, 3.0, 90_000, 1000, "new"), (new, 3.1, 90_000, 2000, None),
+                                 (new, 3.1, 90_000, 3000, "deleted")]),
+        # out and back, revised on the way, the last version qualifying for a spike again
+        "mback": history("mback", [(old, 2.0, 30_000, 1000, "new"), (new, 2.5, 30_000, 2000, None),
+                                   (old, 6.1, 650_000, 3000, None)]),
+    }
+    assert moves_in(hist["mback"]) == 2 and hist["mdel"][-1]["region"] == new
+    background = [version(f"bg{i}", (old, new)[i % 2], 1.0 + i / 10, t0 + i * 20_000, 500, "new")
+                  for i in range(30)]
+
+    def sent_on(eid, region):
+        return [ev for ev in hist[eid] if ev["region"] == region]
+    # Phase 1: mfirst's old region (new + moved) and rfirst's new region (the revision).
+    phase1 = background + sent_on("mfirst", old) + sent_on("rfirst", new)
+    send(phase1, conn)
+    wait_all_committed(hub_server, redis_server, b)
+    ev1 = hgetall(redis_server, "qs:ev")
+    assert json.loads(ev1["rfirst"])["region"] == new
+    # mfirst's v1 is stored unless its move was in the same commit (then v1 was never newest).
+    assert "mfirst" not in ev1 or json.loads(ev1["mfirst"])["updated"] == 1000
+    # Phase 2: the other halves, and the other histories (ordered per region only).
+    phase2 = (sent_on("mfirst", new) + sent_on("rfirst", old)
+              + hist["mdel"] + hist["mback"])
+    send(phase2, conn)
+    wait_all_committed(hub_server, redis_server, b)
+    # Both regions' partitions were applied by different replicas throughout.
+    assert owner(old) != owner(new) and lease_owners(redis_server) == owners
+    everything = phase1 + phase2
+    ref = assert_windows_equal_reference(redis_server, everything)
+    assert any(k.startswith(new + "|") for k in ref) and any(k.startswith(old + "|") for k in ref)
+    # Raw events: the newest version of each id, wherever it was applied; the deleted one gone.
+    raw = hgetall(redis_server, "qs:ev")
+    for eid, want in (("mfirst", (new, 2000)), ("rfirst", (new, 2000)), ("mback", (old, 3000))):
+        got = json.loads(raw[eid])
+        assert (got["region"], got["updated"]) == want, (eid, got)
+    assert "mdel" not in raw
+    # Records per (region, id): a tombstone where the event left, the version where it is.
+    st = hgetall(redis_server, "qs:rt:evstate")
+    assert st[f"{old}|mfirst"].startswith("2000|M|") and st[f"{new}|mfirst"].startswith("2000|R|")
+    assert st[f"{old}|rfirst"].startswith("2000|M|") and st[f"{new}|rfirst"].startswith("2000|R|")
+    assert st[f"{new}|mdel"].startswith("3000|D|") and st[f"{old}|mdel"].startswith("2000|M|")
+    assert st[f"{new}|mback"].startswith("3000|M|") and st[f"{old}|mback"].startswith("3000|R|")
+    # Alerts follow the newest version: no live spike for the events revised below 6 (raised
+    # and retracted, or never raised when the newer version was stored first); mback's is live.
+    alerts = {k: json.loads(v) for k, v in hgetall(redis_server, "qs:alerts").items()}
+    for eid in ("mfirst", "rfirst"):
+        a = alerts.get(f"MAGNITUDE_SPIKE|{eid}")
+        assert a is None or a["retracted"] is True, (eid, a)
+    assert alerts["MAGNITUDE_SPIKE|mfirst"]["retracted"] is True
+    assert alerts["MAGNITUDE_SPIKE|mback"]["retracted"] is False
+
+
+def test_serving_api_shows_neither_deleted_nor_superseded_events_and_relays_removals(
+        start_service, hub_server, redis_server):
+    """Speed aggregator + serving API: /events (JSON and GeoJSON) and /stats exclude deleted and
+    superseded events and show a moved event once, in its new region; the WebSocket `events`
+    topic relays `event_removed` for the deletion and the supersede (also to a region-filtered
+    subscriber: removals carry no region) and none for the move."""
+    import asyncio
+    from serving_helpers import WS, http, start_serving
+    start_speed(start_service, hub_server, redis_server)
+    api = start_serving(start_service, redis_server.url)
+    now = int(time.time() * 1000)
+    (alat, alon), (jlat, jlon) = (61.0, -150.0), (35.7, 139.7)  # alaska, Tokyo
+    east = region_of(jlat, jlon)
+    assert east != region_of(alat, alon)
+    t = now - 600_000
+
+    def ev(eid, mag, updated, lat, lon, change="new", **kw):
+        return make_event(eid, mag, t, updated, lat, lon, 10.0, change=change, **kw)
+    versions = [ev("k1", 6.7, now, alat, alon), ev("k2", 3.0, now, alat, alon),
+                ev("k3", 4.0, now, jlat, jlon), ev("k4", 5.0, now, alat, alon),
+                ev("k1", 6.7, now + 1, alat, alon, change="deleted"),
+                ev("k2", 3.0, now + 1, alat, alon, change="superseded", superseded_by="k3"),
+                ev("k4", 5.2, now + 1, jlat, jlon, change="revision")]
+    msgs = with_moves(versions)
+    assert moves_in(msgs) == 1
+    # First the events, committed (k1 raises a spike alert) ...
+    send(msgs[:4], hub_server.connection_string)
+    wait_all_committed(hub_server, redis_server)
+    spike = json.loads(hgetall(redis_server, "qs:alerts")["MAGNITUDE_SPIKE|k1"])
+    assert spike["retracted"] is False
+    got = []
+
+    async def run():  # ... then the changes, watched live
+        ws = await WS.connect(api.api_port)
+        await ws.subscribe(["events"], regions=[east])
+        send(msgs[4:], hub_server.connection_string)
+        deadline = time.monotonic() + 30
+        while {m["data"]["event_id"] for m in got if m["type"] == "event_removed"} != {"k1", "k2"}:
+            assert time.monotonic() < deadline, got
+            m = await ws.recv()
+            assert m is not None
+            got.append(m)
+        ws.close()
+    asyncio.run(run())
+    removed = {m["data"]["event_id"]: m for m in got if m["type"] == "event_removed"}
+    assert removed["k1"]["topic"] == "events" and removed["k1"]["data"]["reason"] == "deleted"
+    assert removed["k2"]["data"]["reason"] == "superseded"
+    wait_all_committed(hub_server, redis_server)
+    assert not [m for m in got if m["type"] == "event_removed" and m["data"]["event_id"] == "k4"]
+    status, _, body = http(api.api + "/api/v1/events?since=1d&limit=100")
+    assert status == 200, body
+    events = {e["event_id"]: e for e in json.loads(body)["events"]}
+    assert set(events) == {"k3", "k4"}
+    assert (events["k4"]["region"], events["k4"]["magnitude"]) == (east, 5.2)
+    status, _, body = http(api.api + "/api/v1/events?since=1d&limit=100&format=geojson")
+    assert status == 200, body
+    assert {f["id"] for f in json.loads(body)["features"]} == {"k3", "k4"}
+    status, _, body = http(api.api + "/api/v1/stats?window=1d")
+    stats = json.loads(body)
+    assert (stats["event_count"], stats["max_magnitude"]) == (2, 5.2), stats
+    alerts = {k: json.loads(v) for k, v in hgetall(redis_server, "qs:alerts").items()}
+    assert alerts["MAGNITUDE_SPIKE|k1"]["retracted"] is True

@@ -119,7 +119,10 @@ static int count_ops(const sa_argv *ops, const char *cmd, const char *key) {
       const char *op = sa_argv_at(ops, i + 1, NULL);
       if (strcmp(op, cmd) == 0)
         n++;
-      i += strcmp(op, "@ALERT") == 0 ? 5 : strcmp(op, "@RETRACT") == 0 ? 3 : 4;
+      if (strcmp(op, "@EV") == 0 || strcmp(op, "@EVDEL") == 0)
+        i += 3 + 4 * (size_t)atoi(sa_argv_at(ops, i + 2, NULL));
+      else
+        i += strcmp(op, "@ALERT") == 0 ? 7 : strcmp(op, "@RETRACT") == 0 ? 5 : 4;
       continue;
     }
     if (strcmp(sa_argv_at(ops, i + 1, NULL), cmd) == 0 &&
@@ -252,7 +255,7 @@ static void test_exact_duplicate_changes_nothing(void **st) {
   sa_engine_take(e, &ops, parts, &np, T0);
   /* Only the checkpoint moves. */
   assert_int_equal(count_ops(&ops, "HSET", "qs:rt:win"), 0);
-  assert_int_equal(count_ops(&ops, "HSET", "qs:ev"), 0);
+  assert_int_equal(count_ops(&ops, "@EV", NULL), 0);
   assert_int_equal(count_ops(&ops, "HSET", "qs:ckpt:earthquake-events:$Default:0"), 1);
   assert_int_equal(np, 1);
   sa_argv_free(&ops);
@@ -271,7 +274,7 @@ static void test_deletion_retracts_and_blocks_older_revisions(void **st) {
   /* A revision older than the deletion arrives late: ignored. */
   run(e, mk(0, 4, "a1", 2.2, T0, 2, "alaska", "revision", false), T0);
   assert_int_equal(w->row.agg.event_count, 1);
-  assert_false(sa_engine_evrec(e, "a1")->live);
+  assert_false(sa_engine_evrec(e, "alaska", "a1")->live);
   free_engine(e);
 }
 
@@ -290,7 +293,7 @@ static void test_superseded_event_is_retracted(void **st) {
   assert_int_equal(it->parse_rc, 0);
   run(e, it, T0);
   assert_int_equal(win(e, "us-west", T0)->row.agg.event_count, 0);
-  assert_int_equal(sa_engine_evrec(e, "ci1")->change, 'S');
+  assert_int_equal(sa_engine_evrec(e, "us-west", "ci1")->change, 'S');
   free_engine(e);
 }
 
@@ -408,7 +411,7 @@ static void test_reloaded_window_rebuilds_aggregate_from_members(void **st) {
   /* A reloaded event record lets a revision retract from the reloaded window. */
   char rec[256];
   snprintf(rec, sizeof rec, "1|N|alaska|%s", ea);
-  sa_engine_load_evstate(e, "x1", rec, strlen(rec));
+  sa_engine_load_evstate(e, "alaska|x1", rec, strlen(rec));
   run(e, mk(0, 1, "x1", 3.5, T0 + 1, 2, "alaska", "revision", false), T0);
   assert_int_equal(w->row.agg.event_count, 2);
   assert_int_equal(w->row.agg.mag_sum_micro, 3500000);
@@ -430,8 +433,9 @@ static void test_take_covers_state_checkpoint_and_live_messages(void **st) {
   assert_int_equal(sa_engine_take(e, &ops, parts, &np, T0), 2);
   assert_false(sa_engine_has_changes(e));
   assert_int_equal(count_ops(&ops, "HSET", "qs:rt:win"), 1);
-  assert_int_equal(count_ops(&ops, "HSET", "qs:ev"), 1); /* grouped */
-  assert_int_equal(count_ops(&ops, "PUBLISH", "qs:live:events"), 2);
+  /* Raw events: one conditional op for both (it publishes them as it writes them). */
+  assert_int_equal(count_ops(&ops, "@EV", NULL), 1);
+  assert_int_equal(count_ops(&ops, "PUBLISH", "qs:live:events"), 0);
   assert_int_equal(count_ops(&ops, "PUBLISH", "qs:live:aggregates"), 1);
   assert_int_equal(count_ops(&ops, "@FINAL", NULL), 1);
   assert_int_equal(count_ops(&ops, "ZADD", "qs:rt:open:earthquake-events:$Default:1"), 1);
@@ -457,7 +461,7 @@ static void test_revision_of_event_whose_window_was_trimmed_does_not_crash(void 
   char ea[128], rec[256];
   sa_contrib_encode(&a, ea, sizeof ea);
   snprintf(rec, sizeof rec, "1|N|alaska|%s", ea);
-  sa_engine_load_evstate(e, "old1", rec, strlen(rec));
+  sa_engine_load_evstate(e, "alaska|old1", rec, strlen(rec));
   /* Retention removed the window (and its members); the record is still there. */
   run(e, mk(0, 1, "old1", 3.0, T0 + 1, 2, "alaska", "revision", false), T0);
   assert_int_equal(e->stats.orphans, 1);
@@ -501,13 +505,263 @@ static void test_cache_trim_keeps_uncommitted_changes(void **st) {
   sa_engine_take(e, &ops, parts, &np, T0); /* c1 and its window are now clean */
   run(e, mk(0, 2, "c2", 3.0, T0 + 6 * MINUTE, 1, "alaska", "new", false), T0);
   assert_int_equal(sa_engine_trim_cache(e, 1), 2); /* c2 + its window stay */
-  assert_null(sa_engine_evrec(e, "c1"));
+  assert_null(sa_engine_evrec(e, "alaska", "c1"));
   assert_null(sa_engine_window(e, "alaska", T0));
-  assert_non_null(sa_engine_evrec(e, "c2"));
+  assert_non_null(sa_engine_evrec(e, "alaska", "c2"));
   sa_argv_reset(&ops);
   sa_engine_take(e, &ops, parts, &np, T0);
   assert_int_equal(count_ops(&ops, "HSET", "qs:rt:win"), 1);
   sa_argv_free(&ops);
+  free_engine(e);
+}
+
+/* ---- region moves (docs/changes.md) -------------------------------------------------------- */
+
+static void take(sa_engine *e, sa_argv *ops) {
+  int parts[SA_PARTITIONS_MAX];
+  size_t np;
+  sa_argv_reset(ops);
+  sa_engine_take(e, ops, parts, &np, T0);
+}
+
+/* Index of the first op argument equal to s (after position from), or -1. */
+static long find_arg(const sa_argv *ops, const char *s, size_t from) {
+  for (size_t i = from; i < ops->n; i++)
+    if (strcmp(sa_argv_at(ops, i, NULL), s) == 0)
+      return (long)i;
+  return -1;
+}
+
+static int64_t count_in(const sa_engine *e, const char *region, int64_t t) {
+  const sa_window *w = sa_engine_window(e, region, t / (5 * MIN) * (5 * MIN));
+  return w ? w->row.agg.event_count : 0;
+}
+
+static void test_moved_retracts_from_its_region_only(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  sa_argv ops;
+  sa_argv_init(&ops);
+  run(e, mk(0, 1, "mv1", 6.5, T0, 10, "us-west", "new", false), T0);
+  run(e, mk(0, 2, "other", 2.0, T0, 10, "us-west", "new", false), T0);
+  take(e, &ops);
+  /* The new version is in another region: this one only forgets it. */
+  run(e, mk(0, 3, "mv1", 5.0, T0, 20, "us-west", "moved", false), T0);
+  assert_int_equal(count_in(e, "us-west", T0), 1);
+  const sa_evrec *r = sa_engine_evrec(e, "us-west", "mv1");
+  assert_false(r->live);
+  assert_int_equal(r->change, 'M');
+  assert_int_equal(r->updated, 20);
+  assert_int_equal(e->stats.moves, 1);
+  assert_int_equal(e->stats.retractions, 1);
+  take(e, &ops);
+  /* The record and the window change; the raw event and the alerts do not, and nothing is
+   * announced as removed. */
+  assert_int_equal(count_ops(&ops, "HSET", "qs:rt:evstate"), 1);
+  assert_int_equal(count_ops(&ops, "HSET", "qs:rt:win"), 1);
+  assert_int_equal(count_ops(&ops, "@EV", NULL), 0);
+  assert_int_equal(count_ops(&ops, "@EVDEL", NULL), 0);
+  assert_int_equal(count_ops(&ops, "@RETRACT", NULL), 0);
+  assert_int_equal(count_ops(&ops, "@ALERT", NULL), 0);
+  assert_true(find_arg(&ops, "us-west|mv1", 0) >= 0);
+  assert_true(find_arg(&ops, "20|M|us-west|1764051900000,n,n,0", 0) >= 0);
+  sa_argv_free(&ops);
+  free_engine(e);
+}
+
+static void
+test_revision_without_a_record_in_its_region_is_new_there_and_rechecks_alerts(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  sa_argv ops;
+  sa_argv_init(&ops);
+  /* The second half of a move: nothing of mv1 in japan yet. */
+  run(e, mk(1, 1, "mv1", 5.0, T0, 20, "japan", "revision", false), T0);
+  assert_int_equal(count_in(e, "japan", T0), 1);
+  assert_true(sa_engine_evrec(e, "japan", "mv1")->live);
+  assert_int_equal(sa_engine_evrec(e, "japan", "mv1")->change, 'R');
+  assert_int_equal(e->stats.revisions, 0); /* nothing retracted here */
+  take(e, &ops);
+  assert_int_equal(count_ops(&ops, "@EV", NULL), 1);
+  /* Below 6 and no tsunami flag: the event's alerts, wherever they were raised, are retracted
+   * (if they exist and no newer version is stored), versioned with this message's updated. */
+  assert_int_equal(count_ops(&ops, "@RETRACT", NULL), 2);
+  long at = find_arg(&ops, "MAGNITUDE_SPIKE|mv1", 0);
+  assert_true(at > 0);
+  assert_string_equal(sa_argv_at(&ops, (size_t)at + 1, NULL), "mv1");
+  assert_string_equal(sa_argv_at(&ops, (size_t)at + 2, NULL), "20");
+  assert_true(find_arg(&ops, "TSUNAMI|mv1", 0) > 0);
+  /* Qualifying: raised (or un-retracted) instead; the other kind is retracted. */
+  run(e, mk(2, 1, "mv2", 6.6, T0, 30, "hawaii", "revision", false), T0);
+  take(e, &ops);
+  assert_int_equal(count_ops(&ops, "@ALERT", NULL), 1);
+  assert_int_equal(count_ops(&ops, "@RETRACT", NULL), 1);
+  assert_true(find_arg(&ops, "TSUNAMI|mv2", 0) > 0);
+  /* A new event costs nothing extra: no retraction ops. */
+  run(e, mk(2, 2, "new1", 2.0, T0, 30, "hawaii", "new", false), T0);
+  take(e, &ops);
+  assert_int_equal(count_ops(&ops, "@RETRACT", NULL), 0);
+  sa_argv_free(&ops);
+  free_engine(e);
+}
+
+static void test_event_moved_out_and_back_counts_once_where_it_is(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  run(e, mk(0, 1, "mb", 3.0, T0, 10, "us-west", "new", false), T0);
+  /* us-west -> japan at 20 (the time moves a window too) */
+  run(e, mk(0, 2, "mb", 3.5, T0 + 6 * MIN, 20, "us-west", "moved", false), T0);
+  run(e, mk(1, 1, "mb", 3.5, T0 + 6 * MIN, 20, "japan", "revision", false), T0);
+  assert_int_equal(count_in(e, "us-west", T0), 0);
+  assert_int_equal(count_in(e, "japan", T0 + 6 * MIN), 1);
+  /* japan -> us-west at 30: the moved record there is replaced by the new version. */
+  run(e, mk(1, 2, "mb", 4.0, T0 + 1000, 30, "japan", "moved", false), T0);
+  run(e, mk(0, 3, "mb", 4.0, T0 + 1000, 30, "us-west", "revision", false), T0);
+  assert_int_equal(count_in(e, "japan", T0 + 6 * MIN), 0);
+  assert_int_equal(count_in(e, "us-west", T0), 1);
+  assert_true(maxmag(win(e, "us-west", T0)) == 4.0);
+  assert_int_equal(sa_engine_evrec(e, "japan", "mb")->change, 'M');
+  assert_int_equal(sa_engine_evrec(e, "us-west", "mb")->change, 'R');
+  assert_int_equal(sa_engine_evrec(e, "us-west", "mb")->updated, 30);
+  assert_int_equal(e->stats.moves, 2);
+  free_engine(e);
+}
+
+static void test_duplicate_moved_and_older_versions_after_it_change_nothing(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  run(e, mk(0, 1, "dm", 3.0, T0, 10, "us-west", "new", false), T0);
+  run(e, mk(0, 2, "dm", 3.5, T0, 20, "us-west", "moved", false), T0);
+  run(e, mk(0, 3, "dm", 3.5, T0, 20, "us-west", "moved", false), T0); /* redelivered */
+  assert_int_equal(e->stats.duplicates, 1);
+  /* A version older than the move, late on the old region: stale. */
+  run(e, mk(0, 4, "dm", 3.2, T0, 15, "us-west", "revision", false), T0);
+  run(e, mk(0, 5, "dm", 3.0, T0, 10, "us-west", "new", false), T0);
+  assert_int_equal(e->stats.stale, 2);
+  assert_int_equal(count_in(e, "us-west", T0), 0);
+  assert_int_equal(e->stats.moves, 1);
+  free_engine(e);
+}
+
+/* One engine per replica: the old region's partition and the new region's, in either order. */
+static void move_in_order(bool moved_first, sa_engine *o, sa_engine *r) {
+  if (moved_first) {
+    run(o, mk(0, 1, "x", 6.4, T0, 10, "us-west", "new", false), T0);
+    run(o, mk(0, 2, "x", 5.5, T0 + 8 * MIN, 20, "us-west", "moved", false), T0);
+    run(r, mk(1, 1, "x", 5.5, T0 + 8 * MIN, 20, "japan", "revision", false), T0);
+  } else {
+    run(r, mk(1, 1, "x", 5.5, T0 + 8 * MIN, 20, "japan", "revision", false), T0);
+    run(o, mk(0, 1, "x", 6.4, T0, 10, "us-west", "new", false), T0);
+    run(o, mk(0, 2, "x", 5.5, T0 + 8 * MIN, 20, "us-west", "moved", false), T0);
+  }
+}
+
+static void test_moved_before_or_after_the_revision_on_the_other_region_agree(void **st) {
+  (void)st;
+  for (int order = 0; order < 2; order++) {
+    sa_engine *o = new_engine(), *r = new_engine();
+    move_in_order(order == 0, o, r);
+    assert_int_equal(count_in(o, "us-west", T0), 0);
+    assert_int_equal(count_in(r, "japan", T0 + 8 * MIN), 1);
+    assert_int_equal(sa_engine_evrec(o, "us-west", "x")->change, 'M');
+    assert_int_equal(sa_engine_evrec(r, "japan", "x")->updated, 20);
+    /* Each replica touches its own region only. */
+    assert_null(sa_engine_evrec(o, "japan", "x"));
+    assert_null(sa_engine_evrec(r, "us-west", "x"));
+    assert_null(sa_engine_window(r, "us-west", T0));
+    /* The raw event and alerts are decided by version in the commit: the new region's replica
+     * sends v20 and retracts the spike at 20; the old one's v10 and its spike are sent at 10 and
+     * lose against a stored 20, whatever the commit order. */
+    sa_argv ops;
+    sa_argv_init(&ops);
+    take(r, &ops);
+    long at = find_arg(&ops, "@EV", 0);
+    assert_true(at >= 0);
+    assert_string_equal(sa_argv_at(&ops, (size_t)at + 3, NULL), "20");
+    at = find_arg(&ops, "MAGNITUDE_SPIKE|x", 0);
+    assert_true(at > 0);
+    assert_string_equal(sa_argv_at(&ops, (size_t)at + 2, NULL), "20");
+    take(o, &ops);
+    assert_int_equal(count_ops(&ops, "@EV", NULL), 0); /* v10 left before the commit */
+    at = find_arg(&ops, "@ALERT", 0);
+    assert_true(at >= 0);
+    assert_string_equal(sa_argv_at(&ops, (size_t)at + 5, NULL), "10");
+    sa_argv_free(&ops);
+    free_engine(o);
+    free_engine(r);
+  }
+}
+
+static void test_deletion_after_a_move_is_applied_on_the_new_region(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  sa_argv ops;
+  sa_argv_init(&ops);
+  run(e, mk(0, 1, "dl", 6.2, T0, 10, "us-west", "new", false), T0);
+  run(e, mk(0, 2, "dl", 6.3, T0, 20, "us-west", "moved", false), T0);
+  run(e, mk(1, 1, "dl", 6.3, T0, 20, "japan", "revision", false), T0);
+  take(e, &ops);
+  /* The ingestor keys the deletion to the region the event was last counted in. */
+  run(e, mk(1, 2, "dl", 6.3, T0, 30, "japan", "deleted", false), T0);
+  assert_int_equal(count_in(e, "japan", T0), 0);
+  assert_int_equal(count_in(e, "us-west", T0), 0);
+  assert_int_equal(sa_engine_evrec(e, "japan", "dl")->change, 'D');
+  assert_int_equal(sa_engine_evrec(e, "us-west", "dl")->change, 'M');
+  assert_int_equal(e->stats.deletions, 1);
+  take(e, &ops);
+  /* Raw event removed (by version) and announced: it was counted here. */
+  long at = find_arg(&ops, "@EVDEL", 0);
+  assert_true(at >= 0);
+  assert_string_equal(sa_argv_at(&ops, (size_t)at + 1, NULL), "1");
+  assert_string_equal(sa_argv_at(&ops, (size_t)at + 2, NULL), "dl");
+  assert_string_equal(sa_argv_at(&ops, (size_t)at + 3, NULL), "30");
+  assert_string_equal(sa_argv_at(&ops, (size_t)at + 4, NULL), "deleted");
+  assert_string_equal(sa_argv_at(&ops, (size_t)at + 5, NULL), "1");
+  assert_int_equal(count_ops(&ops, "@RETRACT", NULL), 1); /* the spike it had */
+  /* An older version on the old region, replayed late: stale there. */
+  run(e, mk(0, 3, "dl", 6.2, T0, 10, "us-west", "new", false), T0);
+  assert_int_equal(count_in(e, "us-west", T0), 0);
+  /* A deletion of an id never counted here: every alert is re-checked, nothing was counted. */
+  run(e, mk(2, 1, "gone", 2.0, T0, 5, "hawaii", "deleted", false), T0);
+  take(e, &ops);
+  at = find_arg(&ops, "@EVDEL", 0);
+  assert_string_equal(sa_argv_at(&ops, (size_t)at + 5, NULL), "0");
+  assert_int_equal(count_ops(&ops, "@RETRACT", NULL), 2);
+  sa_argv_free(&ops);
+  free_engine(e);
+}
+
+static void test_reloaded_records_are_per_region(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  qs_contrib a;
+  assert_int_equal(qs_contrib_init(&a, T0 + 1, 2.5, 10.0, false, 5.0), 0);
+  char ea[128], rec[256];
+  sa_contrib_encode(&a, ea, sizeof ea);
+  /* The same id: moved out of alaska, live in japan. */
+  snprintf(rec, sizeof rec, "20|M|alaska|%lld,n,n,0", (long long)(T0 + 1));
+  sa_engine_load_evstate(e, "alaska|rl", rec, strlen(rec));
+  snprintf(rec, sizeof rec, "20|R|japan|%s", ea);
+  sa_engine_load_evstate(e, "japan|rl", rec, strlen(rec));
+  const char *ids[] = {"rl"};
+  const char *vals[] = {ea};
+  size_t lens[] = {strlen(ea)};
+  char key[64];
+  snprintf(key, sizeof key, "japan|%lld", (long long)T0);
+  assert_int_equal(sa_engine_load_window(e, key, NULL, 0, ids, vals, lens, 1), 0);
+  assert_int_equal(sa_engine_evrec(e, "alaska", "rl")->change, 'M');
+  assert_false(sa_engine_evrec(e, "alaska", "rl")->live);
+  assert_true(sa_engine_evrec(e, "japan", "rl")->live);
+  /* A late old version on alaska is stale; a revision on japan replaces the contribution. */
+  run(e, mk(0, 1, "rl", 9.0, T0 + 1, 15, "alaska", "revision", false), T0);
+  assert_int_equal(e->stats.stale, 1);
+  run(e, mk(1, 1, "rl", 3.0, T0 + 1, 30, "japan", "revision", false), T0);
+  assert_int_equal(count_in(e, "japan", T0), 1);
+  assert_true(maxmag(win(e, "japan", T0)) == 3.0);
+  assert_int_equal(e->stats.revisions, 1);
+  /* A key that is not "<region>|<id>" is ignored. */
+  sa_engine_load_evstate(e, "noregion", rec, strlen(rec));
+  assert_null(sa_engine_evrec(e, "", "noregion"));
   free_engine(e);
 }
 
@@ -531,6 +785,14 @@ int main(void) {
       cmocka_unit_test(test_revision_of_event_whose_window_was_trimmed_does_not_crash),
       cmocka_unit_test(test_alert_is_retracted_when_its_condition_goes),
       cmocka_unit_test(test_cache_trim_keeps_uncommitted_changes),
+      cmocka_unit_test(test_moved_retracts_from_its_region_only),
+      cmocka_unit_test(
+          test_revision_without_a_record_in_its_region_is_new_there_and_rechecks_alerts),
+      cmocka_unit_test(test_event_moved_out_and_back_counts_once_where_it_is),
+      cmocka_unit_test(test_duplicate_moved_and_older_versions_after_it_change_nothing),
+      cmocka_unit_test(test_moved_before_or_after_the_revision_on_the_other_region_agree),
+      cmocka_unit_test(test_deletion_after_a_move_is_applied_on_the_new_region),
+      cmocka_unit_test(test_reloaded_records_are_per_region),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,17 +112,17 @@ static long long cmd_int(fx *f, const char *fmt, const char *arg) {
   return v;
 }
 
-static sa_item *mk(int part, int64_t seq, const char *id, double mag, int64_t t, int64_t updated,
-                   const char *change) {
+static sa_item *mk_in(const char *region, int part, int64_t seq, const char *id, double mag,
+                      int64_t t, int64_t updated, const char *change) {
   char body[2048];
   snprintf(body, sizeof body,
            "{\"event_id\":\"%s\",\"magnitude\":%.2f,\"mag_type\":\"ml\",\"place\":\"p\","
            "\"time\":%lld,\"updated\":%lld,\"longitude\":-150,\"latitude\":61,"
            "\"depth_km\":8,\"event_type\":\"earthquake\",\"status\":\"reviewed\","
            "\"tsunami_flag\":false,\"alert_level\":null,\"net\":\"ak\",\"sig\":100,"
-           "\"region\":\"alaska\",\"source\":\"test\",\"ingested_at\":1,\"ids\":[\"%s\"],"
+           "\"region\":\"%s\",\"source\":\"test\",\"ingested_at\":1,\"ids\":[\"%s\"],"
            "\"change\":\"%s\"}",
-           id, mag, (long long)t, (long long)updated, id, change);
+           id, mag, (long long)t, (long long)updated, region, id, change);
   sa_item *it = calloc(1, sizeof *it);
   it->partition = part;
   it->sequence = seq;
@@ -134,27 +134,35 @@ static sa_item *mk(int part, int64_t seq, const char *id, double mag, int64_t t,
   return it;
 }
 
+static sa_item *mk(int part, int64_t seq, const char *id, double mag, int64_t t, int64_t updated,
+                   const char *change) {
+  return mk_in("alaska", part, seq, id, mag, t, updated, change);
+}
+
 static void on_fetched(void *ud, int status) {
   assert_int_equal(status, 0);
   *(int *)ud = 1;
 }
 
-/* Applies it, fetching missing state from Redis as the service does. */
-static void apply(fx *f, sa_item *it) {
+/* Applies it with store s (and its engine), fetching missing state from Redis as the service
+ * does. */
+static void apply_with(fx *f, sa_store *s, sa_item *it) {
   sa_needs n;
   sa_needs_init(&n);
-  for (int round = 0; round < 3 && !sa_engine_ready_for(&f->engine, it, &n); round++) {
+  for (int round = 0; round < 3 && !sa_engine_ready_for(s->engine, it, &n); round++) {
     int done = 0;
-    assert_int_equal(sa_store_fetch(&f->store, &n, on_fetched, &done), 0);
+    assert_int_equal(sa_store_fetch(s, &n, on_fetched, &done), 0);
     run_until(&f->loop, &done);
     sa_needs_reset(&n);
   }
-  assert_true(sa_engine_ready_for(&f->engine, it, &n));
+  assert_true(sa_engine_ready_for(s->engine, it, &n));
   sa_needs_free(&n);
-  sa_engine_apply(&f->engine, it, T0);
+  sa_engine_apply(s->engine, it, T0);
   free(it->body);
   free(it);
 }
+
+static void apply(fx *f, sa_item *it) { apply_with(f, &f->store, it); }
 
 typedef struct commit_res {
   int done, status;
@@ -173,14 +181,16 @@ static void on_commit(void *ud, int status, const char *reason, const char *cons
   r->done = 1;
 }
 
-static int commit(fx *f, size_t *alerts) {
+static int commit_with(fx *f, sa_store *s, size_t *alerts) {
   commit_res r = {0};
-  assert_int_equal(sa_store_commit(&f->store, T0, on_commit, &r, NULL), 0);
+  assert_int_equal(sa_store_commit(s, T0, on_commit, &r, NULL), 0);
   run_until(&f->loop, &r.done);
   if (alerts)
     *alerts = r.alerts;
   return r.status;
 }
+
+static int commit(fx *f, size_t *alerts) { return commit_with(f, &f->store, alerts); }
 
 static void hold_lease(fx *f, int p) {
   char k[128];
@@ -355,7 +365,10 @@ static void test_retention_trims_old_windows_events_and_records(void **st) {
   hold_lease(f, 0);
   apply(f, mk(0, 1, "old", 2.0, T0, 1, "new"));
   apply(f, mk(0, 2, "new", 2.0, T0 + 40 * 86400000LL, 1, "new"));
+  apply(f, mk(0, 3, "gone", 2.0, T0, 1, "new"));
+  apply(f, mk(0, 4, "gone", 2.0, T0, 2, "deleted")); /* leaves a tombstone version */
   assert_int_equal(commit(f, NULL), 0);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:ev:ver"), 1);
   int done = 0;
   /* Now = T0 + 45 d: windows are kept 30 d, events 90 d. */
   assert_int_equal(sa_store_trim(&f->store, T0 + 45 * 86400000LL, 30 * 86400000LL, 90 * 86400000LL,
@@ -373,6 +386,100 @@ static void test_retention_trims_old_windows_events_and_records(void **st) {
   run_until(&f->loop, &done);
   assert_int_equal(cmd_int(f, "HLEN %s", "qs:ev"), 1);
   assert_int_equal(cmd_int(f, "HLEN %s", "qs:rt:evstate"), 1);
+  assert_int_equal(cmd_int(f, "HLEN %s", "qs:ev:ver"), 0);
+  fx_free(f);
+}
+
+static char *hget(fx *f, const char *key, const char *field) {
+  redisReply *r = cmd(f, "HGET %s %s", key, field);
+  char *v = r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+  freeReplyObject(r);
+  return v;
+}
+
+/* Two replicas own the old and the new region of a moved event (two engines on one Redis): the
+ * raw event, its alerts and its removal follow the newest version whatever order they commit in;
+ * each region's record and window are its own. */
+static void test_raw_events_and_alerts_follow_the_newest_version_across_regions(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  hold_lease(f, 1);
+  sa_engine_opts o;
+  sa_engine_opts_default(&o);
+  sa_engine *other = malloc(sizeof *other);
+  sa_engine_init(other, &o);
+  sa_store other_store;
+  sa_store_init(&other_store, &f->redis, other, "me");
+  /* The new region's replica is first: v20 (M5.5) in japan. */
+  apply_with(f, &other_store, mk_in("japan", 1, 1, "mx", 5.5, T0, 20, "revision"));
+  assert_int_equal(commit_with(f, &other_store, NULL), 0);
+  /* The old region's replica lags: v10 (M6.4) then the move, in alaska. */
+  apply(f, mk_in("alaska", 0, 1, "mx", 6.4, T0, 10, "new"));
+  size_t alerts = 9;
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 0); /* v10's spike: a newer version is stored */
+  char *v = hget(f, "qs:ev", "mx");
+  assert_non_null(strstr(v, "\"updated\":20"));
+  assert_non_null(strstr(v, "\"region\":\"japan\""));
+  free(v);
+  apply(f, mk_in("alaska", 0, 2, "mx", 5.5, T0, 20, "moved"));
+  assert_int_equal(commit(f, NULL), 0);
+  v = hget(f, "qs:rt:evstate", "alaska|mx");
+  assert_string_equal(v, "20|M|alaska|1764051900000,n,n,0");
+  free(v);
+  v = hget(f, "qs:rt:evstate", "japan|mx");
+  assert_non_null(v);
+  assert_true(strncmp(v, "20|R|japan|", 11) == 0);
+  free(v);
+  assert_int_equal(cmd_int(f, "EXISTS %s", "qs:rt:win"), 1);
+  assert_int_equal(cmd_int(f, "HEXISTS qs:rt:win %s", "alaska|1764051900000"), 0);
+  assert_int_equal(cmd_int(f, "HEXISTS qs:ev %s", "mx"), 1);
+  assert_int_equal(cmd_int(f, "EXISTS %s", "qs:alerts"), 0);
+  /* Deleted at 30 on japan (where it was last counted): raw event gone, its version kept. */
+  apply_with(f, &other_store, mk_in("japan", 1, 2, "mx", 5.5, T0, 30, "deleted"));
+  assert_int_equal(commit_with(f, &other_store, NULL), 0);
+  assert_int_equal(cmd_int(f, "HEXISTS qs:ev %s", "mx"), 0);
+  v = hget(f, "qs:ev:ver", "mx");
+  assert_string_equal(v, "30");
+  free(v);
+  /* An old version replayed on a third region cannot bring it back, nor raise its alert. */
+  apply(f, mk_in("hawaii", 0, 3, "mx", 6.4, T0, 10, "new"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 0);
+  assert_int_equal(cmd_int(f, "HEXISTS qs:ev %s", "mx"), 0);
+  assert_int_equal(cmd_int(f, "ZCARD %s", "qs:ev:idx"), 0);
+  /* A newer version (un-deleted) is stored again, and its spike raised. */
+  apply(f, mk_in("hawaii", 0, 4, "mx", 6.6, T0, 40, "new"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 1);
+  v = hget(f, "qs:ev", "mx");
+  assert_non_null(strstr(v, "\"updated\":40"));
+  free(v);
+  /* One replica with both regions, one commit: the decision order rules. The newer version
+   * first: the older one's spike is never raised ... */
+  apply(f, mk_in("japan", 1, 3, "my", 5.5, T0, 20, "revision"));
+  apply(f, mk_in("alaska", 0, 5, "my", 6.4, T0, 10, "new"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 0);
+  assert_int_equal(cmd_int(f, "HEXISTS qs:alerts %s", "MAGNITUDE_SPIKE|my"), 0);
+  /* ... the older first: raised, then retracted by the newer. */
+  apply(f, mk_in("alaska", 0, 6, "mz", 6.4, T0, 10, "new"));
+  apply(f, mk_in("alaska", 0, 7, "mz", 5.5, T0, 20, "moved"));
+  apply(f, mk_in("japan", 1, 4, "mz", 5.5, T0, 20, "revision"));
+  assert_int_equal(commit(f, &alerts), 0);
+  assert_int_equal(alerts, 1);
+  v = hget(f, "qs:alerts", "MAGNITUDE_SPIKE|mz");
+  assert_non_null(strstr(v, "\"retracted\":true"));
+  free(v);
+  v = hget(f, "qs:ev", "mz");
+  assert_non_null(strstr(v, "\"region\":\"japan\""));
+  free(v);
+  sa_store_free(&other_store);
+  sa_engine_free(other);
+  free(other);
   fx_free(f);
 }
 
@@ -443,6 +550,8 @@ int main(void) {
       cmocka_unit_test_teardown(test_rolling_hour_counts_events_as_they_enter_and_leave,
                                 redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_retention_trims_old_windows_events_and_records,
+                                redis_fixture_kill_after_test),
+      cmocka_unit_test_teardown(test_raw_events_and_alerts_follow_the_newest_version_across_regions,
                                 redis_fixture_kill_after_test),
   };
   atexit(redis_fixture_kill);
