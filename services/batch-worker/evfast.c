@@ -59,6 +59,19 @@ static const struct {
 #undef KEY
 };
 
+/* keys[k].quoted as two words and the mask of its bytes (built before main). */
+static uint64_t key_words[K_COUNT][2], key_masks[K_COUNT][2];
+
+__attribute__((constructor)) static void key_words_init(void) {
+  for (int k = 0; k < K_COUNT; k++) {
+    uint8_t b[16] = {0}, m[16] = {0};
+    memcpy(b, keys[k].quoted, keys[k].len);
+    memset(m, 0xff, keys[k].len);
+    memcpy(key_words[k], b, 16);
+    memcpy(key_masks[k], m, 16);
+  }
+}
+
 #define REQUIRED (((1u << K_COUNT) - 1) & ~(1u << K_CHANGE) & ~(1u << K_SUPERSEDED_BY))
 
 typedef struct scan {
@@ -370,8 +383,16 @@ static int value(scan *c, int k, bw_event_view *v) {
 
 /* The member name at the cursor: the guess first, else a search. -1 = not a known name. */
 static int key(scan *c, int guess) {
-  if (guess < K_COUNT && (size_t)(c->end - c->p) >= keys[guess].len &&
-      memcmp(c->p, keys[guess].quoted, keys[guess].len) == 0) {
+  if (guess < K_COUNT && c->end - c->p >= 16) { /* every quoted name fits 16 bytes */
+    uint64_t w[2];
+    memcpy(w, c->p, 16);
+    if (((w[0] ^ key_words[guess][0]) & key_masks[guess][0]) == 0 &&
+        ((w[1] ^ key_words[guess][1]) & key_masks[guess][1]) == 0) {
+      c->p += keys[guess].len;
+      return guess;
+    }
+  } else if (guess < K_COUNT && (size_t)(c->end - c->p) >= keys[guess].len &&
+             memcmp(c->p, keys[guess].quoted, keys[guess].len) == 0) {
     c->p += keys[guess].len;
     return guess;
   }
@@ -388,7 +409,12 @@ static int key(scan *c, int guess) {
 int bw_event_decode_fast(bw_event_view *v, const char *json, size_t len) {
   if (len > QS_EVENT_JSON_MAX)
     return 0;
-  scan c = {.p = json, .end = json + len};
+  scan c; /* not zeroed whole: ids[] is 1 KiB and only n_ids of it is ever read */
+  c.p = json;
+  c.end = json + len;
+  c.superseded_by.p = NULL;
+  c.superseded_by.len = 0;
+  c.n_ids = c.ids_bytes = 0;
   v->has_magnitude = v->has_depth = v->tsunami_flag = v->status_deleted = false;
   v->magnitude = v->depth_km = 0.0;
   v->change = QS_EVENT_NEW;
