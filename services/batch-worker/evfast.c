@@ -15,6 +15,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* The members, in the order producers (qs_event_to_json) write them: the scanner expects the
  * member after the one it just read first and only searches when the guess is wrong. */
@@ -86,33 +89,30 @@ static inline void ws(scan *c) {
     c->p++;
 }
 
-#define ONES UINT64_C(0x0101010101010101)
-#define HIGHS UINT64_C(0x8080808080808080)
-
-/* Any byte of w that ends or escapes a plain string, or is not printable ASCII (< 0x20, > 0x7e,
- * '"', '\\')? The usual exact SWAR tests: has-zero-byte, has-less-than, has-more-than. */
-static inline int word_special(uint64_t w) {
-  uint64_t less = (w - ONES * 0x20) & ~w & HIGHS;
-  uint64_t more = ((w + ONES * (127 - 0x7e)) | w) & HIGHS;
-  uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
-  uint64_t quote = (q - ONES) & ~q & HIGHS, bslash = (b - ONES) & ~b & HIGHS;
-  return (less | more | quote | bslash) != 0;
-}
-
-/* A string of printable ASCII without escapes: *s, *n point into the input. */
+/* A string of printable ASCII without escapes: *s, *n point into the input. 16 bytes at a time
+ * (SSE2, part of x86-64; byte by byte elsewhere and near the end of the input): the first byte
+ * that is '"', '\\' or outside 0x20..0x7e ends the plain run, and only a '"' ends the string. */
 static int str(scan *c, const char **s, size_t *n) {
   if (c->p >= c->end || *c->p != '"')
     return 0;
   const char *a = ++c->p;
-  for (;;) { /* 8 plain bytes at a time, then byte by byte from the first special one */
-    uint64_t w;
-    if (c->end - c->p < 8)
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
+  const __m128i space = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+  while (c->end - c->p >= 16) {
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)c->p);
+    /* signed compare: bytes >= 0x80 are negative, so "< 0x20" catches them too */
+    __m128i special =
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                     _mm_or_si128(_mm_cmplt_epi8(x, space), _mm_cmpeq_epi8(x, del)));
+    unsigned m = (unsigned)_mm_movemask_epi8(special);
+    if (m) {
+      c->p += __builtin_ctz(m);
       break;
-    memcpy(&w, c->p, 8);
-    if (word_special(w))
-      break;
-    c->p += 8;
+    }
+    c->p += 16;
   }
+#endif
   while (c->p < c->end) {
     unsigned char ch = (unsigned char)*c->p;
     if (ch == '"') {
@@ -173,19 +173,43 @@ static int id_ok(const char *s, size_t n) {
 
 static int str_eq(bw_str a, const char *b, size_t n) { return a.len == n && !memcmp(a.p, b, n); }
 
-/* A number in strict JSON grammar, with the value strtod gives (cJSON's conversion). When the
- * decimal significand has at most 15 digits and the decimal exponent is within ±22, both the
- * significand and the power of ten are exact doubles, so one IEEE multiply or divide is the
- * correctly rounded result — the value strtod returns (Clinger's fast path); otherwise strtod. */
-static int num(scan *c, double *out) {
-  static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-  const char *a = c->p, *p = c->p, *e = c->end;
-  int neg = 0, digits = 0, exp10 = 0;
-  uint64_t m = 0;
+/* The value of 8 ASCII digits at p, or -1 when they are not all digits (the SWAR tests and
+ * multiplies of simdjson / fast_float; the first digit is the lowest byte on little-endian). */
+static inline int64_t eight_digits(const char *p) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  uint64_t w;
+  memcpy(&w, p, 8);
+  if (((w + UINT64_C(0x4646464646464646)) | (w - UINT64_C(0x3030303030303030))) &
+      UINT64_C(0x8080808080808080))
+    return -1;
+  w -= UINT64_C(0x3030303030303030);
+  w = (w * 10) + (w >> 8);
+  w = (((w & UINT64_C(0x000000FF000000FF)) * (100 + (UINT64_C(1000000) << 32))) +
+       (((w >> 16) & UINT64_C(0x000000FF000000FF)) * (1 + (UINT64_C(10000) << 32)))) >>
+      32;
+  return (int64_t)w;
+#else
+  (void)p;
+  return -1;
+#endif
+}
+
+/* A number token in strict JSON grammar: its text, sign, the first 19 significant digits as an
+ * integer (m), how many significant digits there are, and the decimal exponent of m's last
+ * digit (fraction digits only; an exponent part sets has_exp and is left to strtod). */
+typedef struct numtok {
+  const char *a, *end;
+  uint64_t m;
+  int neg, digits, exp10, has_exp, has_frac;
+} numtok;
+
+static int num_scan(scan *c, numtok *t) {
+  const char *p = c->p, *e = c->end;
+  t->a = p;
+  t->m = 0;
+  t->neg = t->digits = t->exp10 = t->has_exp = t->has_frac = 0;
   if (p < e && *p == '-') {
-    neg = 1;
+    t->neg = 1;
     p++;
   }
   if (p >= e || !is_digit(*p))
@@ -193,30 +217,36 @@ static int num(scan *c, double *out) {
   if (*p == '0') {
     p++;
   } else {
+    int64_t v;
+    while (e - p >= 8 && t->digits <= 11 && (v = eight_digits(p)) >= 0) {
+      t->m = t->m * 100000000 + (uint64_t)v;
+      t->digits += 8;
+      p += 8;
+    }
     while (p < e && is_digit(*p)) {
-      if (digits < 19)
-        m = m * 10 + (uint64_t)(*p - '0');
-      digits++;
+      if (t->digits < 19)
+        t->m = t->m * 10 + (uint64_t)(*p - '0');
+      t->digits++;
       p++;
     }
   }
   if (p < e && *p == '.') {
+    t->has_frac = 1;
     p++;
     if (p >= e || !is_digit(*p))
       return 0;
     while (p < e && is_digit(*p)) {
-      if (digits < 19) {
-        m = m * 10 + (uint64_t)(*p - '0');
-        exp10--;
+      if (t->digits < 19) {
+        t->m = t->m * 10 + (uint64_t)(*p - '0');
+        t->exp10--;
       }
-      if (m != 0 || *p != '0')
-        digits++;
+      if (t->m != 0 || *p != '0')
+        t->digits++;
       p++;
     }
   }
-  int has_exp = 0;
   if (p < e && (*p == 'e' || *p == 'E')) {
-    has_exp = 1;
+    t->has_exp = 1;
     p++;
     if (p < e && (*p == '+' || *p == '-'))
       p++;
@@ -225,23 +255,39 @@ static int num(scan *c, double *out) {
     while (p < e && is_digit(*p))
       p++;
   }
-  size_t n = (size_t)(p - a);
-  if (!has_exp && digits <= 15 && exp10 >= -22) {
-    double d = (double)m;
-    d = exp10 < 0 ? d / pow10[-exp10] : d;
-    *out = neg ? -d : d;
-    c->p = p;
+  t->end = p;
+  return 1;
+}
+
+/* A token's value as strtod gives it (cJSON's conversion). When the decimal significand has at
+ * most 15 digits and the decimal exponent is within ±22, both the significand and the power of
+ * ten are exact doubles, so one IEEE multiply or divide is the correctly rounded result — the
+ * value strtod returns (Clinger's fast path); otherwise strtod on the text. */
+static int num_value(const numtok *t, double *out) {
+  static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  if (!t->has_exp && t->digits <= 15 && t->exp10 >= -22) {
+    double d = (double)t->m;
+    d = t->exp10 < 0 ? d / pow10[-t->exp10] : d;
+    *out = t->neg ? -d : d;
     return 1;
   }
   char buf[64];
+  size_t n = (size_t)(t->end - t->a);
   if (n >= sizeof buf)
     return 0;
-  memcpy(buf, a, n);
+  memcpy(buf, t->a, n);
   buf[n] = '\0';
   *out = strtod(buf, NULL);
-  if (!isfinite(*out))
+  return isfinite(*out);
+}
+
+static int num(scan *c, double *out) {
+  numtok t;
+  if (!num_scan(c, &t) || !num_value(&t, out))
     return 0;
-  c->p = p;
+  c->p = t.end;
   return 1;
 }
 
@@ -260,12 +306,26 @@ static int nullable_num_in(scan *c, bool *has, double *out, double lo, double hi
   return num_in(c, out, lo, hi);
 }
 
-/* An integral number within [lo, hi] (hi <= 2^53: the codec's get_integer and range checks). */
+/* An integral number within [lo, hi] (0 <= lo, hi <= 2^53: the codec's get_integer and range
+ * checks). Plain digits up to 15 of them are their own value, exactly as a double; anything
+ * else goes through the double as the codec does. */
 static int integer_in(scan *c, int64_t *out, int64_t lo, int64_t hi) {
+  numtok t;
+  if (!num_scan(c, &t))
+    return 0;
+  if (!t.has_frac && !t.has_exp && t.digits <= 15) {
+    int64_t v = t.neg ? -(int64_t)t.m : (int64_t)t.m;
+    if (v < lo || v > hi)
+      return 0;
+    *out = v;
+    c->p = t.end;
+    return 1;
+  }
   double d;
-  if (!num(c, &d) || d != floor(d) || d < (double)lo || d > (double)hi)
+  if (!num_value(&t, &d) || d != floor(d) || d < (double)lo || d > (double)hi)
     return 0;
   *out = (int64_t)d;
+  c->p = t.end;
   return 1;
 }
 
