@@ -29,20 +29,29 @@ enum {
   F_SIGNIFICANT = 1 << 6,
 };
 
+/* What a lookup and a version comparison read comes first: malloc's 16-byte alignment puts the
+ * first 48 bytes of an entry in one cache line. */
 typedef struct bw_fold_entry {
   uint64_t id_hash;
-  uint64_t body_hash;
   int64_t updated;
   int64_t ingested_at;
-  int64_t time_ms;
-  int64_t mag_micro;
-  int64_t depth_micro;
+  uint64_t body_hash;
   uint32_t id_off;
   uint32_t ids_off; /* NO_IDS when the event lists no id but its own */
-  uint16_t region;
   uint8_t id_len;
   uint8_t flags;
+  uint16_t region;
+  int32_t mag_micro;   /* qs_contrib's, within [-2, 10.5] * 1e6 */
+  int32_t depth_micro; /* qs_contrib's, within [-10, 1000] * 1e6 */
+  int64_t time_ms;
 } bw_fold_entry;
+
+_Static_assert(sizeof(bw_fold_entry) == 64, "a fold entry is one cache line");
+_Static_assert(QS_AGG_MAG_MAX *QS_AGG_MICRO <= INT32_MAX &&
+                   QS_AGG_MAG_MIN * QS_AGG_MICRO >= INT32_MIN &&
+                   QS_AGG_DEPTH_MAX_KM * QS_AGG_MICRO <= INT32_MAX &&
+                   QS_AGG_DEPTH_MIN_KM * QS_AGG_MICRO >= INT32_MIN,
+               "contribution bounds fit the entry's 32-bit fields");
 
 typedef struct bw_fold_undo {
   size_t idx;
@@ -326,8 +335,8 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
   cand.updated = ev.updated;
   cand.ingested_at = ev.ingested_at;
   cand.time_ms = c.time_ms;
-  cand.mag_micro = c.mag_micro;
-  cand.depth_micro = c.depth_micro;
+  cand.mag_micro = (int32_t)c.mag_micro; /* the bounds qs_contrib_init enforces fit 32 bits */
+  cand.depth_micro = (int32_t)c.depth_micro;
   cand.region = (uint16_t)region;
   cand.id_len = (uint8_t)id_len;
   cand.flags = (uint8_t)((c.has_mag ? F_HAS_MAG : 0) | (c.has_depth ? F_HAS_DEPTH : 0) |
