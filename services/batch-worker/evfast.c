@@ -1,13 +1,16 @@
 /* evfast.c — single-pass decoding of the fold's view of an event (see evfast.h).
  *
  * Every branch that meets something outside the accepted subset, or a value the codec would
- * reject, returns 0 (not handled); the caller then uses qs_event_from_json, which accepts or
- * rejects with its own reason. So this file can only make decoding faster, never change its
+ * reject, returns NULL / 0 (not handled); the caller then uses qs_event_from_json, which accepts
+ * or rejects with its own reason. So this file can only make decoding faster, never change its
  * outcome, provided each accepted value is decoded exactly as event.c does (numbers by strtod on
  * the same text, as cJSON; integers only when integral and within 2^53; nulls, booleans and enum
  * names as in event.c's decode_field) and every check of qs_event_validate is made here too:
  * lengths, ranges, id characters, the superseded_by rule, the ids limits. Printable ASCII without
  * escapes is always valid UTF-8, so the codec's UTF-8 check holds for every string accepted here.
+ *
+ * The scanners take the cursor by value and return the new one (NULL = not handled), so it stays
+ * in a register instead of going through memory at every byte.
  */
 #include "evfast.h"
 
@@ -18,6 +21,8 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+
+#define HOT static inline __attribute__((always_inline))
 
 /* The members, in the order producers (qs_event_to_json) write them: the scanner expects the
  * member after the one it just read first and only searches when the guess is wrong. */
@@ -46,13 +51,14 @@ enum {
   K_COUNT
 };
 
-/* Each name with its quotes, so a guess is one compare at the cursor. */
+/* Each name with its quotes and the colon of compact JSON, so a right guess is one compare of
+ * at most 16 bytes at the cursor. */
 static const struct {
-  const char *quoted;
-  unsigned char len; /* of quoted */
+  const char *text;
+  unsigned char len; /* of text */
 } keys[K_COUNT] = {
 #define KEY(s)                                                                                     \
-  { "\"" s "\"", sizeof s + 1 }
+  { "\"" s "\":", sizeof s + 2 }
     KEY("event_id"),      KEY("magnitude"),   KEY("mag_type"),  KEY("place"),
     KEY("time"),          KEY("updated"),     KEY("longitude"), KEY("latitude"),
     KEY("depth_km"),      KEY("event_type"),  KEY("status"),    KEY("tsunami_flag"),
@@ -62,13 +68,13 @@ static const struct {
 #undef KEY
 };
 
-/* keys[k].quoted as two words and the mask of its bytes (built before main). */
+/* keys[k].text as two words and the mask of its bytes (built before main). */
 static uint64_t key_words[K_COUNT][2], key_masks[K_COUNT][2];
 
 __attribute__((constructor)) static void key_words_init(void) {
   for (int k = 0; k < K_COUNT; k++) {
     uint8_t b[16] = {0}, m[16] = {0};
-    memcpy(b, keys[k].quoted, keys[k].len);
+    memcpy(b, keys[k].text, keys[k].len);
     memset(m, 0xff, keys[k].len);
     memcpy(key_words[k], b, 16);
     memcpy(key_masks[k], m, 16);
@@ -77,76 +83,68 @@ __attribute__((constructor)) static void key_words_init(void) {
 
 #define REQUIRED (((1u << K_COUNT) - 1) & ~(1u << K_CHANGE) & ~(1u << K_SUPERSEDED_BY))
 
-typedef struct scan {
-  const char *p, *end;
+/* What the scan keeps besides the view: superseded_by (only checked) and the distinct ids as
+ * qs_event_ids_add keeps them (the view takes those other than event_id at the end). */
+typedef struct extra {
   bw_str superseded_by;
-  size_t n_ids, ids_bytes; /* distinct ids as qs_event_ids_add keeps them */
+  size_t n_ids, ids_bytes;
   bw_str ids[QS_EVENT_IDS_MAX];
-} scan;
+} extra;
 
-static inline void ws(scan *c) {
-  while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
-    c->p++;
+HOT const char *ws(const char *p, const char *e) {
+  while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    p++;
+  return p;
 }
 
-/* A string of printable ASCII without escapes: *s, *n point into the input. 16 bytes at a time
- * (SSE2, part of x86-64; byte by byte elsewhere and near the end of the input): the first byte
- * that is '"', '\\' or outside 0x20..0x7e ends the plain run, and only a '"' ends the string. */
-static int str(scan *c, const char **s, size_t *n) {
-  if (c->p >= c->end || *c->p != '"')
-    return 0;
-  const char *a = ++c->p;
+/* A string of printable ASCII without escapes at p: out points into the input. 16 bytes at a
+ * time (SSE2, part of x86-64; byte by byte elsewhere and near the end of the input): the first
+ * byte that is '"', '\\' or outside 0x20..0x7e ends the plain run; only a '"' ends the string. */
+HOT const char *str(const char *p, const char *e, bw_str *out) {
+  if (p >= e || *p != '"')
+    return NULL;
+  const char *a = ++p;
 #if defined(__SSE2__)
   const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\');
   const __m128i space = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
-  while (c->end - c->p >= 16) {
-    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)c->p);
+  while (e - p >= 16) {
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
     /* signed compare: bytes >= 0x80 are negative, so "< 0x20" catches them too */
     __m128i special =
         _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
                      _mm_or_si128(_mm_cmplt_epi8(x, space), _mm_cmpeq_epi8(x, del)));
     unsigned m = (unsigned)_mm_movemask_epi8(special);
     if (m) {
-      c->p += __builtin_ctz(m);
+      p += __builtin_ctz(m);
       break;
     }
-    c->p += 16;
+    p += 16;
   }
 #endif
-  while (c->p < c->end) {
-    unsigned char ch = (unsigned char)*c->p;
+  for (; p < e; p++) {
+    unsigned char ch = (unsigned char)*p;
     if (ch == '"') {
-      *s = a;
-      *n = (size_t)(c->p - a);
-      c->p++;
-      return 1;
+      out->p = a;
+      out->len = (size_t)(p - a);
+      return p + 1;
     }
     if (ch == '\\' || ch < 0x20 || ch > 0x7e)
-      return 0;
-    c->p++;
+      return NULL;
   }
-  return 0;
+  return NULL;
 }
 
 /* A string of at most max bytes (the codec's array size less the NUL). */
-static int text(scan *c, size_t max, bw_str *out) {
-  const char *s;
-  size_t n;
-  if (!str(c, &s, &n) || n > max)
-    return 0;
-  out->p = s;
-  out->len = n;
-  return 1;
+HOT const char *text(const char *p, const char *e, size_t max, bw_str *out) {
+  p = str(p, e, out);
+  return p && out->len <= max ? p : NULL;
 }
 
-static int literal(scan *c, const char *lit, size_t n) {
-  if ((size_t)(c->end - c->p) < n || memcmp(c->p, lit, n) != 0)
-    return 0;
-  c->p += n;
-  return 1;
+HOT const char *literal(const char *p, const char *e, const char *lit, size_t n) {
+  return (size_t)(e - p) >= n && memcmp(p, lit, n) == 0 ? p + n : NULL;
 }
 
-static int is_null(scan *c) { return literal(c, "null", 4); }
+HOT const char *null_at(const char *p, const char *e) { return literal(p, e, "null", 4); }
 
 static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
 
@@ -162,11 +160,11 @@ static const unsigned char id_char[256] = {
     ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
     ['y'] = 1, ['z'] = 1};
 
-static int id_ok(const char *s, size_t n) {
-  if (n == 0 || n > QS_EVENT_ID_MAX)
+static int id_ok(bw_str s) {
+  if (s.len == 0 || s.len > QS_EVENT_ID_MAX)
     return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!id_char[(unsigned char)s[i]])
+  for (size_t i = 0; i < s.len; i++)
+    if (!id_char[(unsigned char)s.p[i]])
       return 0;
   return 1;
 }
@@ -175,7 +173,7 @@ static int str_eq(bw_str a, const char *b, size_t n) { return a.len == n && !mem
 
 /* The value of 8 ASCII digits at p, or -1 when they are not all digits (the SWAR tests and
  * multiplies of simdjson / fast_float; the first digit is the lowest byte on little-endian). */
-static inline int64_t eight_digits(const char *p) {
+HOT int64_t eight_digits(const char *p) {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
   uint64_t w;
   memcpy(&w, p, 8);
@@ -203,46 +201,44 @@ typedef struct numtok {
   int neg, digits, exp10, has_exp, has_frac;
 } numtok;
 
-static int num_scan(scan *c, numtok *t) {
-  const char *p = c->p, *e = c->end;
+HOT const char *num_scan(const char *p, const char *e, numtok *t) {
+  uint64_t m = 0;
+  int digits = 0, exp10 = 0;
   t->a = p;
-  t->m = 0;
-  t->neg = t->digits = t->exp10 = t->has_exp = t->has_frac = 0;
+  t->neg = t->has_exp = t->has_frac = 0;
   if (p < e && *p == '-') {
     t->neg = 1;
     p++;
   }
   if (p >= e || !is_digit(*p))
-    return 0;
+    return NULL;
   if (*p == '0') {
     p++;
   } else {
     int64_t v;
-    while (e - p >= 8 && t->digits <= 11 && (v = eight_digits(p)) >= 0) {
-      t->m = t->m * 100000000 + (uint64_t)v;
-      t->digits += 8;
+    while (e - p >= 8 && digits <= 11 && (v = eight_digits(p)) >= 0) {
+      m = m * 100000000 + (uint64_t)v;
+      digits += 8;
       p += 8;
     }
-    while (p < e && is_digit(*p)) {
-      if (t->digits < 19)
-        t->m = t->m * 10 + (uint64_t)(*p - '0');
-      t->digits++;
-      p++;
+    for (; p < e && is_digit(*p); p++) {
+      if (digits < 19)
+        m = m * 10 + (uint64_t)(*p - '0');
+      digits++;
     }
   }
   if (p < e && *p == '.') {
     t->has_frac = 1;
     p++;
     if (p >= e || !is_digit(*p))
-      return 0;
-    while (p < e && is_digit(*p)) {
-      if (t->digits < 19) {
-        t->m = t->m * 10 + (uint64_t)(*p - '0');
-        t->exp10--;
+      return NULL;
+    for (; p < e && is_digit(*p); p++) {
+      if (digits < 19) {
+        m = m * 10 + (uint64_t)(*p - '0');
+        exp10--;
       }
-      if (t->m != 0 || *p != '0')
-        t->digits++;
-      p++;
+      if (m != 0 || *p != '0')
+        digits++;
     }
   }
   if (p < e && (*p == 'e' || *p == 'E')) {
@@ -251,19 +247,22 @@ static int num_scan(scan *c, numtok *t) {
     if (p < e && (*p == '+' || *p == '-'))
       p++;
     if (p >= e || !is_digit(*p))
-      return 0;
+      return NULL;
     while (p < e && is_digit(*p))
       p++;
   }
+  t->m = m;
+  t->digits = digits;
+  t->exp10 = exp10;
   t->end = p;
-  return 1;
+  return p;
 }
 
 /* A token's value as strtod gives it (cJSON's conversion). When the decimal significand has at
  * most 15 digits and the decimal exponent is within ±22, both the significand and the power of
  * ten are exact doubles, so one IEEE multiply or divide is the correctly rounded result — the
  * value strtod returns (Clinger's fast path); otherwise strtod on the text. */
-static int num_value(const numtok *t, double *out) {
+HOT int num_value(const numtok *t, double *out) {
   static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                  1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
                                  1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
@@ -283,251 +282,234 @@ static int num_value(const numtok *t, double *out) {
   return isfinite(*out);
 }
 
-static int num(scan *c, double *out) {
+/* A number within [lo, hi] (the codec's finite and check_range tests). */
+HOT const char *num_in(const char *p, const char *e, double *out, double lo, double hi) {
   numtok t;
-  if (!num_scan(c, &t) || !num_value(&t, out))
-    return 0;
-  c->p = t.end;
-  return 1;
+  p = num_scan(p, e, &t);
+  return p && num_value(&t, out) && *out >= lo && *out <= hi ? p : NULL;
 }
 
-/* A number within [lo, hi] (the codec's check_range). */
-static int num_in(scan *c, double *out, double lo, double hi) {
-  return num(c, out) && *out >= lo && *out <= hi;
-}
-
-static int nullable_num_in(scan *c, bool *has, double *out, double lo, double hi) {
-  if (is_null(c)) {
+HOT const char *nullable_num_in(const char *p, const char *e, bool *has, double *out, double lo,
+                                double hi) {
+  const char *q = null_at(p, e);
+  if (q) {
     *has = false;
     *out = 0.0;
-    return 1;
+    return q;
   }
   *has = true;
-  return num_in(c, out, lo, hi);
+  return num_in(p, e, out, lo, hi);
 }
 
 /* An integral number within [lo, hi] (0 <= lo, hi <= 2^53: the codec's get_integer and range
- * checks). Plain digits up to 15 of them are their own value, exactly as a double; anything
+ * checks). Plain digits, at most 15 of them, are their own value, exactly as a double; anything
  * else goes through the double as the codec does. */
-static int integer_in(scan *c, int64_t *out, int64_t lo, int64_t hi) {
+HOT const char *integer_in(const char *p, const char *e, int64_t *out, int64_t lo, int64_t hi) {
   numtok t;
-  if (!num_scan(c, &t))
-    return 0;
+  if (!(p = num_scan(p, e, &t)))
+    return NULL;
   if (!t.has_frac && !t.has_exp && t.digits <= 15) {
     int64_t v = t.neg ? -(int64_t)t.m : (int64_t)t.m;
     if (v < lo || v > hi)
-      return 0;
+      return NULL;
     *out = v;
-    c->p = t.end;
-    return 1;
+    return p;
   }
   double d;
   if (!num_value(&t, &d) || d != floor(d) || d < (double)lo || d > (double)hi)
-    return 0;
+    return NULL;
   *out = (int64_t)d;
-  c->p = t.end;
-  return 1;
+  return p;
 }
 
-static int one_of(bw_str s, const char *const *names, size_t n, size_t first) {
-  for (size_t i = first; i < n; i++)
-    if (names[i] && str_eq(s, names[i], strlen(names[i])))
+static int one_of(bw_str s, const char *const *names, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (str_eq(s, names[i], strlen(names[i])))
       return (int)i;
   return -1;
 }
 
-static int ids(scan *c) {
-  const char *s;
-  size_t n;
-  if (c->p >= c->end || *c->p != '[')
-    return 0;
-  c->p++;
-  ws(c);
-  if (c->p < c->end && *c->p == ']') {
-    c->p++;
-    return 1;
-  }
+static const char *ids(const char *p, const char *e, extra *x) {
+  bw_str s;
+  if (p >= e || *p != '[')
+    return NULL;
+  p = ws(p + 1, e);
+  if (p < e && *p == ']')
+    return p + 1;
   for (;;) {
-    ws(c);
-    if (!str(c, &s, &n) || !id_ok(s, n))
-      return 0;
+    p = ws(p, e);
+    if (!(p = str(p, e, &s)) || !id_ok(s))
+      return NULL;
     size_t i = 0; /* qs_event_ids_add: an id already present is a no-op */
-    while (i < c->n_ids && !str_eq(c->ids[i], s, n))
+    while (i < x->n_ids && !str_eq(x->ids[i], s.p, s.len))
       i++;
-    if (i == c->n_ids) {
-      if (c->n_ids >= QS_EVENT_IDS_MAX || c->ids_bytes + n + 1 > QS_EVENT_IDS_BYTES)
-        return 0;
-      c->ids[c->n_ids].p = s;
-      c->ids[c->n_ids].len = n;
-      c->n_ids++;
-      c->ids_bytes += n + 1;
+    if (i == x->n_ids) {
+      if (x->n_ids >= QS_EVENT_IDS_MAX || x->ids_bytes + s.len + 1 > QS_EVENT_IDS_BYTES)
+        return NULL;
+      x->ids[x->n_ids++] = s;
+      x->ids_bytes += s.len + 1;
     }
-    ws(c);
-    if (c->p < c->end && *c->p == ',') {
-      c->p++;
+    p = ws(p, e);
+    if (p < e && *p == ',') {
+      p++;
       continue;
     }
-    if (c->p < c->end && *c->p == ']') {
-      c->p++;
-      return 1;
-    }
-    return 0;
+    return p < e && *p == ']' ? p + 1 : NULL;
   }
 }
 
-static int value(scan *c, int k, bw_event_view *v) {
+HOT const char *value(const char *p, const char *e, int k, bw_event_view *v, extra *x) {
   static const char *const alerts[] = {"green", "yellow", "orange", "red"};
   static const char *const changes[] = {"new", "revision", "deleted", "superseded", "moved"};
   bw_str s;
   int64_t i64;
+  double d;
   int i;
+  const char *q;
   switch (k) {
   case K_EVENT_ID:
-    return text(c, QS_EVENT_ID_MAX, &v->event_id) && id_ok(v->event_id.p, v->event_id.len);
+    p = text(p, e, QS_EVENT_ID_MAX, &v->event_id);
+    return p && id_ok(v->event_id) ? p : NULL;
   case K_MAGNITUDE:
-    return nullable_num_in(c, &v->has_magnitude, &v->magnitude, -2.0, 10.5);
+    return nullable_num_in(p, e, &v->has_magnitude, &v->magnitude, -2.0, 10.5);
   case K_PLACE:
-    return text(c, QS_EVENT_PLACE_MAX, &s);
+    return text(p, e, QS_EVENT_PLACE_MAX, &s);
   case K_MAG_TYPE:
   case K_EVENT_TYPE:
   case K_NET:
   case K_SOURCE:
-    return text(c, QS_EVENT_SHORT_MAX, &s);
+    return text(p, e, QS_EVENT_SHORT_MAX, &s);
   case K_STATUS:
-    if (!text(c, QS_EVENT_SHORT_MAX, &s))
-      return 0;
-    v->status_deleted = str_eq(s, "deleted", 7);
-    return 1;
+    if ((p = text(p, e, QS_EVENT_SHORT_MAX, &s)))
+      v->status_deleted = str_eq(s, "deleted", 7);
+    return p;
   case K_REGION:
-    return text(c, QS_EVENT_SHORT_MAX, &v->region);
+    return text(p, e, QS_EVENT_SHORT_MAX, &v->region);
   case K_TIME:
-    return integer_in(c, &v->time, 1, QS_EVENT_TIME_MAX);
+    return integer_in(p, e, &v->time, 1, QS_EVENT_TIME_MAX);
   case K_UPDATED:
-    return integer_in(c, &v->updated, 1, QS_EVENT_TIME_MAX);
+    return integer_in(p, e, &v->updated, 1, QS_EVENT_TIME_MAX);
   case K_INGESTED_AT:
-    return integer_in(c, &v->ingested_at, 0, QS_EVENT_TIME_MAX);
+    return integer_in(p, e, &v->ingested_at, 0, QS_EVENT_TIME_MAX);
   case K_LONGITUDE:
-    return num_in(c, &(double){0}, -180.0, 180.0);
+    return num_in(p, e, &d, -180.0, 180.0);
   case K_LATITUDE:
-    return num_in(c, &(double){0}, -90.0, 90.0);
+    return num_in(p, e, &d, -90.0, 90.0);
   case K_DEPTH_KM:
-    return nullable_num_in(c, &v->has_depth, &v->depth_km, -10.0, 1000.0);
+    return nullable_num_in(p, e, &v->has_depth, &v->depth_km, -10.0, 1000.0);
   case K_SUPERSEDED_BY:
-    if (is_null(c)) {
-      c->superseded_by.len = 0;
-      return 1;
+    if ((q = null_at(p, e))) {
+      x->superseded_by.len = 0;
+      return q;
     }
-    return text(c, QS_EVENT_ID_MAX, &c->superseded_by);
+    return text(p, e, QS_EVENT_ID_MAX, &x->superseded_by);
   case K_TSUNAMI_FLAG:
-    if (literal(c, "true", 4))
+    if ((q = literal(p, e, "true", 4)))
       v->tsunami_flag = true;
-    else if (literal(c, "false", 5))
+    else if ((q = literal(p, e, "false", 5)))
       v->tsunami_flag = false;
-    else
-      return 0;
-    return 1;
+    return q;
   case K_ALERT_LEVEL:
-    return is_null(c) || (text(c, QS_EVENT_SHORT_MAX, &s) && one_of(s, alerts, 4, 0) >= 0);
+    if ((q = null_at(p, e)))
+      return q;
+    p = text(p, e, QS_EVENT_SHORT_MAX, &s);
+    return p && one_of(s, alerts, 4) >= 0 ? p : NULL;
   case K_SIG:
-    return integer_in(c, &i64, 0, QS_EVENT_SIG_MAX);
+    return integer_in(p, e, &i64, 0, QS_EVENT_SIG_MAX);
   case K_CHANGE:
-    if (!text(c, QS_EVENT_SHORT_MAX, &s) || (i = one_of(s, changes, 5, 0)) < 0)
-      return 0;
+    if (!(p = text(p, e, QS_EVENT_SHORT_MAX, &s)) || (i = one_of(s, changes, 5)) < 0)
+      return NULL;
     v->change = (qs_event_change)i;
-    return 1;
+    return p;
   case K_IDS:
-    return ids(c);
+    return ids(p, e, x);
   }
-  return 0;
+  return NULL;
 }
 
-/* The member name at the cursor: the guess first, else a search. -1 = not a known name. */
-static int key(scan *c, int guess) {
-  if (guess < K_COUNT && c->end - c->p >= 16) { /* every quoted name fits 16 bytes */
+/* The member name and colon at p: the guess first, else a search. Sets *k (-1 = not a known
+ * name) and returns the cursor after the colon. */
+HOT const char *key(const char *p, const char *e, int guess, int *k) {
+  if (guess < K_COUNT && e - p >= 16) { /* every name, quoted, with its colon fits 16 bytes */
     uint64_t w[2];
-    memcpy(w, c->p, 16);
+    memcpy(w, p, 16);
     if (((w[0] ^ key_words[guess][0]) & key_masks[guess][0]) == 0 &&
         ((w[1] ^ key_words[guess][1]) & key_masks[guess][1]) == 0) {
-      c->p += keys[guess].len;
-      return guess;
+      *k = guess;
+      return p + keys[guess].len;
     }
-  } else if (guess < K_COUNT && (size_t)(c->end - c->p) >= keys[guess].len &&
-             memcmp(c->p, keys[guess].quoted, keys[guess].len) == 0) {
-    c->p += keys[guess].len;
-    return guess;
   }
-  const char *s;
-  size_t n;
-  if (!str(c, &s, &n))
-    return -1;
-  for (int k = 0; k < K_COUNT; k++)
-    if (keys[k].len == n + 2 && memcmp(s, keys[k].quoted + 1, n) == 0)
-      return k;
-  return -1;
+  bw_str s;
+  *k = -1;
+  if (!(p = str(p, e, &s)))
+    return NULL;
+  for (int i = 0; i < K_COUNT; i++) {
+    if (keys[i].len == s.len + 3 && memcmp(s.p, keys[i].text + 1, s.len) == 0) {
+      p = ws(p, e);
+      if (p >= e || *p != ':')
+        return NULL;
+      *k = i;
+      return p + 1;
+    }
+  }
+  return NULL;
 }
 
 int bw_event_decode_fast(bw_event_view *v, const char *json, size_t len) {
   if (len > QS_EVENT_JSON_MAX)
     return 0;
-  scan c; /* not zeroed whole: ids[] is 1 KiB and only n_ids of it is ever read */
-  c.p = json;
-  c.end = json + len;
-  c.superseded_by.p = NULL;
-  c.superseded_by.len = 0;
-  c.n_ids = c.ids_bytes = 0;
+  const char *p = json, *e = json + len;
+  extra x; /* not zeroed whole: ids[] is 1 KiB and only n_ids of it is ever read */
+  x.superseded_by.p = NULL;
+  x.superseded_by.len = 0;
+  x.n_ids = x.ids_bytes = 0;
   v->has_magnitude = v->has_depth = v->tsunami_flag = v->status_deleted = false;
   v->magnitude = v->depth_km = 0.0;
   v->change = QS_EVENT_NEW;
   unsigned seen = 0;
   int k = -1;
-  ws(&c);
-  if (c.p >= c.end || *c.p != '{')
+  p = ws(p, e);
+  if (p >= e || *p != '{')
     return 0;
-  c.p++;
-  ws(&c);
-  if (c.p < c.end && *c.p == '}')
+  p = ws(p + 1, e);
+  if (p < e && *p == '}')
     return 0; /* empty object: let the codec name the missing field */
   for (;;) {
-    ws(&c);
-    k = key(&c, k + 1);
-    if (k < 0 || (seen & (1u << k)))
+    p = ws(p, e);
+    p = key(p, e, k + 1, &k);
+    if (!p || (seen & (1u << k)))
       return 0;
     seen |= 1u << k;
-    ws(&c);
-    if (c.p >= c.end || *c.p != ':')
+    p = ws(p, e);
+    if (!(p = value(p, e, k, v, &x)))
       return 0;
-    c.p++;
-    ws(&c);
-    if (!value(&c, k, v))
-      return 0;
-    ws(&c);
-    if (c.p < c.end && *c.p == ',') {
-      c.p++;
+    p = ws(p, e);
+    if (p < e && *p == ',') {
+      p++;
       continue;
     }
-    if (c.p < c.end && *c.p == '}') {
-      c.p++;
+    if (p < e && *p == '}') {
+      p++;
       break;
     }
     return 0;
   }
-  for (; c.p < c.end; c.p++)
-    if (*c.p != ' ' && *c.p != '\t' && *c.p != '\n' && *c.p != '\r' && *c.p != '\0')
+  for (; p < e; p++)
+    if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '\0')
       return 0;
   if ((seen & REQUIRED) != REQUIRED)
     return 0;
   /* qs_event_validate's superseded_by rule. */
   if (v->change == QS_EVENT_SUPERSEDED) {
-    if (!id_ok(c.superseded_by.p, c.superseded_by.len) ||
-        str_eq(c.superseded_by, v->event_id.p, v->event_id.len))
+    if (!id_ok(x.superseded_by) || str_eq(x.superseded_by, v->event_id.p, v->event_id.len))
       return 0;
-  } else if (c.superseded_by.len != 0) {
+  } else if (x.superseded_by.len != 0) {
     return 0;
   }
   v->n_other_ids = 0;
-  for (size_t i = 0; i < c.n_ids; i++)
-    if (!str_eq(c.ids[i], v->event_id.p, v->event_id.len))
-      v->other_ids[v->n_other_ids++] = c.ids[i];
+  for (size_t i = 0; i < x.n_ids; i++)
+    if (!str_eq(x.ids[i], v->event_id.p, v->event_id.len))
+      v->other_ids[v->n_other_ids++] = x.ids[i];
   return 1;
 }
 
