@@ -169,8 +169,14 @@ static size_t ids_list_len(const char *list) {
   return (size_t)(p - list) + 1;
 }
 
+/* An id's first probe: from the hash's upper half, the part its slot keeps, so the index can
+ * grow from its own slots without reading the entries. */
+static inline size_t home_slot(const bw_fold *f, uint64_t id_hash) {
+  return (size_t)(id_hash >> 32) & f->index_mask;
+}
+
 static void index_insert(bw_fold *f, size_t idx) {
-  size_t s = (size_t)f->entries[idx].id_hash & f->index_mask;
+  size_t s = home_slot(f, f->entries[idx].id_hash);
   while (f->index[s])
     s = (s + 1) & f->index_mask;
   f->index[s] = slot_of(f->entries[idx].id_hash, idx);
@@ -184,8 +190,27 @@ static void index_rebuild(bw_fold *f, size_t slots) {
     index_insert(f, i);
 }
 
+/* Doubles the index, moving the slots (the entries are not read). */
+static void index_grow(bw_fold *f) {
+  size_t old_slots = f->index_mask + 1, slots = old_slots * 2;
+  if (slots > (size_t)1 << 32)
+    QS_FATAL("fold: index over 2^32 slots");
+  uint64_t *old = f->index;
+  f->index = qs_xcalloc(slots, sizeof *f->index);
+  f->index_mask = slots - 1;
+  for (size_t i = 0; i < old_slots; i++) {
+    if (!old[i])
+      continue;
+    size_t s = (size_t)(old[i] >> 32) & f->index_mask;
+    while (f->index[s])
+      s = (s + 1) & f->index_mask;
+    f->index[s] = old[i];
+  }
+  free(old);
+}
+
 static long find_entry(const bw_fold *f, uint64_t h, const char *id, size_t len) {
-  size_t s = (size_t)h & f->index_mask;
+  size_t s = home_slot(f, h);
   const uint64_t tag = h & UINT64_C(0xffffffff00000000);
   while (f->index[s]) {
     if ((f->index[s] & UINT64_C(0xffffffff00000000)) == tag) {
@@ -220,7 +245,10 @@ static int region_lookup(bw_fold *f, const char *name, size_t len) {
   size_t s = region_slot(name, len);
   for (; f->region_slots[s]; s = (s + 1) & (BW_FOLD_REGION_SLOTS - 1)) {
     const char *have = f->regions[f->region_slots[s] - 1];
-    if (memcmp(have, name, len) == 0 && have[len] == '\0')
+    size_t i = 0; /* names are short: a loop beats a call to memcmp */
+    while (i < len && have[i] == name[i])
+      i++;
+    if (i == len && have[len] == '\0')
       return f->region_slots[s] - 1;
   }
   for (size_t i = 0; i < len; i++) {
@@ -287,8 +315,15 @@ static uint32_t store_ids(bw_fold *f, const bw_event_view *ev) {
 #define ID_HEAD "{\"event_id\":\""
 
 static size_t prefetch_slot(const bw_fold *f, const uint8_t *body, size_t len, uint64_t *hash) {
-  const size_t hl = sizeof ID_HEAD - 1;
-  if (len <= hl || memcmp(body, ID_HEAD, hl) != 0)
+  const size_t hl = sizeof ID_HEAD - 1; /* 13: two overlapping words */
+  uint64_t a, b, x, y;
+  if (len <= hl)
+    return 0;
+  memcpy(&a, body, 8);
+  memcpy(&b, body + hl - 8, 8);
+  memcpy(&x, ID_HEAD, 8);
+  memcpy(&y, ID_HEAD + hl - 8, 8);
+  if (a != x || b != y)
     return 0;
   size_t room = len - hl < QS_EVENT_ID_MAX + 1 ? len - hl : QS_EVENT_ID_MAX + 1;
   const uint8_t *q = memchr(body + hl, '"', room);
@@ -296,7 +331,7 @@ static size_t prefetch_slot(const bw_fold *f, const uint8_t *body, size_t len, u
     return 0;
   size_t n = (size_t)(q - body - hl);
   *hash = bw_fnv1a64(body + hl, n);
-  __builtin_prefetch(&f->index[(size_t)*hash & f->index_mask]);
+  __builtin_prefetch(&f->index[home_slot(f, *hash)]);
   return n;
 }
 
@@ -404,10 +439,9 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
   cand.id_off = arena_put(f, ev.event_id.p, id_len, 1);
   cand.ids_off = store_ids(f, &ev);
   f->entries[f->n++] = cand;
+  index_insert(f, f->n - 1);
   if (f->n * 10 > (f->index_mask + 1) * 7)
-    index_rebuild(f, (f->index_mask + 1) * 2);
-  else
-    index_insert(f, f->n - 1);
+    index_grow(f);
   return 0;
 }
 
