@@ -91,8 +91,10 @@ typedef struct extra {
   bw_str ids[QS_EVENT_IDS_MAX];
 } extra;
 
+HOT int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
 HOT const char *ws(const char *p, const char *e) {
-  while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+  while (p < e && is_ws(*p))
     p++;
   return p;
 }
@@ -474,15 +476,21 @@ int bw_event_decode_fast(bw_event_view *v, const char *json, size_t len) {
   p = ws(p + 1, e);
   if (p < e && *p == '}')
     return 0; /* empty object: let the codec name the missing field */
-  for (;;) {
-    p = ws(p, e);
+  for (;;) {  /* compact JSON first: whitespace is skipped only where it is found */
+    if (p < e && *p != '"')
+      p = ws(p, e);
     p = key(p, e, k + 1, &k);
     if (!p || (seen & (1u << k)))
       return 0;
     seen |= 1u << k;
-    p = ws(p, e);
+    if (p < e && is_ws(*p))
+      p = ws(p, e);
     if (!(p = value(p, e, k, v, &x)))
       return 0;
+    if (p < e && *p == ',') {
+      p++;
+      continue;
+    }
     p = ws(p, e);
     if (p < e && *p == ',') {
       p++;
