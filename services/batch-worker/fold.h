@@ -11,7 +11,7 @@
  * Memory is per distinct event_id, never per record: an entry is 64 bytes plus the id and, for
  * events that carry ids other than their own, those ids; the index is a power-of-two array of
  * 8-byte slots (entry number and 32 bits of the id hash, so a probe rarely touches an entry) kept
- * at most 70% full (about 120 bytes per event in all, see README).
+ * at most 70% full (about 112 bytes per event in all, see README).
  *
  * A file that turns out corrupt half-way must leave no trace: bw_fold_mark / bw_fold_rollback
  * undo every change made since the mark (entries, ids, regions, counters).
