@@ -9,8 +9,10 @@
 
 #include <endian.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "qs/error.h"
 #include "qs/event.h"
@@ -64,6 +66,21 @@ uint64_t bw_fnv1a64(const void *p, size_t n) {
     h *= UINT64_C(1099511628211);
   }
   return h;
+}
+
+/* Fresh memory that is about to be written all over (a grown index: its slots are spread over
+ * every page), faulted in with one call rather than one page fault per 4 KiB (Linux 5.14+;
+ * elsewhere, or on failure, the pages fault in as they are touched). */
+static void prefault(void *p, size_t from, size_t to) {
+#ifdef MADV_POPULATE_WRITE
+  const uintptr_t page = 4096;
+  uintptr_t a = ((uintptr_t)p + from + page - 1) & ~(page - 1),
+            e = ((uintptr_t)p + to) & ~(page - 1);
+  if (e > a && e - a >= ((uintptr_t)1 << 20))
+    (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+  (void)p, (void)from, (void)to;
+#endif
 }
 
 static inline uint64_t load_le64(const uint8_t *b) {
@@ -195,6 +212,7 @@ static void index_grow(bw_fold *f) {
     QS_FATAL("fold: index over 2^32 slots");
   uint64_t *old = f->index;
   f->index = qs_xcalloc(slots, sizeof *f->index);
+  prefault(f->index, 0, slots * sizeof *f->index);
   f->index_mask = slots - 1;
   for (size_t i = 0; i < old_slots; i++) {
     if (!old[i])
