@@ -144,9 +144,17 @@ static void test_rollback_forgets_a_failed_file(void **state) {
     assert_int_equal(add(&f, ev_json(j, sizeof j, id, T0, T0 + 1, "1", "newregion", "")), 0);
   }
   assert_int_equal(add(&f, "garbage"), QS_ERR_PARSE);
+  assert_int_equal(f.n_regions, 2);
   bw_fold_rollback(&f);
   assert_int_equal(f.stats.bodies, 1);
   assert_int_equal(f.stats.invalid, 0);
+  /* The region the failed file brought is forgotten, by name too: it comes back as a new one. */
+  assert_int_equal(f.n_regions, 1);
+  assert_int_equal(bw_fold_add_region(&f, "japan"), 0);
+  assert_int_equal(bw_fold_add_region(&f, "newregion"), 1);
+  assert_int_equal(f.n_regions, 2);
+  assert_int_equal(bw_fold_add_region(&f, "otherregion"), 2);
+  assert_string_equal(f.regions[2], "otherregion");
   bw_fold_result r;
   assert_int_equal(bw_fold_finish(&f, &r), 0);
   assert_int_equal(r.events, 1);
