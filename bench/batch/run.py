@@ -9,7 +9,12 @@ is records / read_seconds from its run record: reading, decoding, JSON parsing a
 files (page cache warm, so "excluding disk"), without the final row sort and gold write, which
 the total time includes and is printed too.
 
-usage: QS_BUILD_DIR=build /usr/bin/python3 bench/batch/run.py [N] [REPS] [deflate|null]
+The codec argument may list several codecs ("deflate,null"): each gets its own files and rows.
+With QS_BASELINE_BUILD_DIR set (another build of the worker, e.g. of main), that worker is run
+too, alternating with this one on the same files, and both are printed side by side.
+
+usage: QS_BUILD_DIR=build [QS_BASELINE_BUILD_DIR=../main/build] \
+       /usr/bin/python3 bench/batch/run.py [N] [REPS] [deflate|null|deflate,null]
 """
 import json
 import os
@@ -47,8 +52,7 @@ def generate(root, n, codec="deflate"):
             batch_ref.write_capture(path, lst[j:j + PER_FILE], codec=codec)
 
 
-def run_worker(src, gold):
-    build = os.environ.get("QS_BUILD_DIR", os.path.join(ROOT, "build"))
+def run_worker(src, gold, build):
     env = dict(os.environ, REDIS_URL="", GOLD_DIR=gold, ADMIN_PORT="0", PROGRESS="never",
                LOG_LEVEL="warn")
     out = subprocess.run([os.path.join(build, "services", "batch-worker", "batch-worker"),
@@ -90,40 +94,69 @@ def run_peer(src):
     return records, time.monotonic() - t0, time.process_time() - c0
 
 
+def bench_worker(label, src, gold, build, n, rates):
+    records, read_s, cpu_s, total_s = run_worker(src, gold, build)
+    assert records == n, records
+    r = rates.setdefault(label, ([], [], []))
+    r[0].append(records / read_s)
+    r[1].append(records / cpu_s)
+    r[2].append(records / total_s)
+    print("%s: %.0f records/s (read+fold), %.0f records per CPU second, %.0f records/s "
+          "end to end" % (label, r[0][-1], r[1][-1], r[2][-1]), flush=True)
+
+
+def bench_codec(tmp, n, reps, codec):
+    src = os.path.join(tmp, codec, "capture")
+    t0 = time.monotonic()
+    generate(src, n, codec)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(src) for f in fs)
+    print("generated %d records, %.1f MB %s Capture, in %.1f s" %
+          (n, size / 1e6, codec, time.monotonic() - t0), flush=True)
+    builds = [("worker", os.environ.get("QS_BUILD_DIR", os.path.join(ROOT, "build")))]
+    if os.environ.get("QS_BASELINE_BUILD_DIR"):
+        builds.append(("baseline", os.environ["QS_BASELINE_BUILD_DIR"]))
+    rates = {}
+    for _ in range(reps):
+        for label, build in builds:
+            bench_worker(label, src, os.path.join(tmp, codec, "gold-" + label), build, n, rates)
+    p_rates, p_cpu = [], []
+    for _ in range(reps):
+        records, secs, cpu = run_peer(src)
+        assert records == n, records
+        p_rates.append(records / secs)
+        p_cpu.append(records / cpu)
+        print("peer (python3-avro + dict): %.0f records/s, %.0f records per CPU second" %
+              (p_rates[-1], p_cpu[-1]), flush=True)
+    if len(builds) > 1:
+        for name in ("hourly.avro", "daily.avro"):
+            with open(os.path.join(tmp, codec, "gold-worker", name), "rb") as a, \
+                    open(os.path.join(tmp, codec, "gold-baseline", name), "rb") as b:
+                assert a.read() == b.read(), "gold %s differs from the baseline's" % name
+    p, pc = statistics.median(p_rates), statistics.median(p_cpu)
+    rows = []
+    for label, _ in builds:
+        w, wc, wt = (statistics.median(x) for x in rates[label])
+        print("median %s %s: %.0f records/s read+fold (%.0f per CPU second, %.0f end to end), "
+              "peer %.0f records/s (%.0f per CPU second); ratio %.1fx wall, %.1fx CPU" %
+              (codec, label, w, wc, wt, p, pc, w / p, wc / pc), flush=True)
+        rows.append((codec, size, label, w, wc, wt, p, pc))
+    return rows
+
+
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000000
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    codec = sys.argv[3] if len(sys.argv) > 3 else "deflate"
+    codecs = (sys.argv[3] if len(sys.argv) > 3 else "deflate").split(",")
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "capture")
-        t0 = time.monotonic()
-        generate(src, n, codec)
-        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(src) for f in fs)
-        print("generated %d records, %.1f MB %s Capture, in %.1f s" %
-              (n, size / 1e6, codec, time.monotonic() - t0), flush=True)
-        w_rates, w_cpu, w_total = [], [], []
-        for _ in range(reps):
-            records, read_s, cpu_s, total_s = run_worker(src, os.path.join(tmp, "gold"))
-            assert records == n, records
-            w_rates.append(records / read_s)
-            w_cpu.append(records / cpu_s)
-            w_total.append(records / total_s)
-            print("worker: %.0f records/s (read+fold), %.0f records per CPU second, %.0f records/s "
-                  "end to end" % (w_rates[-1], w_cpu[-1], w_total[-1]), flush=True)
-        p_rates, p_cpu = [], []
-        for _ in range(reps):
-            records, secs, cpu = run_peer(src)
-            assert records == n, records
-            p_rates.append(records / secs)
-            p_cpu.append(records / cpu)
-            print("peer (python3-avro + dict): %.0f records/s, %.0f records per CPU second" %
-                  (p_rates[-1], p_cpu[-1]), flush=True)
-        w, wc, wt = (statistics.median(w_rates), statistics.median(w_cpu),
-                     statistics.median(w_total))
-        p, pc = statistics.median(p_rates), statistics.median(p_cpu)
-        print("median: worker %.0f records/s read+fold (%.0f per CPU second, %.0f end to end), "
-              "peer %.0f records/s (%.0f per CPU second); ratio %.1fx wall, %.1fx CPU" %
-              (w, wc, wt, p, pc, w / p, wc / pc))
+        for codec in codecs:
+            rows += bench_codec(tmp, n, reps, codec)
+    print("\n| codec | build | worker records/s (per CPU second) | end to end | peer records/s "
+          "(per CPU second) | ratio wall, CPU |")
+    print("|---|---|---|---|---|---|")
+    for codec, size, label, w, wc, wt, p, pc in rows:
+        print("| %s (%.1f MB) | %s | %.0f (%.0f) | %.0f | %.0f (%.0f) | %.1fx, %.1fx |" %
+              (codec, size / 1e6, label, w, wc, wt, p, pc, w / p, wc / pc))
 
 
 if __name__ == "__main__":

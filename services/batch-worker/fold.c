@@ -9,8 +9,10 @@
 
 #include <endian.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "qs/error.h"
 #include "qs/event.h"
@@ -29,20 +31,27 @@ enum {
   F_SIGNIFICANT = 1 << 6,
 };
 
+/* What a lookup and a version comparison read comes first: malloc's 16-byte alignment puts the
+ * first 48 bytes of an entry in one cache line. */
 typedef struct bw_fold_entry {
   uint64_t id_hash;
-  uint64_t body_hash;
   int64_t updated;
   int64_t ingested_at;
-  int64_t time_ms;
-  int64_t mag_micro;
-  int64_t depth_micro;
+  uint64_t body_hash;
   uint32_t id_off;
   uint32_t ids_off; /* NO_IDS when the event lists no id but its own */
-  uint16_t region;
   uint8_t id_len;
   uint8_t flags;
+  uint16_t region;
+  int32_t mag_micro;   /* qs_contrib's, within [-2, 10.5] * 1e6 */
+  int32_t depth_micro; /* qs_contrib's, within [-10, 1000] * 1e6 */
+  int64_t time_ms;
 } bw_fold_entry;
+
+_Static_assert(sizeof(bw_fold_entry) == 64, "a fold entry is one cache line");
+/* qs_contrib_init keeps magnitude within [QS_AGG_MAG_MIN, QS_AGG_MAG_MAX] = [-2, 10.5] and depth
+ * within [QS_AGG_DEPTH_MIN_KM, QS_AGG_DEPTH_MAX_KM] = [-10, 1000]: in micro-units, 32 bits. */
+_Static_assert(1000 * (int64_t)QS_AGG_MICRO <= INT32_MAX, "depth micro-units fit 32 bits");
 
 typedef struct bw_fold_undo {
   size_t idx;
@@ -59,38 +68,59 @@ uint64_t bw_fnv1a64(const void *p, size_t n) {
   return h;
 }
 
+/* Fresh memory that is about to be written all over (a grown index: its slots are spread over
+ * every page), faulted in with one call rather than one page fault per 4 KiB (Linux 5.14+;
+ * elsewhere, or on failure, the pages fault in as they are touched). */
+static void prefault(void *p, size_t from, size_t to) {
+#ifdef MADV_POPULATE_WRITE
+  const uintptr_t page = 4096;
+  uintptr_t a = ((uintptr_t)p + from + page - 1) & ~(page - 1),
+            e = ((uintptr_t)p + to) & ~(page - 1);
+  if (e > a && e - a >= ((uintptr_t)1 << 20))
+    (void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+  (void)p, (void)from, (void)to;
+#endif
+}
+
 static inline uint64_t load_le64(const uint8_t *b) {
   uint64_t w;
   memcpy(&w, b, 8);
   return le64toh(w);
 }
 
+/* One lane step. The empty asm keeps the lane in a general register: GCC otherwise vectorizes
+ * the four lanes with SSE2, which has no 64-bit multiply, and spells the multiply as a chain of
+ * shifts and adds several times slower than imul. */
+static inline uint64_t lane_step(uint64_t h, uint64_t w) {
+  h ^= w;
+  h *= UINT64_C(1099511628211);
+  h ^= h >> 32; /* the multiply only carries upward: fold the high half back down */
+  __asm__("" : "+r"(h));
+  return h;
+}
+
 uint64_t bw_body_hash(const void *p, size_t n) {
   const uint8_t *b = p;
   const uint64_t prime = UINT64_C(1099511628211), basis = UINT64_C(14695981039346656037);
-  uint64_t h[4] = {basis, basis ^ 1, basis ^ 2, basis ^ 3};
+  uint64_t h0 = basis, h1 = basis ^ 1, h2 = basis ^ 2, h3 = basis ^ 3;
   size_t i = 0;
   for (; i + 32 <= n; i += 32) { /* four independent lanes: the multiplies overlap */
-    for (int k = 0; k < 4; k++) {
-      h[k] ^= load_le64(b + i + 8 * (size_t)k);
-      h[k] *= prime;
-      h[k] ^= h[k] >> 32; /* the multiply only carries upward: fold the high half back down */
-    }
+    h0 = lane_step(h0, load_le64(b + i));
+    h1 = lane_step(h1, load_le64(b + i + 8));
+    h2 = lane_step(h2, load_le64(b + i + 16));
+    h3 = lane_step(h3, load_le64(b + i + 24));
   }
-  for (; i + 8 <= n; i += 8) {
-    h[0] ^= load_le64(b + i);
-    h[0] *= prime;
-    h[0] ^= h[0] >> 32;
-  }
+  for (; i + 8 <= n; i += 8)
+    h0 = lane_step(h0, load_le64(b + i));
   for (; i < n; i++) {
-    h[0] ^= b[i];
-    h[0] *= prime;
+    h0 ^= b[i];
+    h0 *= prime;
   }
-  uint64_t r = h[0];
-  for (int k = 1; k < 4; k++) {
-    r ^= h[k];
-    r *= prime;
-  }
+  uint64_t r = h0;
+  r = (r ^ h1) * prime;
+  r = (r ^ h2) * prime;
+  r = (r ^ h3) * prime;
   r ^= (uint64_t)n;
   r *= prime;
   return r;
@@ -101,6 +131,7 @@ void bw_fold_init(bw_fold *f, double significant_threshold) {
   f->significant_threshold = significant_threshold;
   f->index_mask = 1023;
   f->index = qs_xcalloc(f->index_mask + 1, sizeof *f->index);
+  f->region_slots = qs_xcalloc(BW_FOLD_REGION_SLOTS, sizeof *f->region_slots);
 }
 
 static uint64_t slot_of(uint64_t id_hash, size_t idx) {
@@ -112,22 +143,26 @@ void bw_fold_free(bw_fold *f) {
   free(f->index);
   free(f->arena);
   free(f->regions);
+  free(f->region_slots);
   free(f->undo);
   memset(f, 0, sizeof *f);
 }
 
 size_t bw_fold_memory(const bw_fold *f) {
-  return f->cap * sizeof *f->entries + (f->index_mask + 1) * sizeof *f->index + f->arena_cap;
+  return f->cap * sizeof *f->entries + (f->index_mask + 1) * sizeof *f->index + f->arena_cap +
+         BW_FOLD_REGION_SLOTS * sizeof *f->region_slots;
 }
 
 static const char *entry_id(const bw_fold *f, const bw_fold_entry *e) {
   return f->arena + e->id_off;
 }
 
-static uint32_t arena_put(bw_fold *f, const void *p, size_t n) {
-  if (f->arena_len + n > f->arena_cap) {
+/* Appends n bytes, and a NUL when nul is set; returns their offset. */
+static uint32_t arena_put(bw_fold *f, const void *p, size_t n, int nul) {
+  size_t need = n + (nul ? 1 : 0);
+  if (f->arena_len + need > f->arena_cap) {
     size_t cap = f->arena_cap ? f->arena_cap : 65536;
-    while (cap < f->arena_len + n)
+    while (cap < f->arena_len + need)
       cap *= 2;
     if (cap > UINT32_MAX)
       QS_FATAL("fold arena over 4 GiB");
@@ -135,8 +170,10 @@ static uint32_t arena_put(bw_fold *f, const void *p, size_t n) {
     f->arena_cap = cap;
   }
   memcpy(f->arena + f->arena_len, p, n);
+  if (nul)
+    f->arena[f->arena_len + n] = '\0';
   uint32_t off = (uint32_t)f->arena_len;
-  f->arena_len += n;
+  f->arena_len += need;
   return off;
 }
 
@@ -147,8 +184,14 @@ static size_t ids_list_len(const char *list) {
   return (size_t)(p - list) + 1;
 }
 
+/* An id's first probe: from the hash's upper half, the part its slot keeps, so the index can
+ * grow from its own slots without reading the entries. */
+static inline size_t home_slot(const bw_fold *f, uint64_t id_hash) {
+  return (size_t)(id_hash >> 32) & f->index_mask;
+}
+
 static void index_insert(bw_fold *f, size_t idx) {
-  size_t s = (size_t)f->entries[idx].id_hash & f->index_mask;
+  size_t s = home_slot(f, f->entries[idx].id_hash);
   while (f->index[s])
     s = (s + 1) & f->index_mask;
   f->index[s] = slot_of(f->entries[idx].id_hash, idx);
@@ -162,8 +205,28 @@ static void index_rebuild(bw_fold *f, size_t slots) {
     index_insert(f, i);
 }
 
+/* Doubles the index, moving the slots (the entries are not read). */
+static void index_grow(bw_fold *f) {
+  size_t old_slots = f->index_mask + 1, slots = old_slots * 2;
+  if (slots > (size_t)1 << 32)
+    QS_FATAL("fold: index over 2^32 slots");
+  uint64_t *old = f->index;
+  f->index = qs_xcalloc(slots, sizeof *f->index);
+  prefault(f->index, 0, slots * sizeof *f->index);
+  f->index_mask = slots - 1;
+  for (size_t i = 0; i < old_slots; i++) {
+    if (!old[i])
+      continue;
+    size_t s = (size_t)(old[i] >> 32) & f->index_mask;
+    while (f->index[s])
+      s = (s + 1) & f->index_mask;
+    f->index[s] = old[i];
+  }
+  free(old);
+}
+
 static long find_entry(const bw_fold *f, uint64_t h, const char *id, size_t len) {
-  size_t s = (size_t)h & f->index_mask;
+  size_t s = home_slot(f, h);
   const uint64_t tag = h & UINT64_C(0xffffffff00000000);
   while (f->index[s]) {
     if ((f->index[s] & UINT64_C(0xffffffff00000000)) == tag) {
@@ -177,13 +240,33 @@ static long find_entry(const bw_fold *f, uint64_t h, const char *id, size_t len)
   return -1;
 }
 
-int bw_fold_add_region(bw_fold *f, const char *name) {
-  for (size_t i = 0; i < f->n_regions; i++)
-    if (strcmp(f->regions[i], name) == 0)
-      return (int)i;
-  size_t len = strlen(name);
+static size_t region_slot(const char *name, size_t len) {
+  return (size_t)bw_fnv1a64(name, len) & (BW_FOLD_REGION_SLOTS - 1);
+}
+
+static void region_index_rebuild(bw_fold *f) {
+  memset(f->region_slots, 0, BW_FOLD_REGION_SLOTS * sizeof *f->region_slots);
+  for (size_t i = 0; i < f->n_regions; i++) {
+    size_t s = region_slot(f->regions[i], strlen(f->regions[i]));
+    while (f->region_slots[s])
+      s = (s + 1) & (BW_FOLD_REGION_SLOTS - 1);
+    f->region_slots[s] = (uint16_t)(i + 1);
+  }
+}
+
+/* The index of region name[0..len), added when new and well-formed. */
+static int region_lookup(bw_fold *f, const char *name, size_t len) {
   if (len == 0 || len > QS_AGG_REGION_MAX)
     return QS_ERR_INVALID;
+  size_t s = region_slot(name, len);
+  for (; f->region_slots[s]; s = (s + 1) & (BW_FOLD_REGION_SLOTS - 1)) {
+    const char *have = f->regions[f->region_slots[s] - 1];
+    size_t i = 0; /* names are short: a loop beats a call to memcmp */
+    while (i < len && have[i] == name[i])
+      i++;
+    if (i == len && have[len] == '\0')
+      return f->region_slots[s] - 1;
+  }
   for (size_t i = 0; i < len; i++) {
     char c = name[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
@@ -194,8 +277,14 @@ int bw_fold_add_region(bw_fold *f, const char *name) {
     return QS_ERR_TOOBIG;
   if ((f->n_regions & 63) == 0)
     f->regions = qs_xrealloc(f->regions, (f->n_regions + 64) * sizeof *f->regions);
-  memcpy(f->regions[f->n_regions], name, len + 1);
+  memcpy(f->regions[f->n_regions], name, len);
+  f->regions[f->n_regions][len] = '\0';
+  f->region_slots[s] = (uint16_t)(f->n_regions + 1);
   return (int)f->n_regions++;
+}
+
+int bw_fold_add_region(bw_fold *f, const char *name) {
+  return region_lookup(f, name, strlen(name));
 }
 
 /* Total order of versions of one id: greater wins. */
@@ -222,52 +311,60 @@ static void undo_push(bw_fold *f, size_t idx) {
 }
 
 /* The event's other ids as an arena list, or NO_IDS. */
-static uint32_t store_ids(bw_fold *f, const qs_event *ev) {
-  size_t n = qs_event_ids_count(ev), other = 0;
-  for (size_t i = 0; i < n; i++)
-    if (strcmp(qs_event_ids_at(ev, i), ev->event_id) != 0)
-      other++;
-  if (!other)
+static uint32_t store_ids(bw_fold *f, const bw_event_view *ev) {
+  if (!ev->n_other_ids)
     return NO_IDS;
   uint32_t off = NO_IDS;
-  for (size_t i = 0; i < n; i++) {
-    const char *id = qs_event_ids_at(ev, i);
-    if (strcmp(id, ev->event_id) == 0)
-      continue;
-    uint32_t o = arena_put(f, id, strlen(id) + 1);
+  for (size_t i = 0; i < ev->n_other_ids; i++) {
+    uint32_t o = arena_put(f, ev->other_ids[i].p, ev->other_ids[i].len, 1);
     if (off == NO_IDS)
       off = o;
   }
-  arena_put(f, "", 1);
+  arena_put(f, "", 0, 1);
   return off;
 }
 
 /* Producers (qs_event_to_json, the ingestor) write event_id first: hash it straight from the
  * bytes and start loading its index slot, so the cache miss overlaps the whole decode. Only a
- * hint: the decoded id is what counts. */
-static void prefetch_slot(const bw_fold *f, const uint8_t *body, size_t len) {
-  static const char head[] = "{\"event_id\":\"";
-  const size_t hl = sizeof head - 1;
-  if (len <= hl || memcmp(body, head, hl) != 0)
-    return;
+ * hint: the decoded id is what counts (the hash is reused when the decoded id is these bytes).
+ * Returns the hashed bytes' length, 0 when the body does not start that way. */
+#define ID_HEAD "{\"event_id\":\""
+
+static size_t prefetch_slot(const bw_fold *f, const uint8_t *body, size_t len, uint64_t *hash) {
+  const size_t hl = sizeof ID_HEAD - 1; /* 13: two overlapping words */
+  uint64_t a, b, x, y;
+  if (len <= hl)
+    return 0;
+  memcpy(&a, body, 8);
+  memcpy(&b, body + hl - 8, 8);
+  memcpy(&x, ID_HEAD, 8);
+  memcpy(&y, ID_HEAD + hl - 8, 8);
+  if (a != x || b != y)
+    return 0;
   size_t room = len - hl < QS_EVENT_ID_MAX + 1 ? len - hl : QS_EVENT_ID_MAX + 1;
   const uint8_t *q = memchr(body + hl, '"', room);
-  if (q)
-    __builtin_prefetch(
-        &f->index[(size_t)bw_fnv1a64(body + hl, (size_t)(q - body - hl)) & f->index_mask]);
+  if (!q)
+    return 0;
+  size_t n = (size_t)(q - body - hl);
+  *hash = bw_fnv1a64(body + hl, n);
+  __builtin_prefetch(&f->index[home_slot(f, *hash)]);
+  return n;
 }
 
 int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, size_t whylen) {
-  static __thread qs_event ev; /* 4 KiB: kept off the worker thread's stack */
-  prefetch_slot(f, body, len);
-  int rc = bw_event_decode(&ev, (const char *)body, len, why, whylen);
+  static __thread qs_event scratch; /* 4 KiB: kept off the worker thread's stack */
+  static __thread bw_event_view ev;
+  uint64_t id_hash = 0;
+  size_t hashed = prefetch_slot(f, body, len, &id_hash);
+  int rc = bw_event_decode(&ev, &scratch, (const char *)body, len, why, whylen);
   if (rc) {
     f->stats.invalid++;
     return rc;
   }
-  int region = bw_fold_add_region(f, ev.region);
+  int region = region_lookup(f, ev.region.p, ev.region.len);
   if (region < 0) {
-    qs_set_reason(why, whylen, "region: \"%s\" is not a usable region name", ev.region);
+    qs_set_reason(why, whylen, "region: \"%.*s\" is not a usable region name", (int)ev.region.len,
+                  ev.region.p);
     f->stats.invalid++;
     return region == QS_ERR_TOOBIG ? QS_ERR_TOOBIG : QS_ERR_INVALID;
   }
@@ -275,28 +372,29 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
   rc = qs_contrib_init(&c, ev.time, ev.has_magnitude ? ev.magnitude : NAN,
                        ev.has_depth ? ev.depth_km : NAN, ev.tsunami_flag, f->significant_threshold);
   if (rc) {
-    qs_set_reason(why, whylen, "event %s: time, magnitude or depth outside the aggregate bounds",
-                  ev.event_id);
+    qs_set_reason(why, whylen, "event %.*s: time, magnitude or depth outside the aggregate bounds",
+                  (int)ev.event_id.len, ev.event_id.p);
     f->stats.invalid++;
     f->stats.out_of_range++;
     return QS_ERR_RANGE;
   }
   bw_fold_entry cand = {0};
-  size_t id_len = strlen(ev.event_id);
-  cand.id_hash = bw_fnv1a64(ev.event_id, id_len);
-  cand.body_hash = bw_body_hash(body, len);
+  size_t id_len = ev.event_id.len;
+  cand.id_hash = ev.event_id.p == (const char *)body + sizeof ID_HEAD - 1 && id_len == hashed
+                     ? id_hash
+                     : bw_fnv1a64(ev.event_id.p, id_len);
   cand.updated = ev.updated;
   cand.ingested_at = ev.ingested_at;
   cand.time_ms = c.time_ms;
-  cand.mag_micro = c.mag_micro;
-  cand.depth_micro = c.depth_micro;
+  cand.mag_micro = (int32_t)c.mag_micro; /* the bounds qs_contrib_init enforces fit 32 bits */
+  cand.depth_micro = (int32_t)c.depth_micro;
   cand.region = (uint16_t)region;
   cand.id_len = (uint8_t)id_len;
   cand.flags = (uint8_t)((c.has_mag ? F_HAS_MAG : 0) | (c.has_depth ? F_HAS_DEPTH : 0) |
                          (c.tsunami ? F_TSUNAMI : 0) | (c.significant ? F_SIGNIFICANT : 0));
   if (ev.change == QS_EVENT_SUPERSEDED)
     cand.flags |= F_SUPERSEDED;
-  else if (ev.change == QS_EVENT_DELETED || strcmp(ev.status, "deleted") == 0)
+  else if (ev.change == QS_EVENT_DELETED || ev.status_deleted)
     cand.flags |= F_DELETED;
 
   f->stats.bodies++;
@@ -320,9 +418,17 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
     return 0;
   }
 
-  long at = find_entry(f, cand.id_hash, ev.event_id, id_len);
+  long at = find_entry(f, cand.id_hash, ev.event_id.p, id_len);
   if (at >= 0) {
     bw_fold_entry *e = &f->entries[at];
+    /* The body hash only breaks ties: a version that loses on (updated, ingested_at) needs
+     * none. */
+    if (cand.updated < e->updated ||
+        (cand.updated == e->updated && cand.ingested_at < e->ingested_at)) {
+      f->stats.revisions_folded++;
+      return 0;
+    }
+    cand.body_hash = bw_body_hash(body, len);
     int cmp = version_cmp(&cand, e);
     if (cmp == 0) {
       f->stats.duplicates++;
@@ -339,19 +445,19 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
     *e = cand;
     return 0;
   }
+  cand.body_hash = bw_body_hash(body, len);
   if (f->n == f->cap) {
     f->cap = f->cap ? f->cap * 2 : 4096;
     if (f->cap > UINT32_MAX - 1)
       QS_FATAL("fold: too many event ids");
     f->entries = qs_xrealloc(f->entries, f->cap * sizeof *f->entries);
   }
-  cand.id_off = arena_put(f, ev.event_id, id_len + 1);
+  cand.id_off = arena_put(f, ev.event_id.p, id_len, 1);
   cand.ids_off = store_ids(f, &ev);
   f->entries[f->n++] = cand;
+  index_insert(f, f->n - 1);
   if (f->n * 10 > (f->index_mask + 1) * 7)
-    index_rebuild(f, (f->index_mask + 1) * 2);
-  else
-    index_insert(f, f->n - 1);
+    index_grow(f);
   return 0;
 }
 
@@ -362,10 +468,10 @@ static void arena_compact(bw_fold *f) {
   f->arena_len = f->arena_cap = 0;
   for (size_t i = 0; i < f->n; i++) {
     bw_fold_entry *e = &f->entries[i];
-    e->id_off = arena_put(f, old + e->id_off, (size_t)e->id_len + 1);
+    e->id_off = arena_put(f, old + e->id_off, (size_t)e->id_len + 1, 0);
     if (e->ids_off != NO_IDS) {
       const char *list = old + e->ids_off;
-      e->ids_off = arena_put(f, list, ids_list_len(list));
+      e->ids_off = arena_put(f, list, ids_list_len(list), 0);
     }
   }
   free(old);
@@ -394,7 +500,7 @@ void bw_fold_rollback(bw_fold *f) {
     f->n_undo--;
     f->entries[f->undo[f->n_undo].idx] = f->undo[f->n_undo].old;
   }
-  int shrink = f->n != f->mark_n;
+  int shrink = f->n != f->mark_n, regions_shrink = f->n_regions != f->mark_regions;
   f->n = f->mark_n;
   f->arena_len = f->mark_arena;
   f->arena_waste = f->mark_waste;
@@ -402,6 +508,8 @@ void bw_fold_rollback(bw_fold *f) {
   f->stats = f->mark_stats;
   if (shrink)
     index_rebuild(f, f->index_mask + 1);
+  if (regions_shrink)
+    region_index_rebuild(f);
 }
 
 /* ---- finish: exclusions and rows ----------------------------------------------------------- */

@@ -11,7 +11,7 @@
  * Memory is per distinct event_id, never per record: an entry is 64 bytes plus the id and, for
  * events that carry ids other than their own, those ids; the index is a power-of-two array of
  * 8-byte slots (entry number and 32 bits of the id hash, so a probe rarely touches an entry) kept
- * at most 70% full (about 120 bytes per event in all, see README).
+ * at most 70% full (about 112 bytes per event in all, see README).
  *
  * A file that turns out corrupt half-way must leave no trace: bw_fold_mark / bw_fold_rollback
  * undo every change made since the mark (entries, ids, regions, counters).
@@ -25,6 +25,7 @@
 #include "qs/agg.h"
 
 #define BW_FOLD_MAX_REGIONS 4096
+#define BW_FOLD_REGION_SLOTS 8192 /* region name hash slots: at most half full */
 
 typedef struct bw_fold_stats {
   uint64_t bodies;   /* valid event bodies folded */
@@ -65,6 +66,7 @@ typedef struct bw_fold {
   size_t arena_waste; /* bytes of ids lists of replaced versions (reclaimed by compaction) */
   char (*regions)[QS_AGG_REGION_MAX + 1];
   size_t n_regions;
+  uint16_t *region_slots; /* hash of region names: index + 1, 0 = empty */
   /* Undo log since the last mark. */
   int marked;
   size_t mark_n, mark_arena, mark_regions, mark_waste;

@@ -144,9 +144,17 @@ static void test_rollback_forgets_a_failed_file(void **state) {
     assert_int_equal(add(&f, ev_json(j, sizeof j, id, T0, T0 + 1, "1", "newregion", "")), 0);
   }
   assert_int_equal(add(&f, "garbage"), QS_ERR_PARSE);
+  assert_int_equal(f.n_regions, 2);
   bw_fold_rollback(&f);
   assert_int_equal(f.stats.bodies, 1);
   assert_int_equal(f.stats.invalid, 0);
+  /* The region the failed file brought is forgotten, by name too: it comes back as a new one. */
+  assert_int_equal(f.n_regions, 1);
+  assert_int_equal(bw_fold_add_region(&f, "japan"), 0);
+  assert_int_equal(bw_fold_add_region(&f, "newregion"), 1);
+  assert_int_equal(f.n_regions, 2);
+  assert_int_equal(bw_fold_add_region(&f, "otherregion"), 2);
+  assert_string_equal(f.regions[2], "otherregion");
   bw_fold_result r;
   assert_int_equal(bw_fold_finish(&f, &r), 0);
   assert_int_equal(r.events, 1);
@@ -242,17 +250,36 @@ static void test_blob_urls_path_style_host_style_and_abfss(void **state) {
                    QS_ERR_INVALID);
 }
 
-/* The fast path accepts only what the codec decodes to the same event (doubles bit for bit). */
+static int str_same(bw_str a, bw_str b) { return a.len == b.len && !memcmp(a.p, b.p, a.len); }
+
+/* The fold's view of both decodings is the same, doubles bit for bit. */
+static int views_same(const bw_event_view *a, const bw_event_view *b) {
+  if (!str_same(a->event_id, b->event_id) || !str_same(a->region, b->region) ||
+      a->time != b->time || a->updated != b->updated || a->ingested_at != b->ingested_at ||
+      a->has_magnitude != b->has_magnitude || a->has_depth != b->has_depth ||
+      memcmp(&a->magnitude, &b->magnitude, 8) || memcmp(&a->depth_km, &b->depth_km, 8) ||
+      a->tsunami_flag != b->tsunami_flag || a->status_deleted != b->status_deleted ||
+      a->change != b->change || a->n_other_ids != b->n_other_ids)
+    return 0;
+  for (size_t i = 0; i < a->n_other_ids; i++)
+    if (!str_same(a->other_ids[i], b->other_ids[i]))
+      return 0;
+  return 1;
+}
+
+/* The fast path accepts only what the codec accepts, and decodes it to the same view. */
 static void check_same_as_codec(const char *json, size_t len, int *accepted) {
-  static qs_event a, b;
+  static qs_event ev;
+  static bw_event_view a, b;
   int fast = bw_event_decode_fast(&a, json, len);
-  int rc = qs_event_from_json(&b, json, len, NULL, 0);
+  int rc = qs_event_from_json(&ev, json, len, NULL, 0);
   if (!fast)
     return;
   (*accepted)++;
-  if (rc != 0 || !qs_event_equal(&a, &b) || memcmp(&a.magnitude, &b.magnitude, 8) ||
-      memcmp(&a.depth_km, &b.depth_km, 8) || memcmp(&a.longitude, &b.longitude, 8) ||
-      memcmp(&a.latitude, &b.latitude, 8))
+  if (rc != 0)
+    fail_msg("fast path accepts what qs_event_from_json rejects: %.*s", (int)len, json);
+  bw_event_view_of(&b, &ev);
+  if (!views_same(&a, &b))
     fail_msg("fast path disagrees with qs_event_from_json on: %.*s", (int)len, json);
 }
 
@@ -297,24 +324,168 @@ static void test_fast_decoder_agrees_with_the_codec_on_numbers(void **state) {
   assert_true(accepted > 10);
 }
 
-static void test_fast_decoder_agrees_with_the_codec_on_mutated_bodies(void **state) {
+/* A compact body with one member's raw JSON value replaced (name NULL: none). */
+static size_t body_with(char *out, size_t cap, const char *name, const char *raw) {
+  static const char *const fields[][2] = {{"event_id", "\"us1\""},
+                                          {"magnitude", "4.5"},
+                                          {"mag_type", "\"ml\""},
+                                          {"place", "\"x\""},
+                                          {"time", "1764028800000"},
+                                          {"updated", "1764028800001"},
+                                          {"longitude", "-120.5"},
+                                          {"latitude", "35.25"},
+                                          {"depth_km", "10"},
+                                          {"event_type", "\"earthquake\""},
+                                          {"status", "\"reviewed\""},
+                                          {"tsunami_flag", "false"},
+                                          {"alert_level", "null"},
+                                          {"net", "\"us\""},
+                                          {"sig", "100"},
+                                          {"region", "\"japan\""},
+                                          {"source", "\"t\""},
+                                          {"ingested_at", "1764028801000"},
+                                          {"ids", "[\"us1\"]"}};
+  size_t n = (size_t)snprintf(out, cap, "{");
+  int replaced = 0;
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+    int here = name && strcmp(name, fields[i][0]) == 0;
+    replaced |= here;
+    n += (size_t)snprintf(out + n, cap - n, "%s\"%s\":%s", i ? "," : "", fields[i][0],
+                          here ? raw : fields[i][1]);
+  }
+  if (name && !replaced)
+    n += (size_t)snprintf(out + n, cap - n, ",\"%s\":%s", name, raw);
+  n += (size_t)snprintf(out + n, cap - n, "}");
+  return n;
+}
+
+/* Each limit the codec checks, just inside and just outside: the fast path takes the inside
+ * values (so the limit is really its own, not a fallback) and never the outside ones. */
+static void test_fast_decoder_keeps_every_limit_of_the_codec(void **state) {
   (void)state;
-  char base[2048], j[2048];
-  snprintf(base, sizeof base,
-           "{ \"event_id\": \"us7000abcd\", \"magnitude\": 4.75, \"mag_type\": \"mww\", "
-           "\"place\": \"10 km N of Somewhere\", \"time\": 1764028800123, "
-           "\"updated\": 1764028900000, \"longitude\": -117.5993333, \"latitude\": 35.7695, "
-           "\"depth_km\": 8.25, \"event_type\": \"earthquake\", \"status\": \"reviewed\", "
-           "\"tsunami_flag\": true, \"alert_level\": \"green\", \"net\": \"us\", "
-           "\"sig\": 312, \"region\": \"us-west\", \"source\": \"usgs\", "
-           "\"ingested_at\": 1764028900500, \"ids\": [\"us7000abcd\", \"ci1234\"], "
-           "\"change\": \"revision\", \"superseded_by\": null }\n");
-  int accepted = 0;
-  check_same_as_codec(base, strlen(base), &accepted);
-  assert_int_equal(accepted, 1);
+  char id64[80], id65[80], s64[96], s65[96], s512[600], s513[600], ids64[2048], ids65[2048];
+  char idsbig[2048];
+  memset(id64, 'a', 64), id64[64] = 0;
+  memset(id65, 'a', 65), id65[65] = 0;
+  snprintf(s64, sizeof s64, "\"%s\"", id64);
+  snprintf(s65, sizeof s65, "\"%s\"", id65);
+  memset(s512, 'p', 514), s512[0] = s512[513] = '"', s512[514] = 0;
+  memset(s513, 'p', 515), s513[0] = s513[514] = '"', s513[515] = 0;
+  size_t n = (size_t)snprintf(ids64, sizeof ids64, "[\"us1\"");
+  for (int i = 1; i < 64; i++)
+    n += (size_t)snprintf(ids64 + n, sizeof ids64 - n, ",\"i%d\"", i);
+  snprintf(ids64 + n, sizeof ids64 - n, ",\"us1\"]"); /* duplicates do not count */
+  snprintf(ids65, sizeof ids65, "%.*s,\"i64\"]", (int)n, ids64);
+  n = (size_t)snprintf(idsbig, sizeof idsbig, "[\"us1\"");
+  for (int i = 0; i < 16; i++) /* 16 ids of 64 bytes: over the 1024-byte arena */
+    n += (size_t)snprintf(idsbig + n, sizeof idsbig - n, ",\"%.60s%04d\"", id64, i);
+  snprintf(idsbig + n, sizeof idsbig - n, "]");
+  char sup_id[100], sup_self[100];
+  snprintf(sup_id, sizeof sup_id, "\"%s\"", id64);
+  snprintf(sup_self, sizeof sup_self, "\"us1\"");
+  const struct {
+    const char *name, *raw;
+    int valid;
+  } cases[] = {
+      {NULL, NULL, 1},
+      {"magnitude", "-2", 1},
+      {"magnitude", "-2.0000001", 0},
+      {"magnitude", "10.5", 1},
+      {"magnitude", "10.50000001", 0},
+      {"magnitude", "null", 1},
+      {"depth_km", "-10", 1},
+      {"depth_km", "-10.001", 0},
+      {"depth_km", "1000", 1},
+      {"depth_km", "1000.5", 0},
+      {"depth_km", "null", 1},
+      {"longitude", "-180", 1},
+      {"longitude", "-180.0001", 0},
+      {"longitude", "180", 1},
+      {"longitude", "180.0001", 0},
+      {"latitude", "-90", 1},
+      {"latitude", "-90.0001", 0},
+      {"latitude", "90", 1},
+      {"latitude", "90.0001", 0},
+      {"longitude", "null", 0},
+      {"time", "1", 1},
+      {"time", "0", 0},
+      {"time", "32503680000000", 1},
+      {"time", "32503680000001", 0},
+      {"time", "1.5", 0},
+      {"time", "-5", 0},
+      {"updated", "0", 0},
+      {"ingested_at", "0", 1},
+      {"ingested_at", "-0", 1},
+      {"ingested_at", "-1", 0},
+      {"ingested_at", "1e3", 1},
+      {"sig", "0", 1},
+      {"sig", "100000", 1},
+      {"sig", "100001", 0},
+      {"sig", "-1", 0},
+      {"event_id", s64, 1},
+      {"event_id", s65, 0},
+      {"event_id", "\"\"", 0},
+      {"event_id", "\"a b\"", 0},
+      {"event_id", "\"a/b\"", 0},
+      {"region", s64, 1},
+      {"region", s65, 0},
+      {"place", s512, 1},
+      {"place", s513, 0},
+      {"mag_type", s65, 0},
+      {"net", s64, 1},
+      {"status", "\"deleted\"", 1},
+      {"tsunami_flag", "true", 1},
+      {"tsunami_flag", "1", 0},
+      {"alert_level", "\"red\"", 1},
+      {"alert_level", "\"purple\"", 0},
+      {"change", "\"moved\"", 1},
+      {"change", "\"gone\"", 0},
+      {"change", "\"superseded\"", 0},
+      {"superseded_by", "\"us2\"", 0},
+      {"superseded_by", "null", 1},
+      {"superseded_by", "\"\"", 1},
+      {"ids", "[]", 1},
+      {"ids", ids64, 1},
+      {"ids", ids65, 0},
+      {"ids", idsbig, 0},
+      {"ids", "[\"a b\"]", 0},
+      {"ids", "[1]", 0},
+      {"ids", "[\"us1\",\"us2\",\"us1\",\"us3\",\"us2\"]", 1},
+      {"unknown", "1", 1},
+  };
+  char j[8192];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    size_t len = body_with(j, sizeof j, cases[i].name, cases[i].raw);
+    int accepted = 0;
+    check_same_as_codec(j, len, &accepted);
+    static qs_event ev;
+    int codec_ok = qs_event_from_json(&ev, j, len, NULL, 0) == 0;
+    if (codec_ok != cases[i].valid)
+      fail_msg("codec: case %zu (%s) %s", i, cases[i].name, codec_ok ? "accepted" : "rejected");
+    /* Unknown members are left to the codec, which ignores them. */
+    int fast_expected = cases[i].valid && !(cases[i].name && !strcmp(cases[i].name, "unknown"));
+    if (accepted != fast_expected)
+      fail_msg("fast path: case %zu (%s = %.40s) %s", i, cases[i].name, cases[i].raw,
+               accepted ? "accepted" : "not handled");
+  }
+  /* superseded_by with change superseded: an id, never the event's own. */
+  const char *sup_cases[][2] = {{sup_id, "1"}, {sup_self, "0"}, {"\"\"", "0"}, {"null", "0"}};
+  for (size_t i = 0; i < 4; i++) {
+    size_t len = body_with(j, sizeof j, "change", "\"superseded\"");
+    snprintf(j + len - 1, sizeof j - len + 1, ",\"superseded_by\":%s}", sup_cases[i][0]);
+    len = strlen(j);
+    int accepted = 0;
+    check_same_as_codec(j, len, &accepted);
+    assert_int_equal(accepted, sup_cases[i][1][0] == '1');
+  }
+}
+
+/* Random edits (replace, delete, insert) of a valid body: every one the fast path accepts must
+ * decode as the codec decodes it. */
+static void mutate_and_check(const char *base, uint64_t rng, int rounds, int *accepted) {
+  char j[2048];
   static const char alphabet[] = "0123456789-+.eE\"\\{}[],: \t\nnulltruefalsexyz\xc3\xa9\x01";
-  uint64_t rng = 88172645463325252ull;
-  for (int round = 0; round < 20000; round++) {
+  for (int round = 0; round < rounds; round++) {
     size_t len = strlen(base);
     memcpy(j, base, len + 1);
     int edits = 1 + (int)(rng % 3);
@@ -339,9 +510,36 @@ static void test_fast_decoder_agrees_with_the_codec_on_mutated_bodies(void **sta
         break;
       }
     }
-    check_same_as_codec(j, len, &accepted);
+    check_same_as_codec(j, len, accepted);
   }
-  assert_true(accepted > 100); /* many harmless edits (digits in numbers, whitespace) pass */
+}
+
+static void test_fast_decoder_agrees_with_the_codec_on_mutated_bodies(void **state) {
+  (void)state;
+  /* Spaced, with every optional member, and compact as producers write it. */
+  const char *bases[] = {
+      "{ \"event_id\": \"us7000abcd\", \"magnitude\": 4.75, \"mag_type\": \"mww\", "
+      "\"place\": \"10 km N of Somewhere\", \"time\": 1764028800123, "
+      "\"updated\": 1764028900000, \"longitude\": -117.5993333, \"latitude\": 35.7695, "
+      "\"depth_km\": 8.25, \"event_type\": \"earthquake\", \"status\": \"reviewed\", "
+      "\"tsunami_flag\": true, \"alert_level\": \"green\", \"net\": \"us\", "
+      "\"sig\": 312, \"region\": \"us-west\", \"source\": \"usgs\", "
+      "\"ingested_at\": 1764028900500, \"ids\": [\"us7000abcd\", \"ci1234\"], "
+      "\"change\": \"revision\", \"superseded_by\": null }\n",
+      "{\"event_id\":\"ci40000001\",\"magnitude\":-0.5,\"mag_type\":\"ml\",\"place\":\"x\","
+      "\"time\":1764028800000,\"updated\":1764028800001,\"longitude\":180,\"latitude\":-90,"
+      "\"depth_km\":null,\"event_type\":\"earthquake\",\"status\":\"deleted\","
+      "\"tsunami_flag\":false,\"alert_level\":null,\"net\":\"ci\",\"sig\":0,"
+      "\"region\":\"japan\",\"source\":\"t\",\"ingested_at\":0,"
+      "\"ids\":[\"ci40000001\",\"us1\",\"ci40000001\",\"us1\",\"nc2\"],"
+      "\"change\":\"superseded\",\"superseded_by\":\"us1\"}"};
+  for (size_t i = 0; i < sizeof bases / sizeof bases[0]; i++) {
+    int accepted = 0;
+    check_same_as_codec(bases[i], strlen(bases[i]), &accepted);
+    assert_int_equal(accepted, 1);
+    mutate_and_check(bases[i], 88172645463325252ull + i, 20000, &accepted);
+    assert_true(accepted > 100); /* many harmless edits (digits in numbers, whitespace) pass */
+  }
 }
 
 int main(void) {
@@ -358,6 +556,7 @@ int main(void) {
       cmocka_unit_test(test_blob_urls_path_style_host_style_and_abfss),
       cmocka_unit_test(test_fast_decoder_agrees_with_the_codec_on_numbers),
       cmocka_unit_test(test_fast_decoder_agrees_with_the_codec_on_mutated_bodies),
+      cmocka_unit_test(test_fast_decoder_keeps_every_limit_of_the_codec),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
