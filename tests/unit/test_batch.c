@@ -100,6 +100,32 @@ static void test_latest_revision_wins_in_any_order(void **state) {
   }
 }
 
+/* A region move reaches the hub as `moved` (old region) + `revision` (new region) with the same
+ * `updated` (docs/changes.md): the fold counts the event once, in the new region, in any order. */
+static void test_moved_messages_are_not_versions(void **state) {
+  (void)state;
+  char a[1024], m[1024], b[1024];
+  ev_json(a, sizeof a, "ev1", T0, T0 + 1000, "4.1", "alaska", "");
+  ev_json(m, sizeof m, "ev1", T0, T0 + 2000, "4.3", "alaska", ",\"change\":\"moved\"");
+  ev_json(b, sizeof b, "ev1", T0, T0 + 2000, "4.3", "hawaii", ",\"change\":\"revision\"");
+  const char *orders[][3] = {{a, m, b}, {a, b, m}, {b, m, a}, {m, b, a}};
+  for (size_t o = 0; o < 4; o++) {
+    bw_fold f;
+    bw_fold_init(&f, 5.0);
+    for (int i = 0; i < 3; i++)
+      assert_int_equal(add(&f, orders[o][i]), 0);
+    bw_fold_result r;
+    assert_int_equal(bw_fold_finish(&f, &r), 0);
+    assert_int_equal(f.stats.kind_moved, 1);
+    assert_int_equal(r.events_live, 1);
+    assert_int_equal(r.n_hourly, 1);
+    assert_string_equal(r.hourly[0].region, "hawaii");
+    assert_int_equal(r.hourly[0].agg.mag_sum_micro, 4300000);
+    bw_fold_result_free(&r);
+    bw_fold_free(&f);
+  }
+}
+
 static void test_deleted_and_associated_ids_are_not_counted(void **state) {
   (void)state;
   char j[1024];
@@ -548,6 +574,7 @@ int main(void) {
       cmocka_unit_test(test_cron_fields_ranges_lists_and_weekdays),
       cmocka_unit_test(test_cron_rejects_bad_expressions),
       cmocka_unit_test(test_latest_revision_wins_in_any_order),
+      cmocka_unit_test(test_moved_messages_are_not_versions),
       cmocka_unit_test(test_deleted_and_associated_ids_are_not_counted),
       cmocka_unit_test(test_rollback_forgets_a_failed_file),
       cmocka_unit_test(test_invalid_bodies_are_counted_not_fatal),
