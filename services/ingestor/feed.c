@@ -111,7 +111,8 @@ typedef struct parse_ctx {
 static int on_feature(const qs_event *ev, void *data) {
   parse_ctx *p = data;
   qs_event copy = *ev;
-  (void)feed_list_add_event(p->l, &copy, p->regions, p->source, p->at); /* too big: dropped */
+  if (feed_list_add_event(p->l, &copy, p->regions, p->source, p->at) == 0) /* too big: dropped */
+    p->l->v[p->l->n - 1].pos = p->l->n - 1; /* (positions of skipped features unknown here) */
   return 0;
 }
 
@@ -263,7 +264,8 @@ static void parse_job_run(void *arg) {
     qs_event ev;
     char w[160];
     if (qs_usgs_parse_feature(j->spans[i].p, j->spans[i].n, j->o, &ev, w, sizeof w) == 0) {
-      feed_list_add_event(&j->out, &ev, j->regions, j->source, j->at);
+      if (feed_list_add_event(&j->out, &ev, j->regions, j->source, j->at) == 0)
+        j->out.v[j->out.n - 1].pos = j->spans[i].pos;
     } else {
       if (j->skipped == 0)
         qs_set_reason(j->why, sizeof j->why, "%s %zu: %s", j->unit, j->spans[i].pos, w);
@@ -316,8 +318,6 @@ static void parse_spans(feed_list *l, const span_list *spans, const char *unit,
   }
 }
 
-#define SPLIT_MIN_BYTES (4u << 20)
-
 int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions *regions,
                     const char *source, int64_t ingested_at, size_t *skipped, char *why,
                     size_t whylen) {
@@ -339,7 +339,9 @@ int feed_list_parse(feed_list *l, const char *doc, size_t len, const qs_regions 
                 !memmem(doc + i, (size_t)(nl - doc - i), "FeatureCollection", 17);
   l->ndjson = ndjson;
   span_list spans = {0};
-  if (!ndjson && len >= SPLIT_MIN_BYTES && split_features(doc, len, on_span, &spans) == 0) {
+  /* a FeatureCollection is split into its features first (each feature's position is kept: the
+   * sweep pages by it); a document that does not split goes to the full parser, which says why */
+  if (!ndjson && split_features(doc, len, on_span, &spans) == 0) {
     parse_spans(l, &spans, "feature", &o, regions, source, ingested_at, skipped, why, whylen);
     free(spans.v);
     return 0;

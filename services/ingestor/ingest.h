@@ -26,6 +26,7 @@ typedef struct feed_entry {
   bool deleted;  /* USGS status "deleted" */
   uint16_t nids; /* other ids of the event (its `ids` without id itself) */
   char *ids;     /* malloc'd: nids NUL-terminated strings, back to back; NULL when nids == 0 */
+  size_t pos;    /* 0-based position in its document (feature index; NDJSON: line number) */
 } feed_entry;
 
 typedef struct feed_list {

@@ -593,16 +593,23 @@ static void sweep_page_keys(poller *p) {
   for (size_t i = 0; i < p->cur.n; i++)
     if (p->cur.v[i].updated > p->seen_max)
       p->seen_max = p->cur.v[i].updated;
-  if (p->cur.n == 0)
+  size_t total = p->cur.n + p->skipped;
+  if (p->cur.n == 0) { /* nothing usable (all malformed): step over them, same key */
+    p->page_skip += total;
     return;
-  int64_t last = p->cur.v[p->cur.n - 1].time;
+  }
+  const feed_entry *lastf = &p->cur.v[p->cur.n - 1];
+  int64_t last = lastf->time;
   size_t at_last = 0;
   for (size_t i = p->cur.n; i > 0 && p->cur.v[i - 1].time == last; i--)
     at_last++;
+  /* malformed features after the last usable one (their times are >= last: the page is in time
+   * order) are stepped over too, not fetched again */
+  size_t trailing = lastf->pos + 1 < total ? total - lastf->pos - 1 : 0;
   if (last == p->page_start)
-    p->page_skip += at_last;
+    p->page_skip += at_last + trailing;
   else
-    p->page_start = last, p->page_skip = at_last;
+    p->page_start = last, p->page_skip = at_last + trailing;
 }
 
 static uint32_t retry_after_ms(const char *v) {
