@@ -582,6 +582,15 @@ static int decode_object(qs_event *ev, const cJSON *root, char *why, size_t whyl
 }
 
 int qs_event_from_json(qs_event *ev, const char *json, size_t len, char *why, size_t whylen) {
+  if (qs_event_from_json_fast(ev, json, len)) {
+    if (why && whylen)
+      why[0] = '\0';
+    return 0;
+  }
+  return qs_event_from_json_tree(ev, json, len, why, whylen);
+}
+
+int qs_event_from_json_tree(qs_event *ev, const char *json, size_t len, char *why, size_t whylen) {
   if (why && whylen)
     why[0] = '\0';
   qs_event_init(ev);

@@ -15,8 +15,6 @@
 #include "qs/error.h"
 #include "qs/event.h"
 
-#include "evfast.h"
-
 #define NO_IDS UINT32_MAX
 
 enum {
@@ -260,7 +258,7 @@ static void prefetch_slot(const bw_fold *f, const uint8_t *body, size_t len) {
 int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, size_t whylen) {
   static __thread qs_event ev; /* 4 KiB: kept off the worker thread's stack */
   prefetch_slot(f, body, len);
-  int rc = bw_event_decode(&ev, (const char *)body, len, why, whylen);
+  int rc = qs_event_from_json(&ev, (const char *)body, len, why, whylen);
   if (rc) {
     f->stats.invalid++;
     return rc;

@@ -1,12 +1,15 @@
-/* evfast.c — single-pass event decoding for the common case (see evfast.h).
+/* event_fast.c — qs_event_from_json's single-pass, allocation-free decoder for the plain shape
+ * producers write (see qs/event.h).
  *
  * Every branch that meets something outside the accepted subset returns 0 (not handled); the
- * caller then uses qs_event_from_json. So this file can only make decoding faster, never change
- * its outcome, provided each accepted value is decoded exactly as event.c does: strings copied
- * byte for byte, numbers by strtod on the same text (as cJSON), integers accepted only when
- * integral and within 2^53, nulls, booleans and enum names as in event.c's decode_field.
+ * caller then uses the cJSON decoder (qs_event_from_json_tree). So this file can only make
+ * decoding faster, never change its outcome, provided each accepted value is decoded exactly as
+ * event.c does: strings copied byte for byte, numbers by strtod on the same text (as cJSON),
+ * integers accepted only when integral and within 2^53, nulls, booleans and enum names as in
+ * event.c's decode_field. tests/unit/test_event.c checks that equivalence on valid and mutated
+ * bodies.
  */
-#include "evfast.h"
+#include "qs/event.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -58,17 +61,18 @@ static void ws(cur *c) {
 #define ONES UINT64_C(0x0101010101010101)
 #define HIGHS UINT64_C(0x8080808080808080)
 
-/* Any byte of w that ends or escapes a plain string, or is not printable ASCII (< 0x20, > 0x7e,
- * '"', '\\')? The usual exact SWAR tests: has-zero-byte, has-less-than, has-more-than. */
+/* Any byte of w that ends or escapes a plain string, or is a control character (< 0x20, '"',
+ * '\\')? The usual exact SWAR tests: has-zero-byte and has-less-than. */
 static inline int word_special(uint64_t w) {
   uint64_t less = (w - ONES * 0x20) & ~w & HIGHS;
-  uint64_t more = ((w + ONES * (127 - 0x7e)) | w) & HIGHS;
   uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
   uint64_t quote = (q - ONES) & ~q & HIGHS, bslash = (b - ONES) & ~b & HIGHS;
-  return (less | more | quote | bslash) != 0;
+  return (less | quote | bslash) != 0;
 }
 
-/* A string of printable ASCII without escapes: *s, *n point into the input. */
+/* A string without escapes or control characters: *s, *n point into the input. Bytes >= 0x7f are
+ * copied as they are, as cJSON does; whether they are valid UTF-8 is qs_event_validate's check
+ * (the same one the cJSON path applies), and the id fields allow only [A-Za-z0-9_.:-]. */
 static int str(cur *c, const char **s, size_t *n) {
   if (c->p >= c->end || *c->p != '"')
     return 0;
@@ -90,7 +94,7 @@ static int str(cur *c, const char **s, size_t *n) {
       c->p++;
       return 1;
     }
-    if (ch == '\\' || ch < 0x20 || ch > 0x7e)
+    if (ch == '\\' || ch < 0x20)
       return 0;
     c->p++;
   }
@@ -308,7 +312,7 @@ static int value(cur *c, int k, qs_event *ev) {
   return 0;
 }
 
-int bw_event_decode_fast(qs_event *ev, const char *json, size_t len) {
+int qs_event_from_json_fast(qs_event *ev, const char *json, size_t len) {
   if (len > QS_EVENT_JSON_MAX)
     return 0;
   qs_event_init(ev);
@@ -355,13 +359,4 @@ int bw_event_decode_fast(qs_event *ev, const char *json, size_t len) {
   if ((seen & REQUIRED) != REQUIRED)
     return 0;
   return qs_event_validate(ev, NULL, 0) == 0;
-}
-
-int bw_event_decode(qs_event *ev, const char *json, size_t len, char *why, size_t whylen) {
-  if (bw_event_decode_fast(ev, json, len)) {
-    if (why && whylen)
-      why[0] = '\0';
-    return 0;
-  }
-  return qs_event_from_json(ev, json, len, why, whylen);
 }
