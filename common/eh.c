@@ -997,6 +997,14 @@ static int64_t annotation_int(pn_data_t *d) {
   }
 }
 
+/* b into dst[cap], cut to cap - 1 bytes and NUL-terminated (qs_set_reason's "%.*s" result). */
+static void copy_bytes(char *dst, size_t cap, pn_bytes_t b) {
+  size_t n = b.size < cap ? b.size : cap - 1;
+  if (n)
+    memcpy(dst, b.start, n);
+  dst[n] = '\0';
+}
+
 static void consumer_on_delivery(qs_eh_consumer *k, pn_link_t *l, pn_delivery_t *d) {
   if (!pn_delivery_readable(d) || pn_delivery_partial(d))
     return;
@@ -1028,16 +1036,14 @@ static void consumer_on_delivery(qs_eh_consumer *k, pn_link_t *l, pn_delivery_t 
       else if (key.size == 12 && memcmp(key.start, "x-opt-offset", 12) == 0) {
         if (pn_data_type(ma) == PN_STRING) {
           pn_bytes_t v = pn_data_get_string(ma);
-          qs_set_reason(ev.offset, sizeof ev.offset, "%.*s", (int)v.size, v.start);
+          copy_bytes(ev.offset, sizeof ev.offset, v); /* per event: no snprintf */
         } else {
           qs_set_reason(ev.offset, sizeof ev.offset, "%" PRId64, annotation_int(ma));
         }
       } else if (key.size == 19 && memcmp(key.start, "x-opt-partition-key", 19) == 0 &&
                  pn_data_type(ma) == PN_STRING) {
         pn_bytes_t v = pn_data_get_string(ma);
-        qs_set_reason(ev.partition_key, sizeof ev.partition_key, "%.*s",
-                      (int)(v.size <= QS_EH_PARTITION_KEY_MAX ? v.size : QS_EH_PARTITION_KEY_MAX),
-                      v.start);
+        copy_bytes(ev.partition_key, sizeof ev.partition_key, v);
       }
     }
     pn_data_exit(ma);

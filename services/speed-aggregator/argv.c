@@ -17,6 +17,7 @@ void sa_argv_free(sa_argv *a) {
   free(a->off);
   free(a->len);
   free(a->argv);
+  free(a->resp);
   memset(a, 0, sizeof *a);
 }
 
@@ -67,8 +68,9 @@ void sa_argv_add3(sa_argv *a, const char *s1, size_t l1, const char *s2, size_t 
   a->n++;
 }
 
-void sa_argv_addi(sa_argv *a, int64_t v) {
-  char b[24], t[24];
+/* Decimal of v into b (>= 21 bytes); returns the length. */
+static size_t i64_str(int64_t v, char *b) {
+  char t[24];
   size_t n = 0, len = 0;
   uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
   do {
@@ -79,7 +81,12 @@ void sa_argv_addi(sa_argv *a, int64_t v) {
     b[len++] = '-';
   while (n)
     b[len++] = t[--n];
-  sa_argv_add(a, b, len);
+  return len;
+}
+
+void sa_argv_addi(sa_argv *a, int64_t v) {
+  char b[24];
+  sa_argv_add(a, b, i64_str(v, b));
 }
 
 void sa_argv_addf(sa_argv *a, const char *fmt, ...) {
@@ -106,7 +113,7 @@ size_t sa_argv_count(const sa_argv *a) { return a->n; }
 
 void sa_argv_set_i(sa_argv *a, size_t i, int64_t v) {
   char b[32];
-  int n = snprintf(b, sizeof b, "%" PRId64, v);
+  size_t n = i64_str(v, b);
   size_t saved_n = a->n;
   sa_argv_add(a, b, (size_t)n);
   a->n = saved_n;
@@ -128,4 +135,31 @@ const char *sa_argv_at(const sa_argv *a, size_t i, size_t *len) {
   if (len)
     *len = a->len[i];
   return a->arena + a->off[i];
+}
+
+const char *sa_argv_resp(sa_argv *a, size_t *len) {
+  /* "*<n>\r\n", then "$<len>\r\n<bytes>\r\n" per string: at most 26 bytes of framing each. */
+  size_t need = 24 + a->used + a->n * 26;
+  if (need > a->resp_cap) {
+    a->resp_cap = need + need / 4;
+    free(a->resp);
+    a->resp = qs_xmalloc(a->resp_cap);
+  }
+  char *p = a->resp;
+  *p++ = '*';
+  p += i64_str((int64_t)a->n, p);
+  *p++ = '\r';
+  *p++ = '\n';
+  for (size_t i = 0; i < a->n; i++) {
+    *p++ = '$';
+    p += i64_str((int64_t)a->len[i], p);
+    *p++ = '\r';
+    *p++ = '\n';
+    memcpy(p, a->arena + a->off[i], a->len[i]);
+    p += a->len[i];
+    *p++ = '\r';
+    *p++ = '\n';
+  }
+  *len = (size_t)(p - a->resp);
+  return a->resp;
 }

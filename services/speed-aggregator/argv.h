@@ -17,6 +17,9 @@ typedef struct sa_argv {
   /* Filled by sa_argv_finish: pointers into arena, valid until the next add or reset. */
   const char **argv;
   size_t argv_cap;
+  /* Filled by sa_argv_resp: the list as one Redis protocol command. */
+  char *resp;
+  size_t resp_cap;
 } sa_argv;
 
 void sa_argv_init(sa_argv *a);
@@ -35,6 +38,9 @@ size_t sa_argv_count(const sa_argv *a);
 void sa_argv_set_i(sa_argv *a, size_t i, int64_t v);
 /* Builds a->argv; returns argc. argvlen is a->len. */
 size_t sa_argv_finish(sa_argv *a);
+/* The list as one command in the Redis protocol (RESP), built in one pass (hiredis formats each
+ * argument with sdscatfmt, which showed in profiles); valid until the next call. */
+const char *sa_argv_resp(sa_argv *a, size_t *len);
 /* String i (not NUL-terminated in general; use its length). */
 const char *sa_argv_at(const sa_argv *a, size_t i, size_t *len);
 

@@ -1015,15 +1015,22 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
         w->row.window_end_ms + e->o.lateness_ms <= pt->watermark)
       w->final = true;
   }
-  char *json = NULL;
-  size_t jlen = 0;
-  if (qs_agg_row_to_json(&w->row, &json, &jlen) != 0 || jlen < 2)
+  /* The qs_agg row without its closing brace, then the window's own fields. */
+  char rowtext[QS_AGG_JSON_MAX + 96];
+  size_t rl = 0;
+  if (qs_agg_row_to_json_buf(&w->row, rowtext, QS_AGG_JSON_MAX, &rl) != 0 || rl < 2)
     QS_FATAL("window %s: row does not encode", w->key);
-  qs_buf row = QS_BUF_INIT;
-  qs_buf_append(&row, json, jlen - 1); /* without the closing brace */
-  free(json);
-  qs_buf_printf(&row, ",\"final\":%s,\"late_count\":%" PRId64 ",\"updated_at\":%" PRId64 "}",
-                w->final ? "true" : "false", w->late_count, now_ms);
+  rl--;
+  static const char fin_t[] = ",\"final\":true,\"late_count\":",
+                    fin_f[] = ",\"final\":false,\"late_count\":", upd[] = ",\"updated_at\":";
+  memcpy(rowtext + rl, w->final ? fin_t : fin_f, w->final ? sizeof fin_t - 1 : sizeof fin_f - 1);
+  rl += w->final ? sizeof fin_t - 1 : sizeof fin_f - 1;
+  rl += sa_i64_to_str(w->late_count, rowtext + rl);
+  memcpy(rowtext + rl, upd, sizeof upd - 1);
+  rl += sizeof upd - 1;
+  rl += sa_i64_to_str(now_ms, rowtext + rl);
+  rowtext[rl++] = '}';
+  rowtext[rl] = '\0';
   if (w->row.agg.event_count == 0) {
     op_begin(&c, ops, "HDEL", "qs:rt:win");
     op_args(&c, w->key);
@@ -1041,7 +1048,7 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
   } else {
     op_begin(&c, ops, "HSET", "qs:rt:win");
     op_args(&c, w->key);
-    op_arg(&c, row.p, row.len);
+    op_arg(&c, rowtext, rl);
     op_end(&c);
     op_begin(&c, ops, "ZADD", "qs:rt:win:idx");
     op_argi(&c, w->row.window_start_ms);
@@ -1081,13 +1088,9 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
       op_end(&c);
     }
   }
-  qs_buf msg = QS_BUF_INIT;
-  qs_buf_puts(&msg, "{\"type\":\"window\",\"data\":");
-  qs_buf_append(&msg, row.p, row.len);
-  qs_buf_puts(&msg, "}");
-  publish(e, SA_CH_AGGREGATES, msg.p, msg.len);
-  qs_buf_free(&msg);
-  qs_buf_free(&row);
+  static const char pre[] = "{\"type\":\"window\",\"data\":";
+  sa_argv_addi(&e->pubs, SA_CH_AGGREGATES);
+  sa_argv_add3(&e->pubs, pre, sizeof pre - 1, rowtext, rl, "}", 1);
   members_clear(&w->changed);
   w->dirty = false;
 }

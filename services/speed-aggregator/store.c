@@ -144,10 +144,11 @@ void sa_store_init(sa_store *s, qs_redis *r, sa_engine *e, const char *owner) {
 void sa_store_free(sa_store *s) { sa_argv_free(&s->cmd); }
 
 static int send_argv(sa_store *s, sa_argv *a, qs_redis_cb cb, void *ud) {
-  size_t n = sa_argv_finish(a);
-  if (n > INT32_MAX)
+  if (a->n > INT32_MAX)
     return QS_ERR_TOOBIG;
-  return qs_redis_command_argv(s->redis, cb, ud, (int)n, a->argv, a->len);
+  size_t len;
+  const char *cmd = sa_argv_resp(a, &len);
+  return qs_redis_command_formatted(s->redis, cb, ud, cmd, len);
 }
 
 static int reply_err(redisReply *r, int status) {

@@ -428,6 +428,32 @@ static void test_two_replicas_split_partitions_and_take_over(void **st) {
   fx_free(f);
 }
 
+/* A commit is sent as one RESP command built by sa_argv_resp: binary-safe, counts and lengths
+ * exact, the buffer reused and regrown. */
+static void test_argv_resp_frames_every_string(void **st) {
+  (void)st;
+  sa_argv a;
+  sa_argv_init(&a);
+  sa_argv_adds(&a, "EVAL");
+  sa_argv_add(&a, "a\0b", 3);
+  sa_argv_addi(&a, -42);
+  sa_argv_add(&a, "", 0);
+  size_t len;
+  const char *r = sa_argv_resp(&a, &len);
+  static const char want[] = "*4\r\n$4\r\nEVAL\r\n$3\r\na\0b\r\n$3\r\n-42\r\n$0\r\n\r\n";
+  assert_int_equal(len, sizeof want - 1);
+  assert_memory_equal(r, want, len);
+  sa_argv_reset(&a);
+  char big[5000];
+  memset(big, 'x', sizeof big);
+  for (int i = 0; i < 300; i++)
+    sa_argv_add(&a, big, sizeof big);
+  r = sa_argv_resp(&a, &len);
+  assert_int_equal(len, 6 + 300 * (7 + sizeof big + 2));
+  assert_memory_equal(r, "*300\r\n$5000\r\nxx", 15);
+  sa_argv_free(&a);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_commit_writes_state_and_checkpoint_together,
@@ -444,6 +470,7 @@ int main(void) {
                                 redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_retention_trims_old_windows_events_and_records,
                                 redis_fixture_kill_after_test),
+      cmocka_unit_test(test_argv_resp_frames_every_string),
   };
   atexit(redis_fixture_kill);
   return cmocka_run_group_tests(tests, redis_fixture_setup, redis_fixture_teardown);
