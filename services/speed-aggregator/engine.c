@@ -218,7 +218,7 @@ void sa_engine_init(sa_engine *e, const sa_engine_opts *o) {
 }
 
 static void members_free(sa_member_list *m) {
-  sa_smap_free(&m->idx);
+  sa_pidx_free(&m->idx);
   free(m->ids);
   free(m->c);
   memset(m, 0, sizeof *m);
@@ -429,6 +429,12 @@ void sa_needs_free(sa_needs *n) {
 static void need(sa_needs *n, sa_argv *list, char kind, const char *s) {
   if (!n)
     return; /* the caller only asks whether the item is ready */
+  if (kind == 'e') {
+    /* Event ids are not deduplicated: a repeated id in the HMGET costs less than a set of them
+     * (a copy and a free per id), and its second answer is ignored (the record is cached). */
+    sa_argv_adds(list, s);
+    return;
+  }
   char k[SA_KEY_MAX + 2];
   k[0] = kind;
   copy_str(k + 1, sizeof k - 1, s);
@@ -482,6 +488,8 @@ void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_
   sa_smap_put(&e->evrecs, r->id, r);
 }
 
+#define MEMBER_ID_SIZE (QS_EVENT_ID_MAX + 1)
+
 static void members_push(sa_member_list *m, const char *id, const qs_contrib *c, bool indexed) {
   if (m->n == m->cap) {
     m->cap = m->cap ? m->cap * 2 : 8;
@@ -490,7 +498,7 @@ static void members_push(sa_member_list *m, const char *id, const qs_contrib *c,
   }
   copy_str(m->ids[m->n], sizeof m->ids[m->n], id);
   if (indexed)
-    sa_smap_put(&m->idx, m->ids[m->n], (void *)(uintptr_t)(m->n + 1));
+    sa_pidx_put(&m->idx, m->ids[0], MEMBER_ID_SIZE, (uint32_t)m->n);
   if (c)
     m->c[m->n] = *c;
   else
@@ -499,22 +507,23 @@ static void members_push(sa_member_list *m, const char *id, const qs_contrib *c,
 }
 
 static long members_find(const sa_member_list *m, const char *id) {
-  uintptr_t v = (uintptr_t)sa_smap_get(&m->idx, id);
-  return v ? (long)(v - 1) : -1;
+  return m->n ? sa_pidx_find(&m->idx, m->ids[0], MEMBER_ID_SIZE, id) : -1;
 }
 
 static void members_remove_at(sa_member_list *m, size_t i) {
-  sa_smap_del(&m->idx, m->ids[i]);
+  sa_pidx_del(&m->idx, m->ids[0], MEMBER_ID_SIZE, m->ids[i]);
   m->n--;
   if (i != m->n) {
+    /* The last member moves into the hole: re-index it at its new position. */
+    sa_pidx_del(&m->idx, m->ids[0], MEMBER_ID_SIZE, m->ids[m->n]);
     memcpy(m->ids[i], m->ids[m->n], sizeof m->ids[i]);
     m->c[i] = m->c[m->n];
-    sa_smap_put(&m->idx, m->ids[i], (void *)(uintptr_t)(i + 1));
+    sa_pidx_put(&m->idx, m->ids[0], MEMBER_ID_SIZE, (uint32_t)i);
   }
 }
 
 static void members_clear(sa_member_list *m) {
-  sa_smap_free(&m->idx);
+  sa_pidx_clear(&m->idx);
   m->n = 0;
 }
 

@@ -74,7 +74,7 @@ typedef struct sa_member_list {
   char (*ids)[QS_EVENT_ID_MAX + 1];
   qs_contrib *c; /* parallel to ids: contiguous for qs_agg_recompute_minmax */
   size_t n, cap;
-  sa_smap idx; /* id -> index + 1 */
+  sa_pidx idx; /* id -> index (indexed lists only) */
 } sa_member_list;
 
 typedef struct sa_window {
@@ -153,8 +153,8 @@ typedef struct sa_engine {
 void sa_engine_init(sa_engine *e, const sa_engine_opts *o);
 void sa_engine_free(sa_engine *e);
 
-/* Needs of items: what must be fetched before they can be applied. Ids and window keys are
- * deduplicated. */
+/* Needs of items: what must be fetched before they can be applied. Window keys are
+ * deduplicated; event ids may repeat (a repeated answer is ignored). */
 typedef struct sa_needs {
   sa_argv ev_ids;   /* for HMGET qs:rt:evstate */
   sa_argv win_keys; /* for HGET qs:rt:win + HGETALL qs:rt:mem:<key> */

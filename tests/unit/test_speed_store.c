@@ -29,6 +29,7 @@
 
 #include "engine.h"
 #include "lease.h"
+#include "smap.h"
 #include "store.h"
 
 #include "redis_fixture.h"
@@ -454,6 +455,52 @@ static void test_argv_resp_frames_every_string(void **st) {
   sa_argv_free(&a);
 }
 
+/* The members' position index agrees with a linear search through thousands of random puts,
+ * swap-removals (as members_remove_at does them) and array moves. */
+static void test_position_index_agrees_with_linear_search(void **st) {
+  (void)st;
+  enum { W = 16, N = 3000 };
+  char(*ids)[W] = NULL;
+  size_t n = 0, cap = 0;
+  sa_pidx x = {0};
+  uint64_t r = 7;
+  for (int step = 0; step < 40000; step++) {
+    r ^= r << 13;
+    r ^= r >> 7;
+    r ^= r << 17;
+    char key[W];
+    snprintf(key, sizeof key, "ev%u", (unsigned)(r % N));
+    long lin = -1;
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(ids[i], key) == 0)
+        lin = (long)i;
+    assert_int_equal(sa_pidx_find(&x, n ? ids[0] : NULL, W, key), lin);
+    if (lin < 0) {
+      if (n == cap) {
+        cap = cap ? cap * 2 : 4; /* the array moves: the index holds positions only */
+        ids = realloc(ids, cap * sizeof *ids);
+      }
+      memcpy(ids[n], key, W);
+      sa_pidx_put(&x, ids[0], W, (uint32_t)n);
+      n++;
+    } else if (r % 3) {
+      size_t i = (size_t)lin;
+      sa_pidx_del(&x, ids[0], W, ids[i]);
+      n--;
+      if (i != n) {
+        sa_pidx_del(&x, ids[0], W, ids[n]);
+        memcpy(ids[i], ids[n], W);
+        sa_pidx_put(&x, ids[0], W, (uint32_t)i);
+      }
+    }
+    assert_int_equal(x.len, n);
+  }
+  sa_pidx_clear(&x);
+  assert_int_equal(sa_pidx_find(&x, ids[0], W, "ev1"), -1);
+  sa_pidx_free(&x);
+  free(ids);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_commit_writes_state_and_checkpoint_together,
@@ -471,6 +518,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_retention_trims_old_windows_events_and_records,
                                 redis_fixture_kill_after_test),
       cmocka_unit_test(test_argv_resp_frames_every_string),
+      cmocka_unit_test(test_position_index_agrees_with_linear_search),
   };
   atexit(redis_fixture_kill);
   return cmocka_run_group_tests(tests, redis_fixture_setup, redis_fixture_teardown);
