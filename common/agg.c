@@ -355,6 +355,31 @@ static void rb_cjson_number(rowbuf *b, double d) {
     rb_int(b, vi);
     return;
   }
+  /* A value that is exactly the double nearest to m / 10^6 (min and max magnitudes always are)
+   * with 1e-4 <= |d| < 1e9: %1.15g prints that decimal (at most 15 digits, fixed notation, zeros
+   * trimmed) and it reads back to d, so it is written directly. */
+  double ad = fabs(d);
+  if (ad >= 1e-4 && ad < 1e9) {
+    int64_t m = llround(d * 1e6);
+    if ((double)m / 1e6 == d) {
+      uint64_t um = m < 0 ? (uint64_t)0 - (uint64_t)m : (uint64_t)m;
+      uint64_t ip = um / 1000000, fp = um % 1000000;
+      char fr[7];
+      int fl = 6;
+      for (int k = 5; k >= 0; k--, fp /= 10)
+        fr[k] = (char)('0' + fp % 10);
+      while (fl > 0 && fr[fl - 1] == '0')
+        fl--;
+      if (m < 0)
+        rb_put(b, "-", 1);
+      rb_int(b, (int64_t)ip);
+      if (fl > 0) {
+        rb_put(b, ".", 1);
+        rb_put(b, fr, (size_t)fl);
+      }
+      return;
+    }
+  }
   char num[32];
   snprintf(num, sizeof num, "%1.15g", d);
   double test = strtod(num, NULL);

@@ -23,6 +23,8 @@
 
 #include "qs/error.h"
 
+#include "event_internal.h"
+
 void qs_event_init(qs_event *ev) {
   ev->event_id[0] = '\0';
   ev->has_magnitude = false;
@@ -316,6 +318,10 @@ static int validate(const qs_event *ev, bool texts, char *why, size_t whylen) {
 
 int qs_event_validate(const qs_event *ev, char *why, size_t whylen) {
   return validate(ev, true, why, whylen);
+}
+
+int qs_event_validate_values(const qs_event *ev, char *why, size_t whylen) {
+  return validate(ev, false, why, whylen);
 }
 
 /* ---- decoding --------------------------------------------------------- */

@@ -11,6 +11,8 @@
  */
 #include "qs/event.h"
 
+#include "event_internal.h"
+
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -51,6 +53,7 @@ static const char *const names[K_COUNT] = {
 
 typedef struct cur {
   const char *p, *end;
+  uint64_t high; /* a string had a byte >= 0x80 (its UTF-8 must then be checked) */
 } cur;
 
 static void ws(cur *c) {
@@ -84,10 +87,12 @@ static int str(cur *c, const char **s, size_t *n) {
     memcpy(&w, c->p, 8);
     if (word_special(w))
       break;
+    c->high |= w & HIGHS;
     c->p += 8;
   }
   while (c->p < c->end) {
     unsigned char ch = (unsigned char)*c->p;
+    c->high |= ch & 0x80;
     if (ch == '"') {
       *s = a;
       *n = (size_t)(c->p - a);
@@ -316,8 +321,9 @@ int qs_event_from_json_fast(qs_event *ev, const char *json, size_t len) {
   if (len > QS_EVENT_JSON_MAX)
     return 0;
   qs_event_init(ev);
-  cur c = {json, json + len};
+  cur c = {json, json + len, 0};
   unsigned seen = 0;
+  int hint = 0; /* producers write the members in one order: try the next one first */
   ws(&c);
   if (c.p >= c.end || *c.p != '{')
     return 0;
@@ -331,7 +337,9 @@ int qs_event_from_json_fast(qs_event *ev, const char *json, size_t len) {
     ws(&c);
     if (!str(&c, &s, &n) || n == 0)
       return 0;
-    int k = key_of(s, n);
+    int k = hint < K_COUNT && name_len[hint] == n && memcmp(s, names[hint], n) == 0 ? hint
+                                                                                    : key_of(s, n);
+    hint = k + 1;
     if (k < 0 || (seen & (1u << k)))
       return 0;
     seen |= 1u << k;
@@ -358,5 +366,6 @@ int qs_event_from_json_fast(qs_event *ev, const char *json, size_t len) {
       return 0;
   if ((seen & REQUIRED) != REQUIRED)
     return 0;
-  return qs_event_validate(ev, NULL, 0) == 0;
+  /* Strings of ASCII only need no UTF-8 check (their lengths were checked while copying). */
+  return (c.high ? qs_event_validate(ev, NULL, 0) : qs_event_validate_values(ev, NULL, 0)) == 0;
 }

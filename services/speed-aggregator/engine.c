@@ -326,12 +326,30 @@ void sa_engine_set_baseline(sa_engine *e, const char *region, const qs_agg_basel
   }
 }
 
+/* "<prefix><hub>:<group>:<p>" cut to cap - 1 bytes (snprintf's result, without its cost: the
+ * open-window key is built once per changed window per commit). */
+static void partition_key(const sa_engine *e, const char *prefix, int p, char *buf, size_t cap) {
+  char t[600], num[24];
+  size_t n = 0, hl = strlen(e->hub), gl = strlen(e->group), pl = strlen(prefix);
+  memcpy(t, prefix, pl);
+  n = pl;
+  memcpy(t + n, e->hub, hl);
+  n += hl;
+  t[n++] = ':';
+  memcpy(t + n, e->group, gl);
+  n += gl;
+  t[n++] = ':';
+  size_t nl = sa_i64_to_str(p, num);
+  memcpy(t + n, num, nl + 1);
+  copy_str(buf, cap, t);
+}
+
 void sa_key_ckpt(const sa_engine *e, int p, char *buf, size_t cap) {
-  snprintf(buf, cap, "qs:ckpt:%s:%s:%d", e->hub, e->group, p);
+  partition_key(e, "qs:ckpt:", p, buf, cap);
 }
 
 void sa_key_open(const sa_engine *e, int p, char *buf, size_t cap) {
-  snprintf(buf, cap, "qs:rt:open:%s:%s:%d", e->hub, e->group, p);
+  partition_key(e, "qs:rt:open:", p, buf, cap);
 }
 
 /* ---- partitions --------------------------------------------------------------------------- */
@@ -1014,7 +1032,8 @@ static void emit_id(sa_engine *e, opcmd *c, const sa_evrec *r) {
 static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms) {
   opcmd c;
   char memkey[SA_KEY_MAX + 16], open[600];
-  snprintf(memkey, sizeof memkey, "qs:rt:mem:%s", w->key);
+  memcpy(memkey, "qs:rt:mem:", 10);
+  copy_str(memkey + 10, sizeof memkey - 10, w->key);
   int p = w->partition;
   if (p >= 0) {
     sa_key_open(e, p, open, sizeof open);

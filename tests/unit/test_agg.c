@@ -987,6 +987,21 @@ static void test_row_json_is_byte_identical_to_the_cjson_rendering(void **state)
     free(heap);
     cJSON_free(ref);
   }
+  /* Single members at the edges of the direct decimal form (|v| < 1e-4 takes printf's). */
+  static const int64_t micro[] = {0,        1,       50,      99,       100,     101,     -1,
+                                  -99,      -100,    -101,    123456,   1000000, 1500000, -2000000,
+                                  10500000, 4999999, 5000001, -1234567, 999999};
+  for (size_t i = 0; i < sizeof micro / sizeof micro[0]; i++) {
+    qs_agg_row row;
+    assert_int_equal(qs_agg_row_init(&row, "x", 0, 300000), 0);
+    row.agg.event_count = row.agg.mag_count = row.agg.depth_count = 1;
+    row.agg.mag_sum_micro = row.agg.mag_min_micro = row.agg.mag_max_micro = micro[i];
+    row.agg.depth_sum_micro = micro[i] * 3;
+    char *ref = ref_row_json(&row);
+    assert_int_equal(qs_agg_row_to_json_buf(&row, buf, sizeof buf, NULL), 0);
+    assert_string_equal(buf, ref);
+    cJSON_free(ref);
+  }
   qs_agg_row row;
   assert_int_equal(qs_agg_row_init(&row, "x", 0, 300000), 0);
   assert_int_equal(qs_agg_row_to_json_buf(&row, buf, 20, NULL), QS_ERR_TOOBIG);
