@@ -177,7 +177,7 @@ def throughput(stack, events, build, label, perf_dir=None, run=0):
     if perf_dir:  # the aggregator, and Redis (the wall-clock side)
         for who, pid in ((label, agg.pid), (f"redis-{label}", stack.redis.pid)):
             perfs.append(subprocess.Popen(
-                ["perf", "record", "-q", "-F", "999",
+                ["perf", "record", "-q", "-F", os.environ.get("PERF_FREQ", "999"),
                  *os.environ.get("PERF_CALLGRAPH", "-g").split(), "-p", str(pid),
                  "-o", os.path.join(perf_dir, f"{who}-{run}.data")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -494,7 +494,9 @@ bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n) {
 }
 
 void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_t len) {
-  if (sa_smap_get(&e->evrecs, id))
+  bool found;
+  sa_smap_slot *slot = sa_smap_upsert(&e->evrecs, id, &found);
+  if (found)
     return;
   sa_evrec *r = qs_xcalloc(1, sizeof *r);
   copy_str(r->id, sizeof r->id, id);
@@ -503,7 +505,8 @@ void sa_engine_load_evstate(sa_engine *e, const char *id, const char *val, size_
     memset(r, 0, sizeof *r);
     snprintf(r->id, sizeof r->id, "%s", id);
   }
-  sa_smap_put(&e->evrecs, r->id, r);
+  slot->key = r->id; /* the map borrows the record's copy of the id */
+  slot->value = r;
 }
 
 #define MEMBER_ID_SIZE (QS_EVENT_ID_MAX + 1)
@@ -949,7 +952,7 @@ typedef struct opcmd {
 static void op_begin(opcmd *c, sa_argv *a, const char *cmd, const char *key) {
   c->a = a;
   c->count_idx = sa_argv_count(a);
-  sa_argv_addi(a, 0);
+  sa_argv_add_count(a);
   sa_argv_adds(a, cmd);
   c->nargs = 1;
   if (key) {

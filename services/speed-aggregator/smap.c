@@ -84,6 +84,21 @@ void *sa_smap_put(sa_smap *m, const char *key, void *value) {
   return NULL;
 }
 
+sa_smap_slot *sa_smap_upsert(sa_smap *m, const char *key, bool *found) {
+  if ((m->len + 1) * 2 > m->cap)
+    grow(m);
+  uint64_t h = hash_str(key);
+  sa_smap_slot *s = &m->slots[find(m, key, h)];
+  *found = s->key != NULL;
+  if (!*found) {
+    s->key = m->borrow_keys ? (char *)key : qs_xstrdup(key);
+    s->hash = h;
+    s->value = NULL;
+    m->len++;
+  }
+  return s;
+}
+
 void *sa_smap_del(sa_smap *m, const char *key) {
   if (m->cap == 0)
     return NULL;

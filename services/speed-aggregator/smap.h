@@ -31,6 +31,10 @@ void sa_smap_free(sa_smap *m);
 void *sa_smap_get(const sa_smap *m, const char *key);
 /* Inserts or replaces; returns the previous value or NULL. */
 void *sa_smap_put(sa_smap *m, const char *key, void *value);
+/* The slot of key, inserted (NULL value) when absent, with one hash and one probe sequence;
+ * *found tells which. A new slot's key is `key` itself: in a borrowed map the caller must then
+ * point slot->key at the stable copy the value holds (equal bytes) before the next call. */
+sa_smap_slot *sa_smap_upsert(sa_smap *m, const char *key, bool *found);
 /* Removes; returns the value or NULL. */
 void *sa_smap_del(sa_smap *m, const char *key);
 /* Iteration: for (size_t i = 0; i < m->cap; i++) if (m->slots[i].key) ... */

@@ -138,7 +138,7 @@ void sa_store_init(sa_store *s, qs_redis *r, sa_engine *e, const char *owner) {
   s->engine = e;
   snprintf(s->owner, sizeof s->owner, "%s", owner);
   snprintf(s->lease_prefix, sizeof s->lease_prefix, "qs:lease:%s:%s:", e->hub, e->group);
-  sa_argv_init(&s->cmd);
+  sa_argv_init_resp(&s->cmd);
 }
 
 void sa_store_free(sa_store *s) { sa_argv_free(&s->cmd); }
@@ -339,7 +339,7 @@ int sa_store_commit(sa_store *s, int64_t now_ms, sa_store_commit_cb cb, void *ud
   sa_argv_adds(a, sa_commit_lua);
   sa_argv_adds(a, "0");
   size_t count_idx = sa_argv_count(a);
-  sa_argv_addi(a, 0);
+  sa_argv_add_count(a);
   int parts[SA_PARTITIONS_MAX];
   size_t nparts = 0;
   size_t items = sa_engine_take(s->engine, a, parts, &nparts, now_ms);

@@ -453,6 +453,32 @@ static void test_argv_resp_frames_every_string(void **st) {
   assert_int_equal(len, 6 + 300 * (7 + sizeof big + 2));
   assert_memory_equal(r, "*300\r\n$5000\r\nxx", 15);
   sa_argv_free(&a);
+
+  /* RESP mode: the same bytes in place; a count placeholder is rewritten zero-padded. */
+  sa_argv_init_resp(&a);
+  for (int round = 0; round < 2; round++) {
+    sa_argv_reset(&a);
+    sa_argv_adds(&a, "EVAL");
+    size_t ci = sa_argv_count(&a);
+    sa_argv_add_count(&a);
+    sa_argv_add(&a, "a\0b", 3);
+    sa_argv_add3(&a, "x", 1, "", 0, "yz", 2);
+    sa_argv_addi(&a, -42);
+    sa_argv_set_i(&a, ci, 802);
+    size_t l;
+    assert_memory_equal(sa_argv_at(&a, 3, &l), "xyz", 3);
+    assert_int_equal(l, 3);
+    r = sa_argv_resp(&a, &len);
+    static const char want2[] =
+        "*5\r\n$4\r\nEVAL\r\n$10\r\n0000000802\r\n$3\r\na\0b\r\n$3\r\nxyz\r\n$3\r\n-42\r\n";
+    assert_int_equal(len, sizeof want2 - 1);
+    assert_memory_equal(r, want2, len);
+  }
+  for (int i = 0; i < 300; i++)
+    sa_argv_add(&a, big, sizeof big);
+  r = sa_argv_resp(&a, &len);
+  assert_memory_equal(r, "*305\r\n$4\r\nEVAL", 14);
+  sa_argv_free(&a);
 }
 
 /* The members' position index agrees with a linear search through thousands of random puts,
