@@ -53,6 +53,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def minor_faults(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
 def wait_log(path, needle, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,6 +192,7 @@ def throughput(stack, events, build, label, perf_dir=None, run=0):
         time.sleep(0.01)
     wall = time.monotonic() - t0
     cpu = cpu_seconds(agg.pid) - cpu0
+    faults = minor_faults(agg.pid)
     redis_cpu = cpu_seconds(stack.redis.pid) - redis_cpu0
     hub_cpu = cpu_seconds(stack.hub.pid) - hub_cpu0
     for perf in perfs:
@@ -196,7 +202,8 @@ def throughput(stack, events, build, label, perf_dir=None, run=0):
     agg.wait(20)
     res = {"build": label, "events": events, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
            "events_per_s_wall": round(events / wall), "events_per_cpu_s": round(events / cpu),
-           "redis_cpu_s": round(redis_cpu, 3), "hub_cpu_s": round(hub_cpu, 3)}
+           "redis_cpu_s": round(redis_cpu, 3), "hub_cpu_s": round(hub_cpu, 3),
+           "page_faults": faults}
     print("speed-aggregator throughput:", json.dumps(res), flush=True)
     return res
 
@@ -289,11 +296,11 @@ def main():
     cols = ["events_per_cpu_s", "events_per_s_wall", "cpu_s", "wall_s", "redis_cpu_s", "hub_cpu_s"]
     print("  " + "build".ljust(10) + "".join(c.rjust(19) for c in cols))
     for label, _ in builds:
-        print("  " + label.ljust(10) + "".join(str(med(tp[label], c)).rjust(19) for c in cols))
+        print("  " + label.ljust(10) + "".join(f"{med(tp[label], c):>19.6g}" for c in cols))
     peer_cpu, peer_wall = med(peers, "events_per_cpu_s"), med(peers, "events_per_s_wall")
     if peer_cpu:
-        print("  " + "node peer".ljust(10) + str(peer_cpu).rjust(19) + str(peer_wall).rjust(19)
-              + str(med(peers, "cpu_s")).rjust(19) + str(med(peers, "wall_s")).rjust(19))
+        print("  " + "node peer".ljust(10) + "".join(
+            f"{med(peers, c):>19.6g}" for c in cols[:4]))
         for label, _ in builds:
             print(f"  ratio {label} / node: {med(tp[label], 'events_per_cpu_s') / peer_cpu:.1f}x"
                   f" per CPU second; {med(tp[label], 'events_per_s_wall') / peer_wall:.1f}x wall")
