@@ -231,6 +231,7 @@ static void window_free(sa_window *w) {
 }
 
 static void drop_caches(sa_engine *e) {
+  memset(e->wcache, 0, sizeof e->wcache);
   for (size_t i = 0; i < e->evrecs.cap; i++)
     if (e->evrecs.slots[i].key)
       free(e->evrecs.slots[i].value);
@@ -313,6 +314,7 @@ size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
   }
   sa_smap_free(&e->windows);
   e->windows = keep;
+  memset(e->wcache, 0, sizeof e->wcache);
   return e->evrecs.len + e->windows.len;
 }
 
@@ -652,10 +654,19 @@ static void publish(sa_engine *e, int channel, const char *msg, size_t len) {
   sa_argv_add(&e->pubs, msg, len);
 }
 
-/* Records a changed member id. Duplicates are allowed: the commit writes each id's final state,
- * and setting or deleting a field twice in one command is harmless. */
+/* Records a changed member id with its state right after the change: present with its
+ * contribution (it was just pushed, so it is the last member), or absent (time_ms INT64_MIN).
+ * Duplicates are allowed: the commit sets every present state in order (the last one wins) and
+ * then deletes the ids whose last change left them absent, so no lookup is needed for the
+ * (common) present ones. */
 static void window_touch_member(sa_window *w, const char *id) {
-  members_push(&w->changed, id, NULL, false);
+  const sa_member_list *m = &w->mem;
+  if (m->n && strcmp(m->ids[m->n - 1], id) == 0) {
+    members_push(&w->changed, id, &m->c[m->n - 1], false);
+  } else {
+    qs_contrib gone = {.time_ms = INT64_MIN};
+    members_push(&w->changed, id, &gone, false);
+  }
 }
 
 static int window_retract(sa_engine *e, sa_window *w, const char *id) {
@@ -681,13 +692,26 @@ static int window_retract(sa_engine *e, sa_window *w, const char *id) {
   return 0;
 }
 
+/* The cached window of (region, the window of t), through a small direct-mapped cache of
+ * window pointers in front of the map (a map lookup builds and hashes the "region|start" key;
+ * the cache is emptied whenever windows are freed). */
 static sa_window *window_get(sa_engine *e, const char *region, int64_t t) {
   int64_t start, end;
   if (qs_agg_window_of(t, e->o.window_ms, &start, &end) != 0)
     return NULL;
+  uint64_t h = (uint64_t)(start / e->o.window_ms) * 0x9E3779B97F4A7C15ULL;
+  for (const char *c = region; *c; c++)
+    h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+  sa_window **slot = &e->wcache[(h >> 32) % SA_WCACHE];
+  sa_window *w = *slot;
+  if (w && w->row.window_start_ms == start && strcmp(w->row.region, region) == 0)
+    return w;
   char k[SA_KEY_MAX];
   window_key(k, sizeof k, region, start);
-  return sa_smap_get(&e->windows, k);
+  w = sa_smap_get(&e->windows, k);
+  if (w)
+    *slot = w;
+  return w;
 }
 
 static void alert_add(sa_engine *e, const char *type, const char *subject, const char *region,
@@ -1085,19 +1109,21 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
     op_argi(&c, w->row.window_start_ms);
     op_args(&c, w->key);
     op_end(&c);
-    /* Member changes: set the current contribution, or delete an id that left. */
+    /* Member changes: every contribution set, in order (the last one of an id wins), then the
+     * ids that are no longer members deleted. */
     for (int pass = 0; pass < 2; pass++) {
       size_t in_cmd = 0;
       for (size_t i = 0; i < w->changed.n; i++) {
-        long m = members_find(&w->mem, w->changed.ids[i]);
-        if ((pass == 0) != (m >= 0))
+        const qs_contrib *ch = &w->changed.c[i];
+        bool present = ch->time_ms != INT64_MIN;
+        if (pass == 0 ? !present : present || members_find(&w->mem, w->changed.ids[i]) >= 0)
           continue;
         if (in_cmd == 0)
           op_begin(&c, ops, pass == 0 ? "HSET" : "HDEL", memkey);
         op_args(&c, w->changed.ids[i]);
         if (pass == 0) {
           char cb[128];
-          op_arg(&c, cb, sa_contrib_encode(&w->mem.c[m], cb, sizeof cb));
+          op_arg(&c, cb, sa_contrib_encode(ch, cb, sizeof cb));
         }
         if (++in_cmd == CHUNK_PAIRS) {
           op_end(&c);

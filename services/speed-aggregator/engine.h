@@ -134,6 +134,8 @@ typedef struct sa_engine {
   char hub[257], group[257];
   sa_smap evrecs;    /* id -> sa_evrec* */
   sa_smap windows;   /* key -> sa_window* */
+#define SA_WCACHE 1024
+  sa_window *wcache[SA_WCACHE]; /* window_get's cache (emptied when windows are freed) */
   sa_smap baselines; /* region -> qs_agg_baseline* */
   sa_partition parts[SA_PARTITIONS_MAX];
   /* Changes since the last take. */
