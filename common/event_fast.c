@@ -335,10 +335,17 @@ int qs_event_from_json_fast(qs_event *ev, const char *json, size_t len) {
     const char *s;
     size_t n;
     ws(&c);
-    if (!str(&c, &s, &n) || n == 0)
-      return 0;
-    int k = hint < K_COUNT && name_len[hint] == n && memcmp(s, names[hint], n) == 0 ? hint
-                                                                                    : key_of(s, n);
+    int k;
+    size_t hl = hint < K_COUNT ? name_len[hint] : 0;
+    if (hl && (size_t)(c.end - c.p) > hl + 2 && c.p[0] == '"' && c.p[hl + 1] == '"' &&
+        memcmp(c.p + 1, names[hint], hl) == 0) {
+      k = hint; /* the expected member: no scan of its name */
+      c.p += hl + 2;
+    } else {
+      if (!str(&c, &s, &n) || n == 0)
+        return 0;
+      k = key_of(s, n);
+    }
     hint = k + 1;
     if (k < 0 || (seen & (1u << k)))
       return 0;
