@@ -429,6 +429,40 @@ static void test_two_replicas_split_partitions_and_take_over(void **st) {
   fx_free(f);
 }
 
+/* The record fetch (one line per asked id): a committed record, an unseen id, an id asked twice,
+ * and a stored value with a newline (no record has one: it is read as unseen, not as two lines). */
+static void test_record_fetch_reads_one_line_per_id(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 1, "ak1", 2.0, T0 + 1, 7, "new"));
+  assert_int_equal(commit(f, NULL), 0);
+  freeReplyObject(cmd(f, "HSET qs:rt:evstate %s %s", "odd", "5|N|alaska|\n1,n,n,0"));
+  sa_engine_reset(&f->engine);
+  sa_needs n;
+  sa_needs_init(&n);
+  const char *ids[] = {"ak1", "nope", "ak1", "odd"};
+  for (size_t i = 0; i < 4; i++)
+    sa_argv_adds(&n.ev_ids, ids[i]);
+  int done = 0;
+  assert_int_equal(sa_store_fetch(&f->store, &n, on_fetched, &done), 0);
+  run_until(&f->loop, &done);
+  sa_needs_free(&n);
+  const sa_evrec *r = sa_engine_evrec(&f->engine, "ak1");
+  assert_non_null(r);
+  assert_true(r->exists && r->live);
+  assert_int_equal(r->updated, 7);
+  r = sa_engine_evrec(&f->engine, "nope");
+  assert_non_null(r);
+  assert_false(r->exists);
+  r = sa_engine_evrec(&f->engine, "odd");
+  assert_non_null(r);
+  assert_false(r->exists);
+  fx_free(f);
+}
+
 /* A commit is sent as one RESP command built by sa_argv_resp: binary-safe, counts and lengths
  * exact, the buffer reused and regrown. */
 static void test_argv_resp_frames_every_string(void **st) {
@@ -542,6 +576,8 @@ int main(void) {
       cmocka_unit_test_teardown(test_rolling_hour_counts_events_as_they_enter_and_leave,
                                 redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_retention_trims_old_windows_events_and_records,
+                                redis_fixture_kill_after_test),
+      cmocka_unit_test_teardown(test_record_fetch_reads_one_line_per_id,
                                 redis_fixture_kill_after_test),
       cmocka_unit_test(test_argv_resp_frames_every_string),
       cmocka_unit_test(test_position_index_agrees_with_linear_search),
