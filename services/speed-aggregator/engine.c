@@ -94,7 +94,9 @@ static size_t copy_str(char *dst, size_t cap, const char *src) {
 }
 
 size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap) {
-  char t[80];
+  char tmp[80];
+  /* Straight into buf when it surely fits (the longest encoding is 3 * 20 + 4 bytes). */
+  char *t = cap >= sizeof tmp ? buf : tmp;
   size_t n = sa_i64_to_str(c->time_ms, t);
   t[n++] = ',';
   if (c->has_mag)
@@ -109,7 +111,7 @@ size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap) {
   t[n++] = ',';
   t[n++] = (char)('0' + ((c->tsunami ? 1 : 0) | (c->significant ? 2 : 0)));
   t[n] = '\0';
-  return copy_str(buf, cap, t);
+  return t == buf ? n : copy_str(buf, cap, t);
 }
 
 static const char *parse_i64(const char *s, const char *end, int64_t *out) {
@@ -161,15 +163,16 @@ int sa_contrib_decode(qs_contrib *c, const char *s, size_t len) {
 
 /* Event record: "<updated>|<change>|<region>|<contribution or empty>". */
 static size_t evrec_encode(const sa_evrec *r, char *buf, size_t cap) {
-  char t[256];
+  char tmp[256];
+  char *t = cap >= sizeof tmp ? buf : tmp; /* straight into buf when it surely fits */
   size_t n = sa_i64_to_str(r->updated, t);
   t[n++] = '|';
   t[n++] = r->change;
   t[n++] = '|';
-  n += copy_str(t + n, sizeof t - n - 100, r->region);
+  n += copy_str(t + n, sizeof tmp - n - 100, r->region);
   t[n++] = '|';
-  n += sa_contrib_encode(&r->c, t + n, sizeof t - n);
-  return copy_str(buf, cap, t);
+  n += sa_contrib_encode(&r->c, t + n, sizeof tmp - n);
+  return t == buf ? n : copy_str(buf, cap, t);
 }
 
 static int evrec_decode(sa_evrec *r, const char *s, size_t len) {
