@@ -27,7 +27,7 @@ void sa_agg_opts_default(sa_agg_opts *o) {
   sa_engine_opts_default(&o->engine);
   o->batch_max = 2000;
   o->batch_ms = 50;
-  o->queue_max = 20000;
+  o->queue_max = 5000;
   o->cache_max = 500000;
   o->lease_ttl_ms = 10000;
   o->rolling_ms = 1000;
