@@ -36,6 +36,7 @@
 #define SA_OFFSET_MAX 32
 #define SA_KEY_MAX 160
 #define SA_DLQ_BODY_MAX 4096
+#define SA_WCACHE 1024 /* slots of the engine's window cache */
 
 typedef struct sa_engine_opts {
   const char *hub;            /* for the checkpoint and open-window keys */
@@ -134,10 +135,10 @@ typedef struct sa_engine {
   char hub[257], group[257];
   sa_smap evrecs;    /* id -> sa_evrec* */
   sa_smap windows;   /* key -> sa_window* */
-#define SA_WCACHE 1024
-  sa_window *wcache[SA_WCACHE]; /* window_get's cache (emptied when windows are freed) */
   sa_smap baselines; /* region -> qs_agg_baseline* */
   sa_partition parts[SA_PARTITIONS_MAX];
+  /* window_get's cache of window pointers (emptied whenever windows are freed). */
+  sa_window *wcache[SA_WCACHE];
   /* Changes since the last take. */
   sa_evrec **dirty_ev;
   size_t n_dirty_ev, cap_dirty_ev;
