@@ -65,7 +65,14 @@ static char *slot(sa_argv *a, size_t len) {
   char *p = a->arena + a->used;
   if (a->resp_mode) {
     *p++ = '$';
-    p += i64_str((int64_t)len, p);
+    if (len < 10) { /* most arguments are short: ids, numbers, small keys */
+      *p++ = (char)('0' + len);
+    } else if (len < 100) {
+      *p++ = (char)('0' + len / 10);
+      *p++ = (char)('0' + len % 10);
+    } else {
+      p += i64_str((int64_t)len, p);
+    }
     *p++ = '\r';
     *p++ = '\n';
     p[len] = '\r';
