@@ -17,6 +17,7 @@
 #include "qs/error.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -307,18 +308,104 @@ int qs_agg_format_iso8601(int64_t t_ms, char *buf, size_t size) {
 
 static bool json_int_ok(int64_t v) { return v >= -QS_AGG_JSON_INT_MAX && v <= QS_AGG_JSON_INT_MAX; }
 
-/* Integers are written as raw text (PRId64) so they never take a float form like 1e+15. */
-static bool add_int(cJSON *o, const char *name, int64_t v) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "%" PRId64, v);
-  return cJSON_AddRawToObject(o, name, buf) != NULL;
+/* The row is written directly, byte for byte what the cJSON object of earlier versions printed
+ * (tests/unit/test_agg.c keeps that cJSON construction as the reference): members in a fixed
+ * order, no spaces; integers as raw text (PRId64) so they never take a float form like 1e+15;
+ * the region and the timestamps need no escaping (region_valid); the four derived doubles (or
+ * null) the way cJSON prints a number. It runs once per changed window per commit, where the
+ * cJSON tree's allocations and printf calls showed in the speed aggregator's profile. */
+typedef struct rowbuf {
+  char *p;
+  size_t len, cap;
+} rowbuf;
+
+static void rb_put(rowbuf *b, const char *s, size_t n) {
+  if (b->len + n < b->cap)
+    memcpy(b->p + b->len, s, n);
+  b->len += n;
 }
 
-static bool add_opt_number(cJSON *o, const char *name, int rc, double v) {
-  return (rc == 0 ? cJSON_AddNumberToObject(o, name, v) : cJSON_AddNullToObject(o, name)) != NULL;
+static void rb_puts(rowbuf *b, const char *s) { rb_put(b, s, strlen(s)); }
+
+static void rb_int(rowbuf *b, int64_t v) {
+  char t[24], o[24];
+  size_t n = 0, len = 0;
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    t[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0)
+    o[len++] = '-';
+  while (n)
+    o[len++] = t[--n];
+  rb_put(b, o, len);
 }
 
-int qs_agg_row_to_json(const qs_agg_row *row, char **out, size_t *out_len) {
+/* cJSON 1.7's print_number: "%d" when the value equals its int conversion (saturated at
+ * INT_MIN/INT_MAX), else "%1.15g" if that reads back within DBL_EPSILON (relative), else
+ * "%1.17g"; the locale's decimal point becomes '.'. */
+static void rb_cjson_number(rowbuf *b, double d) {
+  if (isnan(d) || isinf(d)) {
+    rb_puts(b, "null");
+    return;
+  }
+  int vi = d >= (double)INT32_MAX ? INT32_MAX : d <= (double)INT32_MIN ? INT32_MIN : (int)d;
+  if (d == (double)vi) {
+    rb_int(b, vi);
+    return;
+  }
+  /* A value that is exactly the double nearest to m / 10^6 (min and max magnitudes always are)
+   * with 1e-4 <= |d| < 1e9: %1.15g prints that decimal (at most 15 digits, fixed notation, zeros
+   * trimmed) and it reads back to d, so it is written directly. */
+  double ad = fabs(d);
+  if (ad >= 1e-4 && ad < 1e9) {
+    int64_t m = llround(d * 1e6);
+    if ((double)m / 1e6 == d) {
+      uint64_t um = m < 0 ? (uint64_t)0 - (uint64_t)m : (uint64_t)m;
+      uint64_t ip = um / 1000000, fp = um % 1000000;
+      char fr[7];
+      int fl = 6;
+      for (int k = 5; k >= 0; k--, fp /= 10)
+        fr[k] = (char)('0' + fp % 10);
+      while (fl > 0 && fr[fl - 1] == '0')
+        fl--;
+      if (m < 0)
+        rb_put(b, "-", 1);
+      rb_int(b, (int64_t)ip);
+      if (fl > 0) {
+        rb_put(b, ".", 1);
+        rb_put(b, fr, (size_t)fl);
+      }
+      return;
+    }
+  }
+  char num[32];
+  snprintf(num, sizeof num, "%1.15g", d);
+  double test = strtod(num, NULL);
+  double max = fabs(test) > fabs(d) ? fabs(test) : fabs(d);
+  if (!(fabs(test - d) <= max * DBL_EPSILON))
+    snprintf(num, sizeof num, "%1.17g", d);
+  for (char *q = num; *q; q++)
+    if (!((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' || *q == 'e' || *q == 'E'))
+      *q = '.';
+  rb_puts(b, num);
+}
+
+static void rb_member_int(rowbuf *b, const char *name, int64_t v) {
+  rb_puts(b, name);
+  rb_int(b, v);
+}
+
+static void rb_member_opt(rowbuf *b, const char *name, int rc, double v) {
+  rb_puts(b, name);
+  if (rc == 0)
+    rb_cjson_number(b, v);
+  else
+    rb_puts(b, "null");
+}
+
+int qs_agg_row_to_json_buf(const qs_agg_row *row, char *buf, size_t cap, size_t *out_len) {
   const qs_agg *a = &row->agg;
   char ws[32], we[32];
   double avg_mag = 0, min_mag = 0, max_mag = 0, avg_depth = 0;
@@ -336,35 +423,44 @@ int qs_agg_row_to_json(const qs_agg_row *row, char **out, size_t *out_len) {
   int rc_min = qs_agg_min_magnitude(a, &min_mag);
   int rc_max = qs_agg_max_magnitude(a, &max_mag);
   int rc_depth = qs_agg_avg_depth_km(a, &avg_depth);
+  rowbuf b = {buf, 0, cap};
+  rb_puts(&b, "{\"window_start\":\"");
+  rb_puts(&b, ws);
+  rb_puts(&b, "\",\"window_end\":\"");
+  rb_puts(&b, we);
+  rb_member_int(&b, "\",\"window_start_ms\":", row->window_start_ms);
+  rb_member_int(&b, ",\"window_end_ms\":", row->window_end_ms);
+  rb_puts(&b, ",\"region\":\"");
+  rb_puts(&b, row->region);
+  rb_member_int(&b, "\",\"event_count\":", a->event_count);
+  rb_member_opt(&b, ",\"avg_magnitude\":", rc_avg, avg_mag);
+  rb_member_opt(&b, ",\"min_magnitude\":", rc_min, min_mag);
+  rb_member_opt(&b, ",\"max_magnitude\":", rc_max, max_mag);
+  rb_member_opt(&b, ",\"avg_depth_km\":", rc_depth, avg_depth);
+  rb_member_int(&b, ",\"significant_count\":", a->significant_count);
+  rb_member_int(&b, ",\"tsunami_count\":", a->tsunami_count);
+  rb_member_int(&b, ",\"tsunami_alerts\":", a->tsunami_count);
+  rb_member_int(&b, ",\"mag_sum_micro\":", a->mag_sum_micro);
+  rb_member_int(&b, ",\"mag_count\":", a->mag_count);
+  rb_member_int(&b, ",\"depth_sum_micro\":", a->depth_sum_micro);
+  rb_member_int(&b, ",\"depth_count\":", a->depth_count);
+  rb_put(&b, "}", 1);
+  if (b.len >= cap)
+    return QS_ERR_TOOBIG;
+  buf[b.len] = '\0';
+  if (out_len)
+    *out_len = b.len;
+  return 0;
+}
 
-  cJSON *o = cJSON_CreateObject();
-  if (!o)
-    QS_FATAL("out of memory building an aggregate row");
-  bool ok = cJSON_AddStringToObject(o, "window_start", ws) &&
-            cJSON_AddStringToObject(o, "window_end", we) &&
-            add_int(o, "window_start_ms", row->window_start_ms) &&
-            add_int(o, "window_end_ms", row->window_end_ms) &&
-            cJSON_AddStringToObject(o, "region", row->region) &&
-            add_int(o, "event_count", a->event_count) &&
-            add_opt_number(o, "avg_magnitude", rc_avg, avg_mag) &&
-            add_opt_number(o, "min_magnitude", rc_min, min_mag) &&
-            add_opt_number(o, "max_magnitude", rc_max, max_mag) &&
-            add_opt_number(o, "avg_depth_km", rc_depth, avg_depth) &&
-            add_int(o, "significant_count", a->significant_count) &&
-            add_int(o, "tsunami_count", a->tsunami_count) &&
-            add_int(o, "tsunami_alerts", a->tsunami_count) &&
-            add_int(o, "mag_sum_micro", a->mag_sum_micro) &&
-            add_int(o, "mag_count", a->mag_count) &&
-            add_int(o, "depth_sum_micro", a->depth_sum_micro) &&
-            add_int(o, "depth_count", a->depth_count);
-  /* A row is bounded (17 fields, a region of <= 63 bytes, numbers of <= 26 chars): print into
-   * a fixed buffer, then copy into our allocator so the caller frees with free(). */
+int qs_agg_row_to_json(const qs_agg_row *row, char **out, size_t *out_len) {
   char text[QS_AGG_JSON_MAX];
-  ok = ok && cJSON_PrintPreallocated(o, text, (int)sizeof text, false);
-  cJSON_Delete(o);
-  if (!ok)
-    QS_FATAL("could not build an aggregate row (out of memory or over %d bytes)", QS_AGG_JSON_MAX);
-  size_t n = strlen(text);
+  size_t n;
+  int rc = qs_agg_row_to_json_buf(row, text, sizeof text, &n);
+  if (rc == QS_ERR_TOOBIG)
+    QS_FATAL("an aggregate row over %d bytes", QS_AGG_JSON_MAX);
+  if (rc != 0)
+    return rc;
   char *copy = qs_xmalloc(n + 1);
   memcpy(copy, text, n + 1);
   *out = copy;

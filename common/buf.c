@@ -4,6 +4,7 @@
 #include "qs/error.h"
 #include "qs/log.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,43 @@ void qs_buf_json_str(qs_buf *b, const char *s, size_t n) {
 }
 
 size_t qs_double_shortest(char *out, size_t cap, double v) {
+  /* A value that is exactly the double nearest to m / 10^6 (magnitudes, depths and coordinates
+   * with up to six decimals) with 1e-4 <= |v| < 1e9: "%.15g" prints that decimal (fixed
+   * notation, zeros trimmed) and it reads back to v, so it is written directly. */
+  double av = fabs(v);
+  if (cap >= 32 && av >= 1e-4 && av < 1e9) { /* (a shorter buffer keeps the printf behaviour) */
+    int64_t m = llround(v * 1e6);
+    if ((double)m / 1e6 == v) {
+      char t[32];
+      size_t n = 0;
+      uint64_t um = m < 0 ? (uint64_t)0 - (uint64_t)m : (uint64_t)m;
+      uint64_t ip = um / 1000000, fp = um % 1000000;
+      char digits[24];
+      size_t nd = 0;
+      do {
+        digits[nd++] = (char)('0' + ip % 10);
+        ip /= 10;
+      } while (ip);
+      if (m < 0)
+        t[n++] = '-';
+      while (nd)
+        t[n++] = digits[--nd];
+      if (fp) {
+        char fr[6];
+        int fl = 6;
+        for (int k = 5; k >= 0; k--, fp /= 10)
+          fr[k] = (char)('0' + fp % 10);
+        while (fr[fl - 1] == '0')
+          fl--;
+        t[n++] = '.';
+        memcpy(t + n, fr, (size_t)fl);
+        n += (size_t)fl;
+      }
+      memcpy(out, t, n);
+      out[n] = '\0';
+      return n;
+    }
+  }
   int n = 0;
   for (int prec = 15; prec <= 17; prec++) {
     n = snprintf(out, cap, "%.*g", prec, v);

@@ -1000,24 +1000,280 @@ static int64_t annotation_int(pn_data_t *d) {
   }
 }
 
-static void consumer_on_delivery(qs_eh_consumer *k, pn_link_t *l, pn_delivery_t *d) {
-  if (!pn_delivery_readable(d) || pn_delivery_partial(d))
-    return;
-  bool ok = recv_message(l, d, &k->rbuf, k->msg);
-  if (!pn_delivery_settled(d))
-    pn_delivery_update(d, PN_ACCEPTED);
-  pn_delivery_settle(d);
-  if (!ok) {
-    consumer_topup(k);
-    return;
+/* b into dst[cap], cut to cap - 1 bytes and NUL-terminated (qs_set_reason's "%.*s" result). */
+static void copy_bytes(char *dst, size_t cap, pn_bytes_t b) {
+  size_t n = b.size < cap ? b.size : cap - 1;
+  if (n)
+    memcpy(dst, b.start, n);
+  dst[n] = '\0';
+}
+
+/* ---- received messages without proton's message decoder -----------------------------------
+ *
+ * pn_message_decode builds pn_data trees of every section and was a large part of the speed
+ * aggregator's per-event cost. msg_fast reads the sections straight from the delivery's bytes for
+ * the shapes a hub sends (integer, timestamp or string annotations; string application
+ * properties; one data or string/binary amqp-value body) and fills the event exactly as the
+ * pn_message path below does; anything else (a described value where a number is read, an
+ * amqp-sequence body, two body sections, a malformed encoding) returns false and that path runs.
+ * tests/unit/test_eh_message.c compares both on encoded messages. */
+
+typedef struct amqp_cur {
+  const uint8_t *p, *end;
+} amqp_cur;
+
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t be64(const uint8_t *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+
+/* Length of the encoded value at p (constructor included), 0 if malformed or too deep. */
+static size_t amqp_skip(const uint8_t *p, const uint8_t *end, int depth) {
+  if (p >= end || depth > 32)
+    return 0;
+  size_t n = (size_t)(end - p), need;
+  uint8_t c = p[0];
+  if (c == 0x00) {
+    size_t d = amqp_skip(p + 1, end, depth + 1);
+    size_t v = d ? amqp_skip(p + 1 + d, end, depth + 1) : 0;
+    return d && v ? 1 + d + v : 0;
   }
-  qs_eh_event_in ev;
-  memset(&ev, 0, offsetof(qs_eh_event_in, props));
-  ev.nprops = 0;
-  ev.partition = k->o.partition;
-  ev.sequence = -1;
-  ev.enqueued_ms = 0;
-  pn_data_t *ma = pn_message_annotations(k->msg);
+  /* The constructors AMQP 1.0 defines (others are malformed). */
+  if ((c >= 0x40 && c <= 0x45) || (c >= 0x50 && c <= 0x56))
+    need = c < 0x50 ? 1 : 2;
+  else if (c == 0x60 || c == 0x61)
+    need = 3;
+  else if (c >= 0x70 && c <= 0x74)
+    need = 5;
+  else if (c >= 0x80 && c <= 0x84)
+    need = 9;
+  else if (c == 0x94 || c == 0x98)
+    need = 17;
+  else if (c == 0xa0 || c == 0xa1 || c == 0xa3)
+    need = n >= 2 ? 2 + (size_t)p[1] : SIZE_MAX;
+  else if (c == 0xb0 || c == 0xb1 || c == 0xb3)
+    need = n >= 5 ? 5 + (size_t)be32(p + 1) : SIZE_MAX;
+  else if (c == 0xc0 || c == 0xc1 || c == 0xd0 || c == 0xd1) {
+    /* A list or map: its count of values must fill its size exactly. */
+    bool small = c < 0xd0;
+    size_t hdr = small ? 3 : 9;
+    if (n < hdr)
+      return 0;
+    size_t size = small ? p[1] : be32(p + 1);
+    uint32_t count = small ? p[2] : be32(p + 5);
+    need = (small ? 2 : 5) + size;
+    if (size < hdr - (small ? 2 : 5) || need > n || ((c & 1) && count % 2))
+      return 0;
+    const uint8_t *q = p + hdr, *qend = p + need;
+    for (uint32_t i = 0; i < count; i++) {
+      size_t l = amqp_skip(q, qend, depth + 1);
+      if (!l)
+        return 0;
+      q += l;
+    }
+    if (q != qend)
+      return 0;
+  } else {
+    return 0; /* arrays and undefined constructors: proton's decoder */
+  }
+  return need <= n ? need : 0;
+}
+
+/* A string or symbol value (str8/32, sym8/32): its bytes. */
+static bool amqp_text(const uint8_t *p, size_t len, pn_bytes_t *out, bool strings_only) {
+  if (len >= 2 && (p[0] == 0xa1 || (!strings_only && p[0] == 0xa3))) {
+    *out = pn_bytes(p[1], (const char *)p + 2);
+    return true;
+  }
+  if (len >= 5 && (p[0] == 0xb1 || (!strings_only && p[0] == 0xb3))) {
+    *out = pn_bytes(be32(p + 1), (const char *)p + 5);
+    return true;
+  }
+  return false;
+}
+
+/* An integer or timestamp value as annotation_int reads it; false for any other type. */
+static bool amqp_int(const uint8_t *p, size_t len, int64_t *out) {
+  switch (p[0]) {
+  case 0x81: /* long */
+  case 0x83: /* timestamp */
+  case 0x80: /* ulong */
+    *out = (int64_t)be64(p + 1);
+    return len >= 9;
+  case 0x55: /* smalllong */
+  case 0x54: /* smallint */
+    *out = (int8_t)p[1];
+    return len >= 2;
+  case 0x53: /* smallulong */
+  case 0x52: /* smalluint */
+    *out = p[1];
+    return len >= 2;
+  case 0x44: /* ulong0 */
+  case 0x43: /* uint0 */
+    *out = 0;
+    return true;
+  case 0x71: /* int */
+    *out = (int32_t)be32(p + 1);
+    return len >= 5;
+  case 0x70: /* uint */
+    *out = be32(p + 1);
+    return len >= 5;
+  case 0x61: /* short */
+    *out = (int16_t)((uint16_t)p[1] << 8 | p[2]);
+    return len >= 3;
+  default:
+    return false;
+  }
+}
+
+/* The entries of a map value (map8/map32; null: none): first key and byte span, entry count. */
+static bool amqp_map(const uint8_t *v, size_t len, amqp_cur *body, uint32_t *count) {
+  if (len >= 1 && v[0] == 0x40) {
+    body->p = body->end = v + 1;
+    *count = 0;
+    return true;
+  }
+  if (len >= 3 && v[0] == 0xc1 && v[1] >= 1 && (size_t)v[1] + 2 <= len) {
+    *count = v[2];
+    body->p = v + 3;
+    body->end = v + 2 + v[1];
+    return *count % 2 == 0;
+  }
+  if (len >= 9 && v[0] == 0xd1 && be32(v + 1) >= 4 && (size_t)be32(v + 1) + 5 <= len) {
+    *count = be32(v + 5);
+    body->p = v + 9;
+    body->end = v + 5 + be32(v + 1);
+    return *count % 2 == 0;
+  }
+  return false;
+}
+
+static char prop_keys[QS_EH_PROPS_MAX][128], prop_vals[QS_EH_PROPS_MAX][512];
+
+static bool msg_fast(const uint8_t *msg, size_t n, qs_eh_event_in *ev) {
+  const uint8_t *p = msg, *end = msg + n;
+  bool have_body = false;
+  unsigned seen = 0;
+  while (p < end) {
+    size_t total = amqp_skip(p, end, 0);
+    if (!total || p[0] != 0x00 || total < 3 || p[1] != 0x53)
+      return false; /* other descriptor forms: proton's decoder */
+    uint8_t code = p[2];
+    if (code < 0x70 || code > 0x78 || (seen & (1u << (code - 0x70))))
+      return false; /* a repeated section: proton's decoder decides */
+    seen |= 1u << (code - 0x70);
+    const uint8_t *v = p + 3, *vend = p + total;
+    size_t vlen = (size_t)(vend - v);
+    p = vend;
+    amqp_cur m;
+    uint32_t count;
+    switch (code) {
+    case 0x70: /* header: a list */
+    case 0x73: /* properties: a list */
+      if (v[0] != 0x45 && v[0] != 0xc0 && v[0] != 0xd0)
+        return false;
+      break;
+    case 0x71: /* delivery annotations: a map */
+    case 0x78: /* footer: a map */
+      if (v[0] != 0xc1 && v[0] != 0xd1)
+        return false;
+      break;
+    case 0x72: /* message annotations */
+      if (!amqp_map(v, vlen, &m, &count))
+        return false;
+      for (uint32_t i = 0; i < count; i += 2) {
+        size_t kl = amqp_skip(m.p, m.end, 1);
+        size_t vl = kl ? amqp_skip(m.p + kl, m.end, 1) : 0;
+        if (!kl || !vl)
+          return false;
+        const uint8_t *val = m.p + kl;
+        pn_bytes_t key = pn_bytes(0, NULL), t;
+        amqp_text(m.p, kl, &key, false);
+        m.p += kl + vl;
+        int64_t iv;
+        if (key.size == 21 && memcmp(key.start, "x-opt-sequence-number", 21) == 0) {
+          if (!amqp_int(val, vl, &iv))
+            return false;
+          ev->sequence = iv;
+        } else if (key.size == 19 && memcmp(key.start, "x-opt-enqueued-time", 19) == 0) {
+          if (!amqp_int(val, vl, &iv))
+            return false;
+          ev->enqueued_ms = iv;
+        } else if (key.size == 12 && memcmp(key.start, "x-opt-offset", 12) == 0) {
+          if (amqp_text(val, vl, &t, true)) {
+            copy_bytes(ev->offset, sizeof ev->offset, t);
+          } else {
+            if (!amqp_int(val, vl, &iv))
+              return false;
+            char num[24];
+            int nl = snprintf(num, sizeof num, "%" PRId64, iv);
+            copy_bytes(ev->offset, sizeof ev->offset, pn_bytes((size_t)nl, num));
+          }
+        } else if (key.size == 19 && memcmp(key.start, "x-opt-partition-key", 19) == 0 &&
+                   amqp_text(val, vl, &t, true)) {
+          copy_bytes(ev->partition_key, sizeof ev->partition_key, t);
+        }
+      }
+      break;
+    case 0x74: /* application properties: string keys and values only */
+      if (!amqp_map(v, vlen, &m, &count))
+        return false;
+      for (uint32_t i = 0; i < count && ev->nprops < QS_EH_PROPS_MAX; i += 2) {
+        size_t kl = amqp_skip(m.p, m.end, 1);
+        size_t vl = kl ? amqp_skip(m.p + kl, m.end, 1) : 0;
+        if (!kl || !vl)
+          return false;
+        pn_bytes_t key, val;
+        bool ok = amqp_text(m.p, kl, &key, true) && key.size && amqp_text(m.p + kl, vl, &val, true);
+        m.p += kl + vl;
+        if (!ok)
+          continue;
+        copy_bytes(prop_keys[ev->nprops], sizeof prop_keys[0], key);
+        copy_bytes(prop_vals[ev->nprops], sizeof prop_vals[0], val);
+        ev->props[ev->nprops].key = prop_keys[ev->nprops];
+        ev->props[ev->nprops].value = prop_vals[ev->nprops];
+        ev->nprops++;
+      }
+      break;
+    case 0x75: /* data */
+    case 0x77: /* amqp-value */ {
+      pn_bytes_t b;
+      if (have_body)
+        return false;
+      have_body = true;
+      if (vlen >= 2 && (v[0] == 0xa0 || (code == 0x77 && v[0] == 0xa1))) {
+        b = pn_bytes(v[1], (const char *)v + 2);
+      } else if (vlen >= 5 && (v[0] == 0xb0 || (code == 0x77 && v[0] == 0xb1))) {
+        b = pn_bytes(be32(v + 1), (const char *)v + 5);
+      } else {
+        return false;
+      }
+      ev->body = b.start;
+      ev->len = b.size;
+      break;
+    }
+    default:
+      return false;
+    }
+  }
+  return true;
+}
+
+static void event_in_init(qs_eh_event_in *ev, int partition) {
+  memset(ev, 0, offsetof(qs_eh_event_in, props));
+  ev->nprops = 0;
+  ev->partition = partition;
+  ev->sequence = -1;
+  ev->enqueued_ms = 0;
+}
+
+/* Decodes a delivered message through proton (every shape). */
+static bool msg_proton(pn_message_t *m, const char *bytes, size_t len, qs_eh_event_in *ev) {
+  pn_message_clear(m);
+  if (pn_message_decode(m, bytes, len) != 0)
+    return false;
+  pn_data_t *ma = pn_message_annotations(m);
   pn_data_rewind(ma);
   if (pn_data_next(ma) && pn_data_type(ma) == PN_MAP && pn_data_enter(ma)) {
     while (pn_data_next(ma)) {
@@ -1025,54 +1281,91 @@ static void consumer_on_delivery(qs_eh_consumer *k, pn_link_t *l, pn_delivery_t 
       if (!pn_data_next(ma))
         break;
       if (key.size == 21 && memcmp(key.start, "x-opt-sequence-number", 21) == 0)
-        ev.sequence = annotation_int(ma);
+        ev->sequence = annotation_int(ma);
       else if (key.size == 19 && memcmp(key.start, "x-opt-enqueued-time", 19) == 0)
-        ev.enqueued_ms = annotation_int(ma);
+        ev->enqueued_ms = annotation_int(ma);
       else if (key.size == 12 && memcmp(key.start, "x-opt-offset", 12) == 0) {
         if (pn_data_type(ma) == PN_STRING) {
           pn_bytes_t v = pn_data_get_string(ma);
-          qs_set_reason(ev.offset, sizeof ev.offset, "%.*s", (int)v.size, v.start);
+          copy_bytes(ev->offset, sizeof ev->offset, v); /* per event: no snprintf */
         } else {
-          qs_set_reason(ev.offset, sizeof ev.offset, "%" PRId64, annotation_int(ma));
+          qs_set_reason(ev->offset, sizeof ev->offset, "%" PRId64, annotation_int(ma));
         }
       } else if (key.size == 19 && memcmp(key.start, "x-opt-partition-key", 19) == 0 &&
                  pn_data_type(ma) == PN_STRING) {
         pn_bytes_t v = pn_data_get_string(ma);
-        qs_set_reason(ev.partition_key, sizeof ev.partition_key, "%.*s",
-                      (int)(v.size <= QS_EH_PARTITION_KEY_MAX ? v.size : QS_EH_PARTITION_KEY_MAX),
-                      v.start);
+        copy_bytes(ev->partition_key, sizeof ev->partition_key, v);
       }
     }
     pn_data_exit(ma);
   }
   /* string application properties; the pn_data strings stay valid until the next decode */
-  pn_data_t *ap = pn_message_properties(k->msg);
+  pn_data_t *ap = pn_message_properties(m);
   pn_data_rewind(ap);
-  static char keys[QS_EH_PROPS_MAX][128], vals[QS_EH_PROPS_MAX][512];
   if (pn_data_next(ap) && pn_data_type(ap) == PN_MAP && pn_data_enter(ap)) {
-    while (pn_data_next(ap) && ev.nprops < QS_EH_PROPS_MAX) {
+    while (pn_data_next(ap) && ev->nprops < QS_EH_PROPS_MAX) {
       pn_bytes_t key = pn_data_type(ap) == PN_STRING ? pn_data_get_string(ap) : pn_bytes(0, NULL);
       if (!pn_data_next(ap))
         break;
       if (!key.size || pn_data_type(ap) != PN_STRING)
         continue;
       pn_bytes_t v = pn_data_get_string(ap);
-      qs_set_reason(keys[ev.nprops], sizeof keys[0], "%.*s", (int)key.size, key.start);
-      qs_set_reason(vals[ev.nprops], sizeof vals[0], "%.*s", (int)v.size, v.start);
-      ev.props[ev.nprops].key = keys[ev.nprops];
-      ev.props[ev.nprops].value = vals[ev.nprops];
-      ev.nprops++;
+      copy_bytes(prop_keys[ev->nprops], sizeof prop_keys[0], key);
+      copy_bytes(prop_vals[ev->nprops], sizeof prop_vals[0], v);
+      ev->props[ev->nprops].key = prop_keys[ev->nprops];
+      ev->props[ev->nprops].value = prop_vals[ev->nprops];
+      ev->nprops++;
     }
     pn_data_exit(ap);
   }
-  pn_data_t *body = pn_message_body(k->msg);
+  pn_data_t *body = pn_message_body(m);
   pn_data_rewind(body);
   if (pn_data_next(body)) {
     pn_bytes_t b = pn_data_type(body) == PN_BINARY   ? pn_data_get_binary(body)
                    : pn_data_type(body) == PN_STRING ? pn_data_get_string(body)
                                                      : pn_bytes(0, NULL);
-    ev.body = b.start;
-    ev.len = b.size;
+    ev->body = b.start;
+    ev->len = b.size;
+  }
+  return true;
+}
+
+bool qs_eh_message_decode(const void *msg, size_t len, int partition, bool fast,
+                          qs_eh_event_in *ev) {
+  static pn_message_t *m;
+  event_in_init(ev, partition);
+  if (fast)
+    return msg_fast(msg, len, ev);
+  if (!m)
+    m = pn_message();
+  return msg_proton(m, msg, len, ev);
+}
+
+static void consumer_on_delivery(qs_eh_consumer *k, pn_link_t *l, pn_delivery_t *d) {
+  if (!pn_delivery_readable(d) || pn_delivery_partial(d))
+    return;
+  size_t pend = pn_delivery_pending(d);
+  qs_buf_reset(&k->rbuf);
+  qs_buf_reserve(&k->rbuf, pend + 1);
+  ssize_t got;
+  while ((got = pn_link_recv(l, k->rbuf.p + k->rbuf.len, k->rbuf.cap - k->rbuf.len)) > 0) {
+    k->rbuf.len += (size_t)got;
+    if (k->rbuf.len == k->rbuf.cap)
+      qs_buf_reserve(&k->rbuf, k->rbuf.cap);
+  }
+  if (!pn_delivery_settled(d))
+    pn_delivery_update(d, PN_ACCEPTED);
+  pn_delivery_settle(d);
+  qs_eh_event_in ev;
+  event_in_init(&ev, k->o.partition);
+  bool ok = msg_fast((const uint8_t *)k->rbuf.p, k->rbuf.len, &ev);
+  if (!ok) {
+    event_in_init(&ev, k->o.partition);
+    ok = msg_proton(k->msg, k->rbuf.p, k->rbuf.len, &ev);
+  }
+  if (!ok) {
+    consumer_topup(k);
+    return;
   }
   if (ev.sequence >= 0)
     k->last_seq = ev.sequence;

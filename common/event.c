@@ -23,6 +23,8 @@
 
 #include "qs/error.h"
 
+#include "event_internal.h"
+
 void qs_event_init(qs_event *ev) {
   ev->event_id[0] = '\0';
   ev->has_magnitude = false;
@@ -318,6 +320,10 @@ int qs_event_validate(const qs_event *ev, char *why, size_t whylen) {
   return validate(ev, true, why, whylen);
 }
 
+int qs_event_validate_values(const qs_event *ev, char *why, size_t whylen) {
+  return validate(ev, false, why, whylen);
+}
+
 /* ---- decoding --------------------------------------------------------- */
 
 enum field {
@@ -582,6 +588,15 @@ static int decode_object(qs_event *ev, const cJSON *root, char *why, size_t whyl
 }
 
 int qs_event_from_json(qs_event *ev, const char *json, size_t len, char *why, size_t whylen) {
+  if (qs_event_from_json_fast(ev, json, len)) {
+    if (why && whylen)
+      why[0] = '\0';
+    return 0;
+  }
+  return qs_event_from_json_tree(ev, json, len, why, whylen);
+}
+
+int qs_event_from_json_tree(qs_event *ev, const char *json, size_t len, char *why, size_t whylen) {
   if (why && whylen)
     why[0] = '\0';
   qs_event_init(ev);

@@ -474,6 +474,15 @@ int qs_redis_command_argv(qs_redis *r, qs_redis_cb cb, void *ud, int argc, const
   return req_sent(r, q, hrc);
 }
 
+int qs_redis_command_formatted(qs_redis *r, qs_redis_cb cb, void *ud, const char *cmd, size_t len) {
+  int rc;
+  struct qs_redis_req *q = len > 0 && cmd ? req_new(r, cb, ud, &rc) : NULL;
+  if (!q)
+    return len > 0 && cmd ? rc : QS_ERR_INVALID;
+  int hrc = r->ac ? redisAsyncFormattedCommand(r->ac, req_cb, q, cmd, len) : REDIS_ERR;
+  return req_sent(r, q, hrc);
+}
+
 int qs_redis_ready(const qs_redis *r, const char **reason) {
   if (reason)
     *reason = r->ready ? "ready" : r->reason;

@@ -60,10 +60,38 @@ static void split(int64_t ms, int64_t *y, unsigned *mo, unsigned *d, unsigned *h
   *msec = (unsigned)(rem % 1000);
 }
 
+static char *put2(char *p, unsigned v) {
+  p[0] = (char)('0' + v / 10);
+  p[1] = (char)('0' + v % 10);
+  return p + 2;
+}
+
 size_t qs_time_format_iso8601(int64_t ms, char *buf, size_t cap) {
   int64_t y;
   unsigned mo, d, h, mi, s, msec;
   split(ms, &y, &mo, &d, &h, &mi, &s, &msec);
+  if (y >= 0 && y <= 9999 && cap >= 25) {
+    /* The common case without snprintf (a window row formats two of these per commit). */
+    char *p = buf;
+    p = put2(p, (unsigned)(y / 100));
+    p = put2(p, (unsigned)(y % 100));
+    *p++ = '-';
+    p = put2(p, mo);
+    *p++ = '-';
+    p = put2(p, d);
+    *p++ = 'T';
+    p = put2(p, h);
+    *p++ = ':';
+    p = put2(p, mi);
+    *p++ = ':';
+    p = put2(p, s);
+    *p++ = '.';
+    *p++ = (char)('0' + msec / 100);
+    p = put2(p, msec % 100);
+    *p++ = 'Z';
+    *p = '\0';
+    return (size_t)(p - buf);
+  }
   int n = snprintf(buf, cap, "%04lld-%02u-%02uT%02u:%02u:%02u.%03uZ", (long long)y, mo, d, h, mi, s,
                    msec);
   return n < 0 ? 0 : (size_t)n;

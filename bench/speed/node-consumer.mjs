@@ -1,7 +1,12 @@
 // The peer of bench/speed: the official @azure/event-hubs EventHubConsumerClient reading every
 // partition of earthquake-events from the earliest event and doing the speed layer's windowing
 // in memory (latest revision per event_id, 5-minute windows per region with count, magnitude and
-// depth sums, min/max recomputed on retraction). No Redis and no checkpoints: that favours it.
+// depth sums; min/max recomputed from the members when a retraction removes the min or the max,
+// the rule qs_agg uses). What it leaves out, which favours it: Redis (no state fetch, no commit,
+// no checkpoints, no live messages), validation of each event, alerts, watermarks/lateness/final,
+// the raw-event store, the rolling hour, leases. What does not count against it: bodies are
+// parsed straight from the SDK's Buffer (no extra copy), and its CPU clock starts after the SDK
+// is loaded (ours at process start).
 // Prints {"events","wall_s","cpu_s","events_per_s_wall","events_per_cpu_s"} when EH_EVENTS
 // events have been consumed.
 import { createRequire } from "node:module";
@@ -30,9 +35,11 @@ function apply(ev) {
     if (cur.mag !== null) { w.magSum -= cur.mag; w.magCount--; }
     if (cur.depth !== null) { w.depthSum -= cur.depth; w.depthCount--; }
     w.members.delete(ev.event_id);
-    let mn = Infinity, mx = -Infinity;
-    for (const m of w.members.values()) if (m !== null) { mn = Math.min(mn, m); mx = Math.max(mx, m); }
-    w.min = mn; w.max = mx;
+    if (cur.mag !== null && (cur.mag === w.min || cur.mag === w.max)) {
+      let mn = Infinity, mx = -Infinity;
+      for (const m of w.members.values()) if (m !== null) { mn = Math.min(mn, m); mx = Math.max(mx, m); }
+      w.min = mn; w.max = mx;
+    }
   }
   if (ev.change === "deleted" || ev.change === "superseded") {
     latest.set(ev.event_id, { updated: ev.updated, key: null });
@@ -56,8 +63,10 @@ const sub = client.subscribe(
   {
     processEvents: async (events) => {
       for (const e of events) {
-        const body = Buffer.isBuffer(e.body) || e.body instanceof Uint8Array
-          ? JSON.parse(Buffer.from(e.body).toString("utf8")) : e.body;
+        const b = e.body;
+        const body = Buffer.isBuffer(b) ? JSON.parse(b.toString("utf8"))
+          : b instanceof Uint8Array ? JSON.parse(Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8"))
+          : b;
         apply(body);
         n++;
       }

@@ -27,7 +27,7 @@ void sa_agg_opts_default(sa_agg_opts *o) {
   sa_engine_opts_default(&o->engine);
   o->batch_max = 2000;
   o->batch_ms = 50;
-  o->queue_max = 20000;
+  o->queue_max = 5000;
   o->cache_max = 500000;
   o->lease_ttl_ms = 10000;
   o->rolling_ms = 1000;
@@ -67,10 +67,11 @@ static sa_item *q_pop(sa_queue *q) {
   return it;
 }
 
-/* Items are recycled (up to FREE_ITEMS): an item is ~3 KB and one is needed per event. */
-#define FREE_ITEMS 4096
-static sa_item *free_items[FREE_ITEMS];
-static size_t n_free_items;
+/* Items (~4 KB, one per event) are recycled, up to as many as the queue holds (QUEUE_MAX plus
+ * a fetch's worth): the queue reaches that size under load anyway, and malloc/free of items
+ * beyond a smaller free list showed in the profile. */
+static sa_item **free_items;
+static size_t n_free_items, max_free_items;
 
 static sa_item *item_new(size_t body_len) {
   sa_item *it = n_free_items ? free_items[--n_free_items] : qs_xmalloc(sizeof *it);
@@ -81,7 +82,7 @@ static sa_item *item_new(size_t body_len) {
 static void item_free(sa_item *it) {
   if (it->body != it->small)
     free(it->body);
-  if (n_free_items < FREE_ITEMS)
+  if (n_free_items < max_free_items)
     free_items[n_free_items++] = it;
   else
     free(it);
@@ -452,6 +453,10 @@ void sa_agg_init(sa_agg *a, uv_loop_t *loop, qs_log *log, qs_metrics *metrics, q
   sa_lease_init(&a->lease, loop, redis, a->engine.hub, a->engine.group, o->owner, o->lease_ttl_ms,
                 on_lease_change, a);
   sa_needs_init(&a->needs);
+  if (!free_items) {
+    max_free_items = o->queue_max + FETCH_SCAN_MAX;
+    free_items = qs_xcalloc(max_free_items, sizeof *free_items);
+  }
   uv_check_init(loop, &a->check);
   a->check.data = a;
   uv_timer_init(loop, &a->tick);
@@ -570,6 +575,9 @@ void sa_agg_free(sa_agg *a) {
   q_clear(&a->q);
   while (n_free_items)
     free(free_items[--n_free_items]);
+  free(free_items);
+  free_items = NULL;
+  max_free_items = 0;
   free(a->q.items);
   sa_needs_free(&a->needs);
   sa_store_free(&a->store);

@@ -94,7 +94,9 @@ static size_t copy_str(char *dst, size_t cap, const char *src) {
 }
 
 size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap) {
-  char t[80];
+  char tmp[80];
+  /* Straight into buf when it surely fits (the longest encoding is 3 * 20 + 4 bytes). */
+  char *t = cap >= sizeof tmp ? buf : tmp;
   size_t n = sa_i64_to_str(c->time_ms, t);
   t[n++] = ',';
   if (c->has_mag)
@@ -109,7 +111,7 @@ size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap) {
   t[n++] = ',';
   t[n++] = (char)('0' + ((c->tsunami ? 1 : 0) | (c->significant ? 2 : 0)));
   t[n] = '\0';
-  return copy_str(buf, cap, t);
+  return t == buf ? n : copy_str(buf, cap, t);
 }
 
 static const char *parse_i64(const char *s, const char *end, int64_t *out) {
@@ -161,15 +163,16 @@ int sa_contrib_decode(qs_contrib *c, const char *s, size_t len) {
 
 /* Event record: "<updated>|<change>|<region>|<contribution or empty>". */
 static size_t evrec_encode(const sa_evrec *r, char *buf, size_t cap) {
-  char t[256];
+  char tmp[256];
+  char *t = cap >= sizeof tmp ? buf : tmp; /* straight into buf when it surely fits */
   size_t n = sa_i64_to_str(r->updated, t);
   t[n++] = '|';
   t[n++] = r->change;
   t[n++] = '|';
-  n += copy_str(t + n, sizeof t - n - 100, r->region);
+  n += copy_str(t + n, sizeof tmp - n - 100, r->region);
   t[n++] = '|';
-  n += sa_contrib_encode(&r->c, t + n, sizeof t - n);
-  return copy_str(buf, cap, t);
+  n += sa_contrib_encode(&r->c, t + n, sizeof tmp - n);
+  return t == buf ? n : copy_str(buf, cap, t);
 }
 
 static int evrec_decode(sa_evrec *r, const char *s, size_t len) {
@@ -218,7 +221,7 @@ void sa_engine_init(sa_engine *e, const sa_engine_opts *o) {
 }
 
 static void members_free(sa_member_list *m) {
-  sa_smap_free(&m->idx);
+  sa_pidx_free(&m->idx);
   free(m->ids);
   free(m->c);
   memset(m, 0, sizeof *m);
@@ -231,6 +234,7 @@ static void window_free(sa_window *w) {
 }
 
 static void drop_caches(sa_engine *e) {
+  memset(e->wcache, 0, sizeof e->wcache);
   for (size_t i = 0; i < e->evrecs.cap; i++)
     if (e->evrecs.slots[i].key)
       free(e->evrecs.slots[i].value);
@@ -313,6 +317,7 @@ size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
   }
   sa_smap_free(&e->windows);
   e->windows = keep;
+  memset(e->wcache, 0, sizeof e->wcache);
   return e->evrecs.len + e->windows.len;
 }
 
@@ -326,12 +331,30 @@ void sa_engine_set_baseline(sa_engine *e, const char *region, const qs_agg_basel
   }
 }
 
+/* "<prefix><hub>:<group>:<p>" cut to cap - 1 bytes (snprintf's result, without its cost: the
+ * open-window key is built once per changed window per commit). */
+static void partition_key(const sa_engine *e, const char *prefix, int p, char *buf, size_t cap) {
+  char t[600], num[24];
+  size_t n = 0, hl = strlen(e->hub), gl = strlen(e->group), pl = strlen(prefix);
+  memcpy(t, prefix, pl);
+  n = pl;
+  memcpy(t + n, e->hub, hl);
+  n += hl;
+  t[n++] = ':';
+  memcpy(t + n, e->group, gl);
+  n += gl;
+  t[n++] = ':';
+  size_t nl = sa_i64_to_str(p, num);
+  memcpy(t + n, num, nl + 1);
+  copy_str(buf, cap, t);
+}
+
 void sa_key_ckpt(const sa_engine *e, int p, char *buf, size_t cap) {
-  snprintf(buf, cap, "qs:ckpt:%s:%s:%d", e->hub, e->group, p);
+  partition_key(e, "qs:ckpt:", p, buf, cap);
 }
 
 void sa_key_open(const sa_engine *e, int p, char *buf, size_t cap) {
-  snprintf(buf, cap, "qs:rt:open:%s:%s:%d", e->hub, e->group, p);
+  partition_key(e, "qs:rt:open:", p, buf, cap);
 }
 
 /* ---- partitions --------------------------------------------------------------------------- */
@@ -438,6 +461,12 @@ void sa_needs_free(sa_needs *n) {
 static void need(sa_needs *n, sa_argv *list, char kind, const char *s) {
   if (!n)
     return; /* the caller only asks whether the item is ready */
+  if (kind == 'e') {
+    /* Event ids are not deduplicated: a repeated id in the HMGET costs less than a set of them
+     * (a copy and a free per id), and its second answer is ignored (the record is cached). */
+    sa_argv_adds(list, s);
+    return;
+  }
   char k[SA_KEY_MAX + 2];
   k[0] = kind;
   copy_str(k + 1, sizeof k - 1, s);
@@ -497,6 +526,8 @@ void sa_engine_load_evstate(sa_engine *e, const char *key, const char *val, size
   sa_smap_put(&e->evrecs, r->key, r);
 }
 
+#define MEMBER_ID_SIZE (QS_EVENT_ID_MAX + 1)
+
 static void members_push(sa_member_list *m, const char *id, const qs_contrib *c, bool indexed) {
   if (m->n == m->cap) {
     m->cap = m->cap ? m->cap * 2 : 8;
@@ -505,7 +536,7 @@ static void members_push(sa_member_list *m, const char *id, const qs_contrib *c,
   }
   copy_str(m->ids[m->n], sizeof m->ids[m->n], id);
   if (indexed)
-    sa_smap_put(&m->idx, m->ids[m->n], (void *)(uintptr_t)(m->n + 1));
+    sa_pidx_put(&m->idx, m->ids[0], MEMBER_ID_SIZE, (uint32_t)m->n);
   if (c)
     m->c[m->n] = *c;
   else
@@ -514,22 +545,23 @@ static void members_push(sa_member_list *m, const char *id, const qs_contrib *c,
 }
 
 static long members_find(const sa_member_list *m, const char *id) {
-  uintptr_t v = (uintptr_t)sa_smap_get(&m->idx, id);
-  return v ? (long)(v - 1) : -1;
+  return m->n ? sa_pidx_find(&m->idx, m->ids[0], MEMBER_ID_SIZE, id) : -1;
 }
 
 static void members_remove_at(sa_member_list *m, size_t i) {
-  sa_smap_del(&m->idx, m->ids[i]);
+  sa_pidx_del(&m->idx, m->ids[0], MEMBER_ID_SIZE, m->ids[i]);
   m->n--;
   if (i != m->n) {
+    /* The last member moves into the hole: re-index it at its new position. */
+    sa_pidx_del(&m->idx, m->ids[0], MEMBER_ID_SIZE, m->ids[m->n]);
     memcpy(m->ids[i], m->ids[m->n], sizeof m->ids[i]);
     m->c[i] = m->c[m->n];
-    sa_smap_put(&m->idx, m->ids[i], (void *)(uintptr_t)(i + 1));
+    sa_pidx_put(&m->idx, m->ids[0], MEMBER_ID_SIZE, (uint32_t)i);
   }
 }
 
 static void members_clear(sa_member_list *m) {
-  sa_smap_free(&m->idx);
+  sa_pidx_clear(&m->idx);
   m->n = 0;
 }
 
@@ -632,15 +664,19 @@ static void store_body(sa_engine *e, sa_evrec *r, const char *body, size_t len) 
   e->bodies_used += len;
 }
 
-static void publish(sa_engine *e, int channel, const char *msg, size_t len) {
-  sa_argv_addi(&e->pubs, channel);
-  sa_argv_add(&e->pubs, msg, len);
-}
-
-/* Records a changed member id. Duplicates are allowed: the commit writes each id's final state,
- * and setting or deleting a field twice in one command is harmless. */
+/* Records a changed member id with its state right after the change: present with its
+ * contribution (it was just pushed, so it is the last member), or absent (time_ms INT64_MIN).
+ * Duplicates are allowed: the commit sets every present state in order (the last one wins) and
+ * then deletes the ids whose last change left them absent, so no lookup is needed for the
+ * (common) present ones. */
 static void window_touch_member(sa_window *w, const char *id) {
-  members_push(&w->changed, id, NULL, false);
+  const sa_member_list *m = &w->mem;
+  if (m->n && strcmp(m->ids[m->n - 1], id) == 0) {
+    members_push(&w->changed, id, &m->c[m->n - 1], false);
+  } else {
+    qs_contrib gone = {.time_ms = INT64_MIN};
+    members_push(&w->changed, id, &gone, false);
+  }
 }
 
 static int window_retract(sa_engine *e, sa_window *w, const char *id) {
@@ -666,13 +702,26 @@ static int window_retract(sa_engine *e, sa_window *w, const char *id) {
   return 0;
 }
 
+/* The cached window of (region, the window of t), through a small direct-mapped cache of
+ * window pointers in front of the map (a map lookup builds and hashes the "region|start" key;
+ * the cache is emptied whenever windows are freed). */
 static sa_window *window_get(sa_engine *e, const char *region, int64_t t) {
   int64_t start, end;
   if (qs_agg_window_of(t, e->o.window_ms, &start, &end) != 0)
     return NULL;
+  uint64_t h = (uint64_t)(start / e->o.window_ms) * 0x9E3779B97F4A7C15ULL;
+  for (const char *c = region; *c; c++)
+    h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+  sa_window **slot = &e->wcache[(h >> 32) % SA_WCACHE];
+  sa_window *w = *slot;
+  if (w && w->row.window_start_ms == start && strcmp(w->row.region, region) == 0)
+    return w;
   char k[SA_KEY_MAX];
   window_key(k, sizeof k, region, start);
-  return sa_smap_get(&e->windows, k);
+  w = sa_smap_get(&e->windows, k);
+  if (w)
+    *slot = w;
+  return w;
 }
 
 /* An alert op: "@ALERT key score json event_id updated". An event alert (event_id set) is stored
@@ -962,7 +1011,7 @@ typedef struct opcmd {
 static void op_begin(opcmd *c, sa_argv *a, const char *cmd, const char *key) {
   c->a = a;
   c->count_idx = sa_argv_count(a);
-  sa_argv_addi(a, 0);
+  sa_argv_add_count(a);
   sa_argv_adds(a, cmd);
   c->nargs = 1;
   if (key) {
@@ -1063,7 +1112,7 @@ static void emit_versioned(sa_engine *e, sa_argv *ops, const char *op, rec_filte
       sa_argv_addi(ops, 0);
       sa_argv_adds(ops, op);
       n_idx = sa_argv_count(ops);
-      sa_argv_addi(ops, 0);
+      sa_argv_add_count(ops); /* rewritten when the op is complete */
       c.a = ops;
       c.nargs = 0;
     }
@@ -1080,7 +1129,8 @@ static void emit_versioned(sa_engine *e, sa_argv *ops, const char *op, rec_filte
 static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms) {
   opcmd c;
   char memkey[SA_KEY_MAX + 16], open[600];
-  snprintf(memkey, sizeof memkey, "qs:rt:mem:%s", w->key);
+  memcpy(memkey, "qs:rt:mem:", 10);
+  copy_str(memkey + 10, sizeof memkey - 10, w->key);
   int p = w->partition;
   if (p >= 0) {
     sa_key_open(e, p, open, sizeof open);
@@ -1090,15 +1140,22 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
         w->row.window_end_ms + e->o.lateness_ms <= pt->watermark)
       w->final = true;
   }
-  char *json = NULL;
-  size_t jlen = 0;
-  if (qs_agg_row_to_json(&w->row, &json, &jlen) != 0 || jlen < 2)
+  /* The qs_agg row without its closing brace, then the window's own fields. */
+  char rowtext[QS_AGG_JSON_MAX + 96];
+  size_t rl = 0;
+  if (qs_agg_row_to_json_buf(&w->row, rowtext, QS_AGG_JSON_MAX, &rl) != 0 || rl < 2)
     QS_FATAL("window %s: row does not encode", w->key);
-  qs_buf row = QS_BUF_INIT;
-  qs_buf_append(&row, json, jlen - 1); /* without the closing brace */
-  free(json);
-  qs_buf_printf(&row, ",\"final\":%s,\"late_count\":%" PRId64 ",\"updated_at\":%" PRId64 "}",
-                w->final ? "true" : "false", w->late_count, now_ms);
+  rl--;
+  static const char fin_t[] = ",\"final\":true,\"late_count\":",
+                    fin_f[] = ",\"final\":false,\"late_count\":", upd[] = ",\"updated_at\":";
+  memcpy(rowtext + rl, w->final ? fin_t : fin_f, w->final ? sizeof fin_t - 1 : sizeof fin_f - 1);
+  rl += w->final ? sizeof fin_t - 1 : sizeof fin_f - 1;
+  rl += sa_i64_to_str(w->late_count, rowtext + rl);
+  memcpy(rowtext + rl, upd, sizeof upd - 1);
+  rl += sizeof upd - 1;
+  rl += sa_i64_to_str(now_ms, rowtext + rl);
+  rowtext[rl++] = '}';
+  rowtext[rl] = '\0';
   if (w->row.agg.event_count == 0) {
     op_begin(&c, ops, "HDEL", "qs:rt:win");
     op_args(&c, w->key);
@@ -1116,25 +1173,27 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
   } else {
     op_begin(&c, ops, "HSET", "qs:rt:win");
     op_args(&c, w->key);
-    op_arg(&c, row.p, row.len);
+    op_arg(&c, rowtext, rl);
     op_end(&c);
     op_begin(&c, ops, "ZADD", "qs:rt:win:idx");
     op_argi(&c, w->row.window_start_ms);
     op_args(&c, w->key);
     op_end(&c);
-    /* Member changes: set the current contribution, or delete an id that left. */
+    /* Member changes: every contribution set, in order (the last one of an id wins), then the
+     * ids that are no longer members deleted. */
     for (int pass = 0; pass < 2; pass++) {
       size_t in_cmd = 0;
       for (size_t i = 0; i < w->changed.n; i++) {
-        long m = members_find(&w->mem, w->changed.ids[i]);
-        if ((pass == 0) != (m >= 0))
+        const qs_contrib *ch = &w->changed.c[i];
+        bool present = ch->time_ms != INT64_MIN;
+        if (pass == 0 ? !present : present || members_find(&w->mem, w->changed.ids[i]) >= 0)
           continue;
         if (in_cmd == 0)
           op_begin(&c, ops, pass == 0 ? "HSET" : "HDEL", memkey);
         op_args(&c, w->changed.ids[i]);
         if (pass == 0) {
           char cb[128];
-          op_arg(&c, cb, sa_contrib_encode(&w->mem.c[m], cb, sizeof cb));
+          op_arg(&c, cb, sa_contrib_encode(ch, cb, sizeof cb));
         }
         if (++in_cmd == CHUNK_PAIRS) {
           op_end(&c);
@@ -1156,13 +1215,9 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
       op_end(&c);
     }
   }
-  qs_buf msg = QS_BUF_INIT;
-  qs_buf_puts(&msg, "{\"type\":\"window\",\"data\":");
-  qs_buf_append(&msg, row.p, row.len);
-  qs_buf_puts(&msg, "}");
-  publish(e, SA_CH_AGGREGATES, msg.p, msg.len);
-  qs_buf_free(&msg);
-  qs_buf_free(&row);
+  static const char pre[] = "{\"type\":\"window\",\"data\":";
+  sa_argv_addi(&e->pubs, SA_CH_AGGREGATES);
+  sa_argv_add3(&e->pubs, pre, sizeof pre - 1, rowtext, rl, "}", 1);
   members_clear(&w->changed);
   w->dirty = false;
 }

@@ -44,6 +44,7 @@
 /* An event record's key: "<region>|<event_id>" (the qs:rt:evstate field). */
 #define SA_EVKEY_MAX (QS_EVENT_SHORT_MAX + 1 + QS_EVENT_ID_MAX + 1)
 #define SA_DLQ_BODY_MAX 4096
+#define SA_WCACHE 1024 /* slots of the engine's window cache */
 
 typedef struct sa_engine_opts {
   const char *hub;            /* for the checkpoint and open-window keys */
@@ -82,7 +83,7 @@ typedef struct sa_member_list {
   char (*ids)[QS_EVENT_ID_MAX + 1];
   qs_contrib *c; /* parallel to ids: contiguous for qs_agg_recompute_minmax */
   size_t n, cap;
-  sa_smap idx; /* id -> index + 1 */
+  sa_pidx idx; /* id -> index (indexed lists only) */
 } sa_member_list;
 
 typedef struct sa_window {
@@ -147,6 +148,8 @@ typedef struct sa_engine {
   sa_smap windows;   /* key -> sa_window* */
   sa_smap baselines; /* region -> qs_agg_baseline* */
   sa_partition parts[SA_PARTITIONS_MAX];
+  /* window_get's cache of window pointers (emptied whenever windows are freed). */
+  sa_window *wcache[SA_WCACHE];
   /* Changes since the last take. */
   sa_evrec **dirty_ev;
   size_t n_dirty_ev, cap_dirty_ev;
@@ -164,8 +167,8 @@ typedef struct sa_engine {
 void sa_engine_init(sa_engine *e, const sa_engine_opts *o);
 void sa_engine_free(sa_engine *e);
 
-/* Needs of items: what must be fetched before they can be applied. Ids and window keys are
- * deduplicated. */
+/* Needs of items: what must be fetched before they can be applied. Window keys are
+ * deduplicated; event ids may repeat (a repeated answer is ignored). */
 typedef struct sa_needs {
   sa_argv ev_ids;   /* record keys "<region>|<id>", for HMGET qs:rt:evstate */
   sa_argv win_keys; /* for HGET qs:rt:win + HGETALL qs:rt:mem:<key> */

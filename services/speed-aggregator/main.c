@@ -58,7 +58,7 @@ static const qs_cfg_spec speed_config[] = {
      "events per atomic Redis commit (state + checkpoints)", 0},
     {"BATCH_INTERVAL", QS_CFG_DURATION, "50ms", 1, 60000, NULL,
      "longest wait before applied events are committed", 0},
-    {"QUEUE_MAX", QS_CFG_INT, "20000", 100, 10000000, NULL,
+    {"QUEUE_MAX", QS_CFG_INT, "5000", 100, 10000000, NULL,
      "consumed events waiting to be applied; consumers pause beyond", 0},
     {"CACHE_MAX", QS_CFG_INT, "500000", 1000, 100000000, NULL,
      "cached event records + windows; the cache is dropped (and re-read on demand) beyond", 0},

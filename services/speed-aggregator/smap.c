@@ -84,6 +84,21 @@ void *sa_smap_put(sa_smap *m, const char *key, void *value) {
   return NULL;
 }
 
+sa_smap_slot *sa_smap_upsert(sa_smap *m, const char *key, bool *found) {
+  if ((m->len + 1) * 2 > m->cap)
+    grow(m);
+  uint64_t h = hash_str(key);
+  sa_smap_slot *s = &m->slots[find(m, key, h)];
+  *found = s->key != NULL;
+  if (!*found) {
+    s->key = m->borrow_keys ? (char *)key : qs_xstrdup(key);
+    s->hash = h;
+    s->value = NULL;
+    m->len++;
+  }
+  return s;
+}
+
 void *sa_smap_del(sa_smap *m, const char *key) {
   if (m->cap == 0)
     return NULL;
@@ -108,4 +123,90 @@ void *sa_smap_del(sa_smap *m, const char *key) {
     }
   }
   return v;
+}
+
+/* ---- position index ----------------------------------------------------------------------- */
+
+static uint32_t hash32(const char *s) { return (uint32_t)(hash_str(s) >> 32); }
+
+static const char *pkey(const char *base, size_t stride, uint32_t pos1) {
+  return base + (size_t)(pos1 - 1) * stride;
+}
+
+/* Slot holding key, or the empty slot where it would go. */
+static size_t pfind(const sa_pidx *x, const char *base, size_t stride, const char *key,
+                    uint32_t h) {
+  size_t mask = x->cap - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    const sa_pidx_slot *s = &x->slots[i];
+    if (!s->pos1 || (s->hash == h && strcmp(pkey(base, stride, s->pos1), key) == 0))
+      return i;
+  }
+}
+
+long sa_pidx_find(const sa_pidx *x, const char *base, size_t stride, const char *key) {
+  if (x->len == 0)
+    return -1;
+  size_t i = pfind(x, base, stride, key, hash32(key));
+  return x->slots[i].pos1 ? (long)x->slots[i].pos1 - 1 : -1;
+}
+
+static void pgrow(sa_pidx *x) {
+  size_t ncap = x->cap ? x->cap * 2 : 16, mask = ncap - 1;
+  sa_pidx_slot *n = qs_xcalloc(ncap, sizeof *n);
+  for (size_t i = 0; i < x->cap; i++) {
+    if (!x->slots[i].pos1)
+      continue;
+    size_t j = x->slots[i].hash & mask;
+    while (n[j].pos1)
+      j = (j + 1) & mask;
+    n[j] = x->slots[i];
+  }
+  free(x->slots);
+  x->slots = n;
+  x->cap = ncap;
+}
+
+void sa_pidx_put(sa_pidx *x, const char *base, size_t stride, uint32_t pos) {
+  if ((x->len + 1) * 2 > x->cap)
+    pgrow(x);
+  const char *key = base + (size_t)pos * stride;
+  uint32_t h = hash32(key);
+  size_t i = pfind(x, base, stride, key, h);
+  if (!x->slots[i].pos1)
+    x->len++;
+  x->slots[i].pos1 = pos + 1;
+  x->slots[i].hash = h;
+}
+
+void sa_pidx_del(sa_pidx *x, const char *base, size_t stride, const char *key) {
+  if (x->len == 0)
+    return;
+  size_t mask = x->cap - 1;
+  size_t i = pfind(x, base, stride, key, hash32(key));
+  if (!x->slots[i].pos1)
+    return;
+  x->slots[i].pos1 = 0;
+  x->len--;
+  /* Backward shift, as in sa_smap_del. */
+  for (size_t j = (i + 1) & mask; x->slots[j].pos1; j = (j + 1) & mask) {
+    size_t home = x->slots[j].hash & mask;
+    int in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
+    if (!in_range) {
+      x->slots[i] = x->slots[j];
+      x->slots[j].pos1 = 0;
+      i = j;
+    }
+  }
+}
+
+void sa_pidx_clear(sa_pidx *x) {
+  if (x->len)
+    memset(x->slots, 0, x->cap * sizeof *x->slots);
+  x->len = 0;
+}
+
+void sa_pidx_free(sa_pidx *x) {
+  free(x->slots);
+  memset(x, 0, sizeof *x);
 }

@@ -158,6 +158,22 @@ const char sa_commit_lua[] =
     "end\n"
     "return {1, alerts}\n";
 
+/* The event records of ARGV's ids as one string, one line per id (empty: never seen; a value
+ * with a newline, which no record has, becomes "!", which does not decode: treated as unseen,
+ * as any undecodable record). One reply instead of an array of thousands of elements, each of
+ * which hiredis allocates and frees. */
+static const char fetch_evstate_lua[] =
+    "local out = {}\n"
+    "for j = 1, #ARGV, 1000 do\n"
+    "  local v = redis.call('HMGET', 'qs:rt:evstate', unpack(ARGV, j, math.min(j + 999, #ARGV)))\n"
+    "  for i = 1, #v do\n"
+    "    local x = v[i] or ''\n"
+    "    if string.find(x, '\\n', 1, true) then x = '!' end\n"
+    "    out[#out + 1] = x\n"
+    "  end\n"
+    "end\n"
+    "return table.concat(out, '\\n')\n";
+
 static const char fetch_windows_lua[] =
     "local out = {}\n"
     "for i, k in ipairs(ARGV) do\n"
@@ -218,16 +234,17 @@ void sa_store_init(sa_store *s, qs_redis *r, sa_engine *e, const char *owner) {
   s->engine = e;
   snprintf(s->owner, sizeof s->owner, "%s", owner);
   snprintf(s->lease_prefix, sizeof s->lease_prefix, "qs:lease:%s:%s:", e->hub, e->group);
-  sa_argv_init(&s->cmd);
+  sa_argv_init_resp(&s->cmd);
 }
 
 void sa_store_free(sa_store *s) { sa_argv_free(&s->cmd); }
 
 static int send_argv(sa_store *s, sa_argv *a, qs_redis_cb cb, void *ud) {
-  size_t n = sa_argv_finish(a);
-  if (n > INT32_MAX)
+  if (a->n > INT32_MAX)
     return QS_ERR_TOOBIG;
-  return qs_redis_command_argv(s->redis, cb, ud, (int)n, a->argv, a->len);
+  size_t len;
+  const char *cmd = sa_argv_resp(a, &len);
+  return qs_redis_command_formatted(s->redis, cb, ud, cmd, len);
 }
 
 static int reply_err(redisReply *r, int status) {
@@ -264,16 +281,25 @@ static void on_evstate(qs_redis *r, redisReply *reply, int status, void *ud) {
   (void)r;
   fetch_ctx *f = ud;
   int rc = reply_err(reply, status);
-  if (rc == 0 && (reply->type != REDIS_REPLY_ARRAY || reply->elements != f->n_ev))
+  if (rc == 0 && reply->type != REDIS_REPLY_STRING)
     rc = QS_ERR_PARSE;
   if (rc == 0) {
-    for (size_t i = 0; i < reply->elements; i++) {
-      redisReply *v = reply->element[i];
+    /* n_ev lines: check the count first, so a bad reply loads nothing. */
+    size_t lines = 1;
+    for (const char *q = reply->str; (q = memchr(q, '\n', (size_t)(reply->str + reply->len - q)));
+         q++)
+      lines++;
+    if (lines != f->n_ev)
+      rc = QS_ERR_PARSE;
+  }
+  if (rc == 0) {
+    const char *q = reply->str, *end = reply->str + reply->len;
+    for (size_t i = 0; i < f->n_ev; i++) {
+      const char *nl = memchr(q, '\n', (size_t)(end - q));
+      size_t l = (size_t)((nl ? nl : end) - q);
       const char *id = sa_argv_at(&f->ids, i, NULL);
-      if (v->type == REDIS_REPLY_STRING)
-        sa_engine_load_evstate(f->s->engine, id, v->str, v->len);
-      else
-        sa_engine_load_evstate(f->s->engine, id, NULL, 0);
+      sa_engine_load_evstate(f->s->engine, id, l ? q : NULL, l);
+      q += l + 1;
     }
   }
   fetch_part_done(f, rc);
@@ -327,8 +353,9 @@ int sa_store_fetch(sa_store *s, const sa_needs *n, sa_store_done_cb cb, void *ud
   int rc = 0;
   f->outstanding = 1; /* held until both are sent */
   if (n->ev_ids.n) {
-    sa_argv_adds(&a, "HMGET");
-    sa_argv_adds(&a, "qs:rt:evstate");
+    sa_argv_adds(&a, "EVAL");
+    sa_argv_adds(&a, fetch_evstate_lua);
+    sa_argv_adds(&a, "0");
     for (size_t i = 0; i < n->ev_ids.n; i++) {
       size_t l;
       const char *id = sa_argv_at(&n->ev_ids, i, &l);
@@ -418,7 +445,7 @@ int sa_store_commit(sa_store *s, int64_t now_ms, sa_store_commit_cb cb, void *ud
   sa_argv_adds(a, sa_commit_lua);
   sa_argv_adds(a, "0");
   size_t count_idx = sa_argv_count(a);
-  sa_argv_addi(a, 0);
+  sa_argv_add_count(a);
   int parts[SA_PARTITIONS_MAX];
   size_t nparts = 0;
   size_t items = sa_engine_take(s->engine, a, parts, &nparts, now_ms);

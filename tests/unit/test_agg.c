@@ -13,6 +13,9 @@
 #include "qs/agg.h"
 #include "qs/error.h"
 
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -903,6 +906,107 @@ static void test_baseline_needs_two_hours_and_valid_input(void **state) {
   assert_true(m == 1.0);
 }
 
+/* The reference for qs_agg_row_to_json's direct writer: the cJSON object it used to print. */
+static bool ref_add_int(cJSON *o, const char *name, int64_t v) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%" PRId64, v);
+  return cJSON_AddRawToObject(o, name, buf) != NULL;
+}
+
+static bool ref_add_opt(cJSON *o, const char *name, int rc, double v) {
+  return (rc == 0 ? cJSON_AddNumberToObject(o, name, v) : cJSON_AddNullToObject(o, name)) != NULL;
+}
+
+static char *ref_row_json(const qs_agg_row *row) {
+  const qs_agg *a = &row->agg;
+  char ws[32], we[32];
+  double avg = 0, mn = 0, mx = 0, dep = 0;
+  assert_int_equal(qs_agg_format_iso8601(row->window_start_ms, ws, sizeof ws), 0);
+  assert_int_equal(qs_agg_format_iso8601(row->window_end_ms, we, sizeof we), 0);
+  int ra = qs_agg_avg_magnitude(a, &avg), rn = qs_agg_min_magnitude(a, &mn);
+  int rx = qs_agg_max_magnitude(a, &mx), rd = qs_agg_avg_depth_km(a, &dep);
+  cJSON *o = cJSON_CreateObject();
+  bool ok = cJSON_AddStringToObject(o, "window_start", ws) &&
+            cJSON_AddStringToObject(o, "window_end", we) &&
+            ref_add_int(o, "window_start_ms", row->window_start_ms) &&
+            ref_add_int(o, "window_end_ms", row->window_end_ms) &&
+            cJSON_AddStringToObject(o, "region", row->region) &&
+            ref_add_int(o, "event_count", a->event_count) &&
+            ref_add_opt(o, "avg_magnitude", ra, avg) && ref_add_opt(o, "min_magnitude", rn, mn) &&
+            ref_add_opt(o, "max_magnitude", rx, mx) && ref_add_opt(o, "avg_depth_km", rd, dep) &&
+            ref_add_int(o, "significant_count", a->significant_count) &&
+            ref_add_int(o, "tsunami_count", a->tsunami_count) &&
+            ref_add_int(o, "tsunami_alerts", a->tsunami_count) &&
+            ref_add_int(o, "mag_sum_micro", a->mag_sum_micro) &&
+            ref_add_int(o, "mag_count", a->mag_count) &&
+            ref_add_int(o, "depth_sum_micro", a->depth_sum_micro) &&
+            ref_add_int(o, "depth_count", a->depth_count);
+  assert_true(ok);
+  char *text = cJSON_PrintUnformatted(o);
+  cJSON_Delete(o);
+  return text;
+}
+
+/* The row text is byte for byte what the cJSON object printed, on thousands of aggregates: sums
+ * and counts from small to 2^53, averages that need 15 or 17 digits, nulls, negative depths. */
+static void test_row_json_is_byte_identical_to_the_cjson_rendering(void **state) {
+  (void)state;
+  rng r = {42};
+  char buf[QS_AGG_JSON_MAX];
+  for (int i = 0; i < 20000; i++) {
+    qs_agg_row row;
+    int64_t start = (int64_t)(rng_next(&r) % 100000) * 300000;
+    assert_int_equal(qs_agg_row_init(&row, i % 3 ? "us-west" : "A.b_c:9-z", start, start + 300000),
+                     0);
+    qs_agg *a = &row.agg;
+    int64_t scale = i % 4 == 0 ? 1 : i % 4 == 1 ? 1000 : i % 4 == 2 ? 1000000 : INT64_C(1) << 40;
+    a->event_count = 1 + (int64_t)(rng_next(&r) % 100000);
+    a->mag_count = i % 7 == 0 ? 0 : 1 + (int64_t)(rng_next(&r) % (uint64_t)a->event_count);
+    a->mag_sum_micro = a->mag_count ? (int64_t)(rng_next(&r) % (uint64_t)(8000 * scale)) -
+                                          (int64_t)(rng_next(&r) % (uint64_t)(1000 * scale))
+                                    : 0;
+    if (a->mag_sum_micro > QS_AGG_JSON_INT_MAX)
+      a->mag_sum_micro = QS_AGG_JSON_INT_MAX;
+    a->mag_min_micro = a->mag_count ? -2000000 + (int64_t)(rng_next(&r) % 5000000) : 0;
+    a->mag_max_micro = a->mag_count ? a->mag_min_micro + (int64_t)(rng_next(&r) % 7000000) : 0;
+    a->depth_count = i % 5 == 0 ? 0 : 1 + (int64_t)(rng_next(&r) % (uint64_t)a->event_count);
+    a->depth_sum_micro =
+        a->depth_count ? (int64_t)(rng_next(&r) % (uint64_t)(700000 * scale)) - 10 * scale : 0;
+    if (a->depth_sum_micro > QS_AGG_JSON_INT_MAX)
+      a->depth_sum_micro = QS_AGG_JSON_INT_MAX;
+    a->significant_count = (int64_t)(rng_next(&r) % (uint64_t)(a->mag_count + 1));
+    a->tsunami_count = (int64_t)(rng_next(&r) % 3);
+    char *ref = ref_row_json(&row);
+    size_t n = 0;
+    assert_int_equal(qs_agg_row_to_json_buf(&row, buf, sizeof buf, &n), 0);
+    assert_int_equal(n, strlen(ref));
+    assert_string_equal(buf, ref);
+    char *heap = NULL;
+    assert_int_equal(qs_agg_row_to_json(&row, &heap, NULL), 0);
+    assert_string_equal(heap, ref);
+    free(heap);
+    cJSON_free(ref);
+  }
+  /* Single members at the edges of the direct decimal form (|v| < 1e-4 takes printf's). */
+  static const int64_t micro[] = {0,        1,       50,      99,       100,     101,     -1,
+                                  -99,      -100,    -101,    123456,   1000000, 1500000, -2000000,
+                                  10500000, 4999999, 5000001, -1234567, 999999};
+  for (size_t i = 0; i < sizeof micro / sizeof micro[0]; i++) {
+    qs_agg_row row;
+    assert_int_equal(qs_agg_row_init(&row, "x", 0, 300000), 0);
+    row.agg.event_count = row.agg.mag_count = row.agg.depth_count = 1;
+    row.agg.mag_sum_micro = row.agg.mag_min_micro = row.agg.mag_max_micro = micro[i];
+    row.agg.depth_sum_micro = micro[i] * 3;
+    char *ref = ref_row_json(&row);
+    assert_int_equal(qs_agg_row_to_json_buf(&row, buf, sizeof buf, NULL), 0);
+    assert_string_equal(buf, ref);
+    cJSON_free(ref);
+  }
+  qs_agg_row row;
+  assert_int_equal(qs_agg_row_init(&row, "x", 0, 300000), 0);
+  assert_int_equal(qs_agg_row_to_json_buf(&row, buf, 20, NULL), QS_ERR_TOOBIG);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_time_on_boundary_belongs_to_window_starting_there),
@@ -935,6 +1039,7 @@ int main(void) {
       cmocka_unit_test(test_baseline_uses_sample_stddev_and_sqrt_window_scaling),
       cmocka_unit_test(test_baseline_counts_empty_hours_as_zero),
       cmocka_unit_test(test_baseline_needs_two_hours_and_valid_input),
+      cmocka_unit_test(test_row_json_is_byte_identical_to_the_cjson_rendering),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

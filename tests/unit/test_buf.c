@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -55,11 +57,71 @@ static void test_json_str_escapes_quotes_controls_and_bad_utf8(void **state) {
   qs_buf_free(&b);
 }
 
+/* The printf definition of qs_double_shortest, the reference for its direct decimal form. */
+static size_t ref_shortest(char *out, size_t cap, double v) {
+  int n = 0;
+  for (int prec = 15; prec <= 17; prec++) {
+    n = snprintf(out, cap, "%.*g", prec, v);
+    if (prec == 17 || strtod(out, NULL) == v)
+      break;
+  }
+  return (size_t)n;
+}
+
+static void check_shortest(double v) {
+  char a[64], b[64];
+  size_t na = qs_double_shortest(a, sizeof a, v), nb = ref_shortest(b, sizeof b, v);
+  if (na != nb || strcmp(a, b) != 0)
+    fail_msg("%.17g: \"%s\" != \"%s\"", v, a, b);
+  char small[5], smallref[5]; /* snprintf's truncation, return value included */
+  assert_int_equal(qs_double_shortest(small, sizeof small, v), ref_shortest(smallref, 5, v));
+  assert_string_equal(small, smallref);
+}
+
+static void test_double_shortest_matches_the_printf_form(void **state) {
+  (void)state;
+  const double edge[] = {0.0,
+                         -0.0,
+                         1e-4,
+                         -1e-4,
+                         9.9e-5,
+                         1e9,
+                         999999999.5,
+                         7.1,
+                         -117.5993,
+                         35.7695,
+                         0.1,
+                         0.3,
+                         10.5,
+                         -2,
+                         1e-7,
+                         123456.789012,
+                         5e-324,
+                         1.7976931348623157e308,
+                         3.14159265358979};
+  for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+    check_shortest(edge[i]);
+  uint64_t r = 88172645463325252ull;
+  for (int i = 0; i < 200000; i++) {
+    r ^= r << 13;
+    r ^= r >> 7;
+    r ^= r << 17;
+    int64_t m = (int64_t)(r % 2000000000000ull) - 1000000000000;
+    double scale = i % 3 == 0 ? 1e6 : i % 3 == 1 ? 1e3 : 1e7;
+    check_shortest((double)m / scale);
+    double d;
+    memcpy(&d, &r, sizeof d);
+    if (d == d)
+      check_shortest(d);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_append_grows_and_stays_nul_terminated),
       cmocka_unit_test(test_printf_longer_than_the_small_buffer),
       cmocka_unit_test(test_binary_content_keeps_its_length),
+      cmocka_unit_test(test_double_shortest_matches_the_printf_form),
       cmocka_unit_test(test_json_str_escapes_quotes_controls_and_bad_utf8),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -511,8 +511,137 @@ static void test_measure_decode_and_encode_rate(void **state) {
     total += qs_event_to_json(&ev, buf, sizeof buf);
   double t2 = now_s();
   assert_true(total > 0);
-  printf("# event codec: %zu-byte event, decode+validate %.0f/s, encode %.0f/s\n", len,
-         n / (t1 - t0), n / (t2 - t1));
+  size_t plain = qs_event_to_json(&ev, buf, sizeof buf); /* no unknown member: the fast path */
+  for (int i = 0; i < n; i++)
+    assert_int_equal(qs_event_from_json(&ev, buf, plain, why, sizeof why), 0);
+  double t3 = now_s();
+  printf("# event codec: %zu-byte event, decode+validate %.0f/s (cJSON path; plain shape %.0f/s), "
+         "encode %.0f/s\n",
+         len, n / (t1 - t0), n / (t3 - t2), n / (t2 - t1));
+}
+
+/* The fast path accepts only what the codec decodes to the same event (doubles bit for bit). */
+static void check_same_as_codec(const char *json, size_t len, int *accepted) {
+  static qs_event a, b;
+  int fast = qs_event_from_json_fast(&a, json, len);
+  int rc = qs_event_from_json_tree(&b, json, len, NULL, 0);
+  if (!fast)
+    return;
+  (*accepted)++;
+  if (rc != 0 || !qs_event_equal(&a, &b) || memcmp(&a.magnitude, &b.magnitude, 8) ||
+      memcmp(&a.depth_km, &b.depth_km, 8) || memcmp(&a.longitude, &b.longitude, 8) ||
+      memcmp(&a.latitude, &b.latitude, 8))
+    fail_msg("fast path disagrees with the cJSON decoder on: %.*s", (int)len, json);
+}
+
+static void test_fast_decoder_agrees_with_the_codec_on_numbers(void **state) {
+  (void)state;
+  const char *nums[] = {"0",
+                        "-0",
+                        "-0.0",
+                        "4.9999996",
+                        "0.1",
+                        "0.3",
+                        "7.25",
+                        "-1.5",
+                        "123.456789",
+                        "999999999999999",
+                        "1e2",
+                        "2.5E-3",
+                        "1.7976931348623157e308",
+                        "5e-324",
+                        "0.000000000000000000001",
+                        "1234567890.12345678",
+                        "10.0000000000000000001",
+                        "-2",
+                        "10.5",
+                        "3.14159265358979",
+                        "0.30000000000000004"};
+  char j[2048];
+  int accepted = 0;
+  for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+    for (int field = 0; field < 2; field++) {
+      snprintf(j, sizeof j,
+               "{\"event_id\":\"n1\",\"magnitude\":%s,\"mag_type\":\"ml\",\"place\":\"x\","
+               "\"time\":1764028800000,\"updated\":1764028800001,\"longitude\":%s,"
+               "\"latitude\":2,\"depth_km\":%s,\"event_type\":\"earthquake\","
+               "\"status\":\"reviewed\",\"tsunami_flag\":false,\"alert_level\":null,"
+               "\"net\":\"us\",\"sig\":1,\"region\":\"japan\",\"source\":\"t\","
+               "\"ingested_at\":1,\"ids\":[\"n1\"]}",
+               field ? "1" : nums[i], field ? nums[i] : "1", nums[i]);
+      check_same_as_codec(j, strlen(j), &accepted);
+    }
+  }
+  assert_true(accepted > 10);
+}
+
+static void test_fast_decoder_agrees_with_the_codec_on_mutated_bodies(void **state) {
+  (void)state;
+  char base[2048], j[2048];
+  snprintf(base, sizeof base,
+           "{ \"event_id\": \"us7000abcd\", \"magnitude\": 4.75, \"mag_type\": \"mww\", "
+           "\"place\": \"10 km N of Somewhere\", \"time\": 1764028800123, "
+           "\"updated\": 1764028900000, \"longitude\": -117.5993333, \"latitude\": 35.7695, "
+           "\"depth_km\": 8.25, \"event_type\": \"earthquake\", \"status\": \"reviewed\", "
+           "\"tsunami_flag\": true, \"alert_level\": \"green\", \"net\": \"us\", "
+           "\"sig\": 312, \"region\": \"us-west\", \"source\": \"usgs\", "
+           "\"ingested_at\": 1764028900500, \"ids\": [\"us7000abcd\", \"ci1234\"], "
+           "\"change\": \"revision\", \"superseded_by\": null }\n");
+  int accepted = 0;
+  check_same_as_codec(base, strlen(base), &accepted);
+  assert_int_equal(accepted, 1);
+  static const char alphabet[] = "0123456789-+.eE\"\\{}[],: \t\nnulltruefalsexyz\xc3\xa9\x01";
+  uint64_t rng = 88172645463325252ull;
+  for (int round = 0; round < 20000; round++) {
+    size_t len = strlen(base);
+    memcpy(j, base, len + 1);
+    int edits = 1 + (int)(rng % 3);
+    for (int k = 0; k < edits; k++) {
+      rng ^= rng << 13;
+      rng ^= rng >> 7;
+      rng ^= rng << 17;
+      size_t pos = (size_t)(rng % len);
+      char ch = alphabet[(rng >> 20) % (sizeof alphabet - 1)];
+      switch ((rng >> 40) % 3) {
+      case 0: /* replace */
+        j[pos] = ch;
+        break;
+      case 1: /* delete */
+        memmove(j + pos, j + pos + 1, len - pos);
+        len--;
+        break;
+      default: /* insert */
+        memmove(j + pos + 1, j + pos, len - pos + 1);
+        j[pos] = ch;
+        len++;
+        break;
+      }
+    }
+    check_same_as_codec(j, len, &accepted);
+  }
+  assert_true(accepted > 100); /* many harmless edits (digits in numbers, whitespace) pass */
+}
+
+/* What qs_event_to_json writes (UTF-8 place included) is decoded by the allocation-free path, to
+ * the same event; invalid UTF-8 is left to the cJSON decoder and its reason. */
+static void test_encoder_output_takes_the_fast_path_utf8_included(void **state) {
+  (void)state;
+  static qs_event ev, a, b;
+  char buf[QS_EVENT_JSON_MAX], why[256];
+  fill_sample(&ev);
+  strcpy(ev.place, "12 km SSE of Puerto Ayora, Gal\xc3\xa1pagos \xe6\x9d\xb1\xe4\xba\xac");
+  size_t n = qs_event_to_json(&ev, buf, sizeof buf);
+  assert_true(n < sizeof buf);
+  assert_int_equal(qs_event_from_json_fast(&a, buf, n), 1);
+  assert_int_equal(qs_event_from_json_tree(&b, buf, n, NULL, 0), 0);
+  assert_true(qs_event_equal(&a, &ev));
+  assert_true(qs_event_equal(&b, &ev));
+  char *p = strstr(buf, "Gal");
+  assert_non_null(p);
+  p[3] = (char)0xff; /* not UTF-8 */
+  assert_int_equal(qs_event_from_json_fast(&a, buf, n), 0);
+  assert_int_equal(qs_event_from_json(&a, buf, n, why, sizeof why), QS_ERR_INVALID);
+  assert_string_equal(why, "place: not valid UTF-8");
 }
 
 int main(void) {
@@ -534,6 +663,9 @@ int main(void) {
       cmocka_unit_test(test_short_buffer_is_truncated_and_terminated),
       cmocka_unit_test(test_names_parse_back),
       cmocka_unit_test(test_mutated_inputs_never_crash_and_accepted_ones_round_trip),
+      cmocka_unit_test(test_fast_decoder_agrees_with_the_codec_on_numbers),
+      cmocka_unit_test(test_fast_decoder_agrees_with_the_codec_on_mutated_bodies),
+      cmocka_unit_test(test_encoder_output_takes_the_fast_path_utf8_included),
       cmocka_unit_test(test_measure_decode_and_encode_rate),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

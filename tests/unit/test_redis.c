@@ -167,6 +167,19 @@ static void test_commands_bounded_pending_kill_and_reconnect(void **state) {
   assert_int_equal(f.calls, 1);
   assert_string_equal(f.str, "PONG");
 
+  /* A command handed over already in RESP form (binary-safe value) behaves like any other. */
+  static const char set[] = "*3\r\n$3\r\nSET\r\n$2\r\nbk\r\n$3\r\na\0b\r\n";
+  static const char get[] = "*2\r\n$6\r\nSTRLEN\r\n$2\r\nbk\r\n";
+  struct result h = {0}, i = {0};
+  assert_int_equal(qs_redis_command_formatted(&r, record, &h, NULL, 0), QS_ERR_INVALID);
+  assert_int_equal(qs_redis_command_formatted(&r, record, &h, set, sizeof set - 1), 0);
+  assert_int_equal(qs_redis_command_formatted(&r, record, &i, get, sizeof get - 1), 0);
+  assert_true(run_until(&loop, no_pending, &r, 5000));
+  assert_int_equal(h.calls, 1);
+  assert_string_equal(h.str, "OK");
+  assert_int_equal(i.type, REDIS_REPLY_INTEGER);
+  assert_int_equal(i.integer, 3);
+
   /* A command in flight at close still gets exactly one callback. */
   struct result g = {0};
   assert_int_equal(qs_redis_command(&r, record, &g, "GET %s", "k"), 0);

@@ -29,6 +29,7 @@
 
 #include "engine.h"
 #include "lease.h"
+#include "smap.h"
 #include "store.h"
 
 #include "redis_fixture.h"
@@ -535,6 +536,138 @@ static void test_two_replicas_split_partitions_and_take_over(void **st) {
   fx_free(f);
 }
 
+/* The record fetch (one line per asked id): a committed record, an unseen id, an id asked twice,
+ * and a stored value with a newline (no record has one: it is read as unseen, not as two lines). */
+static void test_record_fetch_reads_one_line_per_id(void **st) {
+  (void)st;
+  fx *f = fx_new();
+  if (!f)
+    skip();
+  hold_lease(f, 0);
+  apply(f, mk(0, 1, "ak1", 2.0, T0 + 1, 7, "new"));
+  assert_int_equal(commit(f, NULL), 0);
+  freeReplyObject(cmd(f, "HSET qs:rt:evstate %s %s", "alaska|odd", "5|N|alaska|\n1,n,n,0"));
+  sa_engine_reset(&f->engine);
+  sa_needs n;
+  sa_needs_init(&n);
+  const char *ids[] = {"alaska|ak1", "alaska|nope", "alaska|ak1", "alaska|odd"};
+  for (size_t i = 0; i < 4; i++)
+    sa_argv_adds(&n.ev_ids, ids[i]);
+  int done = 0;
+  assert_int_equal(sa_store_fetch(&f->store, &n, on_fetched, &done), 0);
+  run_until(&f->loop, &done);
+  sa_needs_free(&n);
+  const sa_evrec *r = sa_engine_evrec(&f->engine, "alaska", "ak1");
+  assert_non_null(r);
+  assert_true(r->exists && r->live);
+  assert_int_equal(r->updated, 7);
+  r = sa_engine_evrec(&f->engine, "alaska", "nope");
+  assert_non_null(r);
+  assert_false(r->exists);
+  r = sa_engine_evrec(&f->engine, "alaska", "odd");
+  assert_non_null(r);
+  assert_false(r->exists);
+  fx_free(f);
+}
+
+/* A commit is sent as one RESP command built by sa_argv_resp: binary-safe, counts and lengths
+ * exact, the buffer reused and regrown. */
+static void test_argv_resp_frames_every_string(void **st) {
+  (void)st;
+  sa_argv a;
+  sa_argv_init(&a);
+  sa_argv_adds(&a, "EVAL");
+  sa_argv_add(&a, "a\0b", 3);
+  sa_argv_addi(&a, -42);
+  sa_argv_add(&a, "", 0);
+  size_t len;
+  const char *r = sa_argv_resp(&a, &len);
+  static const char want[] = "*4\r\n$4\r\nEVAL\r\n$3\r\na\0b\r\n$3\r\n-42\r\n$0\r\n\r\n";
+  assert_int_equal(len, sizeof want - 1);
+  assert_memory_equal(r, want, len);
+  sa_argv_reset(&a);
+  char big[5000];
+  memset(big, 'x', sizeof big);
+  for (int i = 0; i < 300; i++)
+    sa_argv_add(&a, big, sizeof big);
+  r = sa_argv_resp(&a, &len);
+  assert_int_equal(len, 6 + 300 * (7 + sizeof big + 2));
+  assert_memory_equal(r, "*300\r\n$5000\r\nxx", 15);
+  sa_argv_free(&a);
+
+  /* RESP mode: the same bytes in place; a count placeholder is rewritten zero-padded. */
+  sa_argv_init_resp(&a);
+  for (int round = 0; round < 2; round++) {
+    sa_argv_reset(&a);
+    sa_argv_adds(&a, "EVAL");
+    size_t ci = sa_argv_count(&a);
+    sa_argv_add_count(&a);
+    sa_argv_add(&a, "a\0b", 3);
+    sa_argv_add3(&a, "x", 1, "", 0, "yz", 2);
+    sa_argv_addi(&a, -42);
+    sa_argv_set_i(&a, ci, 802);
+    size_t l;
+    assert_memory_equal(sa_argv_at(&a, 3, &l), "xyz", 3);
+    assert_int_equal(l, 3);
+    r = sa_argv_resp(&a, &len);
+    static const char want2[] =
+        "*5\r\n$4\r\nEVAL\r\n$10\r\n0000000802\r\n$3\r\na\0b\r\n$3\r\nxyz\r\n$3\r\n-42\r\n";
+    assert_int_equal(len, sizeof want2 - 1);
+    assert_memory_equal(r, want2, len);
+  }
+  for (int i = 0; i < 300; i++)
+    sa_argv_add(&a, big, sizeof big);
+  r = sa_argv_resp(&a, &len);
+  assert_memory_equal(r, "*305\r\n$4\r\nEVAL", 14);
+  sa_argv_free(&a);
+}
+
+/* The members' position index agrees with a linear search through thousands of random puts,
+ * swap-removals (as members_remove_at does them) and array moves. */
+static void test_position_index_agrees_with_linear_search(void **st) {
+  (void)st;
+  enum { W = 16, N = 3000 };
+  char(*ids)[W] = NULL;
+  size_t n = 0, cap = 0;
+  sa_pidx x = {0};
+  uint64_t r = 7;
+  for (int step = 0; step < 40000; step++) {
+    r ^= r << 13;
+    r ^= r >> 7;
+    r ^= r << 17;
+    char key[W];
+    snprintf(key, sizeof key, "ev%u", (unsigned)(r % N));
+    long lin = -1;
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(ids[i], key) == 0)
+        lin = (long)i;
+    assert_int_equal(sa_pidx_find(&x, n ? ids[0] : NULL, W, key), lin);
+    if (lin < 0) {
+      if (n == cap) {
+        cap = cap ? cap * 2 : 4; /* the array moves: the index holds positions only */
+        ids = realloc(ids, cap * sizeof *ids);
+      }
+      memcpy(ids[n], key, W);
+      sa_pidx_put(&x, ids[0], W, (uint32_t)n);
+      n++;
+    } else if (r % 3) {
+      size_t i = (size_t)lin;
+      sa_pidx_del(&x, ids[0], W, ids[i]);
+      n--;
+      if (i != n) {
+        sa_pidx_del(&x, ids[0], W, ids[n]);
+        memcpy(ids[i], ids[n], W);
+        sa_pidx_put(&x, ids[0], W, (uint32_t)i);
+      }
+    }
+    assert_int_equal(x.len, n);
+  }
+  sa_pidx_clear(&x);
+  assert_int_equal(sa_pidx_find(&x, ids[0], W, "ev1"), -1);
+  sa_pidx_free(&x);
+  free(ids);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_commit_writes_state_and_checkpoint_together,
@@ -553,6 +686,10 @@ int main(void) {
                                 redis_fixture_kill_after_test),
       cmocka_unit_test_teardown(test_raw_events_and_alerts_follow_the_newest_version_across_regions,
                                 redis_fixture_kill_after_test),
+      cmocka_unit_test_teardown(test_record_fetch_reads_one_line_per_id,
+                                redis_fixture_kill_after_test),
+      cmocka_unit_test(test_argv_resp_frames_every_string),
+      cmocka_unit_test(test_position_index_agrees_with_linear_search),
   };
   atexit(redis_fixture_kill);
   return cmocka_run_group_tests(tests, redis_fixture_setup, redis_fixture_teardown);

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -75,6 +76,20 @@ static void test_iso8601_format_round_trips(void **state) {
     qs_time_format_iso8601(t, buf, sizeof buf);
     assert_int_equal(qs_time_parse_iso8601(buf, &back), 0);
     assert_int_equal(back, t);
+  }
+  /* The direct digits agree with the printf form everywhere, years 0..9999 and beyond. */
+  for (int64_t t = -70000000000000LL; t < 300000000000000LL; t += 977777777777LL + t % 1000) {
+    int64_t day = t >= 0 ? t / 86400000 : -((-t + 86399999) / 86400000);
+    int64_t rem = t - day * 86400000;
+    int64_t y;
+    unsigned mo, d;
+    qs_civil_from_days(day, &y, &mo, &d);
+    char want[64];
+    snprintf(want, sizeof want, "%04lld-%02u-%02uT%02u:%02u:%02u.%03uZ", (long long)y, mo, d,
+             (unsigned)(rem / 3600000), (unsigned)(rem / 60000 % 60), (unsigned)(rem / 1000 % 60),
+             (unsigned)(rem % 1000));
+    assert_int_equal(qs_time_format_iso8601(t, buf, sizeof buf), strlen(want));
+    assert_string_equal(buf, want);
   }
 }
 

@@ -159,6 +159,9 @@ int qs_agg_format_iso8601(int64_t t_ms, char *buf, size_t size);
  * with malloc, freed by the caller with free(). QS_ERR_STATE if min/max are stale, QS_ERR_RANGE if
  * a sum exceeds QS_AGG_JSON_INT_MAX in magnitude, QS_ERR_INVALID for a bad region or window. */
 int qs_agg_row_to_json(const qs_agg_row *row, char **out, size_t *out_len);
+/* The same into buf[cap] (NUL-terminated; QS_AGG_JSON_MAX always suffices), no allocation;
+ * QS_ERR_TOOBIG if it does not fit. */
+int qs_agg_row_to_json_buf(const qs_agg_row *row, char *buf, size_t cap, size_t *out_len);
 
 /* Parses and validates a row written by qs_agg_row_to_json (unknown fields are ignored; the
  * derived averages are recomputed from the sums, only their null-ness is checked). QS_ERR_TOOBIG

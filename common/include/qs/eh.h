@@ -136,6 +136,12 @@ typedef struct qs_eh_event_in {
   size_t nprops;
 } qs_eh_event_in;
 
+/* How a consumer reads a delivered message (for tests): fast = the decoder of the hub's shapes
+ * that reads the bytes directly (false: not handled, the consumer then uses proton), else
+ * proton's pn_message_decode. Both fill ev alike; body and props stay valid until the next call. */
+bool qs_eh_message_decode(const void *msg, size_t len, int partition, bool fast,
+                          qs_eh_event_in *ev);
+
 typedef struct qs_eh_consumer_opts {
   const char *hub;            /* required */
   const char *consumer_group; /* default "$Default" */

@@ -14,7 +14,11 @@
  * valid UTF-8 and within their limits; change == SUPERSEDED exactly when
  * superseded_by is set, and superseded_by != event_id.
  *
- * The codec never allocates per field; decoding uses one cJSON tree per call.
+ * Decoding first tries a single-pass scanner that allocates nothing and accepts only the plain
+ * shape producers write (one flat object of known members, each at most once; strings of
+ * printable ASCII without escapes; numbers in strict JSON grammar); anything else (an escape,
+ * non-ASCII, an unknown member, an error) goes to the cJSON decoder, so the outcome (event, error
+ * code, reason) is always the cJSON decoder's.
  */
 #ifndef QS_EVENT_H
 #define QS_EVENT_H
@@ -92,6 +96,12 @@ void qs_event_init(qs_event *ev);
  * reason naming the field into why (if whylen > 0); ev is then unspecified.
  * Unknown members are ignored; duplicate known members are rejected. */
 int qs_event_from_json(qs_event *ev, const char *json, size_t len, char *why, size_t whylen);
+
+/* qs_event_from_json's two halves, for tests. fast: 1 = decoded and valid, 0 = not handled (ev
+ * unspecified); it accepts only input that tree decodes to the identical event. tree: the
+ * reference decoder on one cJSON tree (same contract as qs_event_from_json). */
+int qs_event_from_json_fast(qs_event *ev, const char *json, size_t len);
+int qs_event_from_json_tree(qs_event *ev, const char *json, size_t len, char *why, size_t whylen);
 
 /* Checks the invariants listed at the top of this file. 0 or QS_ERR_INVALID
  * with a reason naming the field. */

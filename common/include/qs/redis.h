@@ -94,6 +94,10 @@ int qs_redis_command(qs_redis *r, qs_redis_cb cb, void *ud, const char *fmt, ...
  * count is only known at run time (MGET of a feed's ids, EVALSHA with many keys). */
 int qs_redis_command_argv(qs_redis *r, qs_redis_cb cb, void *ud, int argc, const char **argv,
                           const size_t *argvlen);
+/* The same with a command already in the protocol's form (RESP: "*<argc>\r\n" then
+ * "$<len>\r\n<bytes>\r\n" per argument; copied), for callers that build large commands
+ * themselves without hiredis's per-argument formatting. */
+int qs_redis_command_formatted(qs_redis *r, qs_redis_cb cb, void *ud, const char *cmd, size_t len);
 /* 1 if ready; *reason (may be NULL) points to r's reason text. */
 int qs_redis_ready(const qs_redis *r, const char **reason);
 void qs_redis_close(qs_redis *r, qs_redis_close_cb cb);
