@@ -312,7 +312,8 @@ static void parse_spans(feed_list *l, const span_list *spans, const char *unit,
       l->cap = l->n + jobs[t].out.n;
       l->v = qs_xrealloc(l->v, l->cap * sizeof *l->v);
     }
-    memcpy(l->v + l->n, jobs[t].out.v, jobs[t].out.n * sizeof *l->v);
+    if (jobs[t].out.n) /* (an empty list has no array to copy from or to) */
+      memcpy(l->v + l->n, jobs[t].out.v, jobs[t].out.n * sizeof *l->v);
     l->n += jobs[t].out.n;
     free(jobs[t].out.v);
   }

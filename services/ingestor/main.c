@@ -49,8 +49,11 @@ static const qs_cfg_spec ingest_config[] = {
      "simulated clickstream events per second", 0},
     {"CLICKSTREAM_HUB", QS_CFG_STR, "clickstream-events", 1, 256, NULL,
      "hub of the simulated clickstream", 0},
-    {"DEDUPE_TTL", QS_CFG_DURATION, "7d", 60000, 31536000000, NULL,
-     "how long Redis remembers a sent (event_id, updated) or weather alert id", 0},
+    {"DEDUPE_TTL", QS_CFG_DURATION, "30d", 60000, 31536000000, NULL,
+     "how long Redis remembers an id's state (newest version, region, association) or a weather "
+     "alert id; keep it >= the speed layer's RETENTION_WINDOWS (a region move of an event "
+     "forgotten here would be counted in both regions there)",
+     0},
     {"HTTP_TIMEOUT", QS_CFG_DURATION, "30s", 100, 600000, NULL, "timeout of one HTTP poll", 0},
     {"BACKOFF_MAX", QS_CFG_DURATION, "300s", 1000, 86400000, NULL,
      "longest delay between polls after repeated errors (429, 5xx, timeouts)", 0},

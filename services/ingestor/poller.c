@@ -77,7 +77,9 @@ struct poller {
   int64_t page_start; /* starttime of this page (origin time; keyset paging) */
   size_t page_skip;   /* features at exactly page_start already seen: offset = 1 + this */
   int64_t seen_max;   /* largest `updated` seen in this sweep */
-  int64_t req_start;  /* page_start, page_skip of the request in flight (for the log) */
+  int64_t opened_ms;  /* when the source started (Redis may still be connecting) */
+  bool polled_once;
+  int64_t req_start; /* page_start, page_skip of the request in flight (for the log) */
   size_t req_skip;
   bool sweep_failed; /* an event was not acknowledged: keep the old watermark */
   size_t sweep_counts[CH_KINDS], sweep_features, sweep_malformed, sweep_sent, sweep_failed_n;
@@ -236,12 +238,13 @@ static void poll_complete(poller *p) {
   if (p->sweep_base)
     qs_log_info(
         p->ctx->log, "poll done", QS_LSTR("source", p->source), QS_LINT("page", p->page),
-        QS_LINT("offset", 1 + p->page * p->page_size), QS_LINT("features", features),
-        QS_LINT("new", p->counts[CH_NEW]), QS_LINT("revisions", p->counts[CH_REVISION]),
-        QS_LINT("deleted", p->counts[CH_DELETED]), QS_LINT("superseded", p->counts[CH_SUPERSEDED]),
-        QS_LINT("moved", p->counts[CH_MOVED]), QS_LINT("folded", p->counts[CH_FOLDED]),
-        QS_LINT("duplicates", p->counts[CH_DUPLICATE]), QS_LINT("malformed", p->skipped),
-        QS_LINT("sent", p->n_ok), QS_LINT("failed", p->n_fail), QS_LINT("ms", now - p->started_ms));
+        QS_LINT("starttime", p->req_start), QS_LINT("offset", 1 + p->req_skip),
+        QS_LINT("features", features), QS_LINT("new", p->counts[CH_NEW]),
+        QS_LINT("revisions", p->counts[CH_REVISION]), QS_LINT("deleted", p->counts[CH_DELETED]),
+        QS_LINT("superseded", p->counts[CH_SUPERSEDED]), QS_LINT("moved", p->counts[CH_MOVED]),
+        QS_LINT("folded", p->counts[CH_FOLDED]), QS_LINT("duplicates", p->counts[CH_DUPLICATE]),
+        QS_LINT("malformed", p->skipped), QS_LINT("sent", p->n_ok), QS_LINT("failed", p->n_fail),
+        QS_LINT("ms", now - p->started_ms));
   else
     qs_log_info(
         p->ctx->log, "poll done", QS_LSTR("source", p->source), QS_LBOOL("not_modified", false),
@@ -757,10 +760,15 @@ static void on_timer(uv_timer_t *t) {
     return;
   const char *why = NULL;
   if (!qs_redis_ready(p->ctx->redis, &why)) {
+    if (!p->polled_once && qs_time_now_ms() - p->opened_ms < 10000) {
+      schedule(p, 100); /* just started: Redis is still connecting, not down */
+      return;
+    }
     p->busy = true;
     backoff(p, "redis_unavailable", why, 0);
     return;
   }
+  p->polled_once = true;
   p->busy = true;
   if (p->sweep_base && !p->sweeping) {
     p->started_ms = qs_time_now_ms();
@@ -792,6 +800,7 @@ static int poller_start(poller *p, ingest_ctx *ctx, const char *source, const ch
   if (rc != 0)
     return rc;
   qs_eh_producer_on_drain(p->prod, on_drain, p);
+  p->opened_ms = qs_time_now_ms();
   uv_timer_init(ctx->loop, &p->timer);
   p->timer.data = p;
   p->timer_open = true;
