@@ -54,7 +54,9 @@ class Catalogue:
     window. Change both under `with cat.cond:`. `faults` are (offset, kind) pairs applied to the
     next FDSN request of that offset (None: any): "400", "429", "503", "malformed" (an HTML page),
     "truncated" (a JSON document cut short, Content-Length matching), "cut" (the connection
-    closes mid-body) and "pause" (half the body, then the connection hangs until `release`)."""
+    closes mid-body) and "pause" (half the body, then the connection hangs until `release`).
+    `meet()` makes the next summary-feed request and the next sweep's first page wait for each
+    other, so both pollers see a change at the same moment."""
 
     def __init__(self):
         self.features = {}
@@ -67,6 +69,7 @@ class Catalogue:
         self.errors = []         # requests that broke the FDSN contract
         self.paused = threading.Event()
         self.release = threading.Event()
+        self._barrier, self._sides = None, set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -117,6 +120,20 @@ class Catalogue:
             self.features.pop(i, None)
             self.in_feed.discard(i)
 
+    def meet(self):
+        """Arms the rendezvous of the next feed poll and sweep (caller holds cond)."""
+        self._barrier, self._sides = threading.Barrier(2, timeout=20), {"feed", "sweep"}
+
+    def _meet(self, side):
+        with self.cond:
+            barrier = self._barrier if side in self._sides else None
+            self._sides.discard(side)
+        if barrier:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass  # the other side never came: the test's own waits report it
+
     # -- HTTP
     @staticmethod
     def _collection(feats):
@@ -126,6 +143,7 @@ class Catalogue:
                            "features": feats}).encode()
 
     def _feed(self, h):
+        self._meet("feed")
         with self.cond:
             self.feed_requests += 1
             feats = sorted((self.features[i] for i in self.in_feed),
@@ -152,6 +170,8 @@ class Catalogue:
                 self.cond.notify_all()
             h._reply(400, f"Bad request: {e}".encode(), "text/plain")
             return
+        if offset == 1:
+            self._meet("sweep")
         with self.cond:
             if offset == 1:
                 self.sweep_starts += 1
@@ -492,8 +512,12 @@ def test_scripted_catalogue_history_reaches_every_layer_exactly(catalogue, start
         sc = Scenario(int(time.time() * 1000), old_region, new_region)
         ing = start_service("ingestor", env=ingestor_env(hub, redis, cat, FDSN_PAGE_SIZE="4"))
 
-        # Step 1: everything appears, automatic, in the summary feed and the catalogue.
-        settle(ing, cat, lambda: cat.publish(*sc.first))
+        # Step 1: everything appears, automatic, in the summary feed and the catalogue; the feed
+        # poll and the sweep see it at the same moment (each event is still sent once).
+        def appear():
+            cat.publish(*sc.first)
+            cat.meet()
+        settle(ing, cat, appear)
         # Step 2: A leaves the summary window; then it is reviewed (M4.1 -> M4.3), which only
         # the sweep can see. B is deleted (the feed drops it, FDSN shows status "deleted").
         settle(ing, cat, lambda: cat.in_feed.discard(sc.A["id"]))
@@ -506,8 +530,12 @@ def test_scripted_catalogue_history_reaches_every_layer_exactly(catalogue, start
             cat.forget(sc.C1["id"], sc.C2["id"])
             cat.publish(sc.P)
         settle(ing, cat, associate)
-        # Step 4: D is relocated: across the 5-minute boundary and into another region.
-        settle(ing, cat, lambda: cat.publish(sc.D2))
+        # Step 4: D is relocated: across the 5-minute boundary and into another region (both
+        # pollers see it at once).
+        def move():
+            cat.publish(sc.D2)
+            cat.meet()
+        settle(ing, cat, move)
         # One more round: nothing changed, nothing is sent.
         quiet = settle(ing, cat)
         assert quiet["sent"] == 0 and quiet["failed"] == 0, quiet
