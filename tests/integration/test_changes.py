@@ -13,10 +13,15 @@ whole sweep that began after the change (request counts and log lines, never sle
    catalogue; every message on the hub is there exactly once; the WebSocket `events` topic
    announces the removals.
 2. The real revision log (../shared/data/revisions/) as a USGS change log, replayed with
-   `ingestor replay`: speed windows and batch rows equal the reference over its final state.
+   `ingestor replay` into two aggregator replicas: speed windows, the rolling hour and batch
+   rows equal the reference over its final state (merged ids counted once, under the survivor).
 3. kill -9 while a sweep page is half received: after a restart every event is on the hub once.
 4. A sweep page that is malformed, truncated, cut, 400/429/503 is logged, counted and retried
    from the same page; the watermark in Redis moves only after a complete sweep.
+5. The catalogue changes between two pages of one sweep: nothing may be lost (xfail: offset
+   paging skips the feature at the page boundary; see the test).
+
+The aggregators consume as group "speed" so that the test can read the hub back on $Default.
 """
 import asyncio
 import collections
@@ -648,7 +653,8 @@ def test_real_revision_log_replayed_as_a_change_log(start_service, redis_server,
     assert len(events) == 1585  # 1,597 ids of which 12 were merged into survivors
 
     hub = capture_hub(start_service, tmp_path)
-    agg = speed(start_service, hub, redis_server)
+    speed(start_service, hub, redis_server, REPLICA_ID="replica-a")
+    agg = speed(start_service, hub, redis_server, REPLICA_ID="replica-b")
     r = run_binary("ingestor", ["replay", str(log), "--speed", "0"], timeout=120,
                    env={"EVENTHUBS_CONNECTION_STRING": hub.connection_string, "SOURCES": "",
                         "ADMIN_PORT": "0", "LOG_LEVEL": "info"})
@@ -659,6 +665,7 @@ def test_real_revision_log_replayed_as_a_change_log(start_service, redis_server,
     assert (done["events"], done["failed"]) == (len(feats), 0), done
     assert done["acknowledged"] == done["messages"], done
     assert (done["superseded"], done["deleted"], done["folded"]) == (6, 0, 0), done
+    assert done["moved"] >= 1, done  # the log relocates an event into another region
 
     total = wait_all_committed(hub, redis_server, agg)
     assert total == done["acknowledged"]
