@@ -568,6 +568,16 @@ def test_scripted_catalogue_history_reaches_every_layer_exactly(catalogue, start
         # A's revision and B's deletion were never in the summary feed: the sweep found them.
         assert metric(ing, "quakestream_ingest_events_total", source="fdsn", kind="revision") >= 1
         assert metric(ing, "quakestream_ingest_events_total", source="fdsn", kind="deleted") == 1
+        # The per-id records: <updated>|<state>|<region counted in>|<preferred id>.
+        u = lambda f: f["properties"]["updated"]  # noqa: E731
+        records = {f["id"]: redis_get(redis, f"qs:ingest:seen:{f['id']}")
+                   for f in (sc.A, sc.B, sc.C1, sc.C2, sc.P, sc.D)}
+        assert records == {
+            sc.A["id"]: f"{u(sc.A2)}|L|us-west|", sc.B["id"]: f"{u(sc.B2)}|D|hawaii|",
+            sc.C1["id"]: f"{u(sc.P)}|S|us-central|{sc.P['id']}",
+            sc.C2["id"]: f"{u(sc.P)}|S|us-central|{sc.P['id']}",
+            sc.P["id"]: f"{u(sc.P)}|L|us-central|",
+            sc.D["id"]: f"{u(sc.D2)}|L|{sc.new_region}|"}, records
 
         check_layers(sc, final, got, hub, redis, serving, live, b, tmp_path)
         assert a.proc.poll() is None and b.proc.poll() is None and ing.proc.poll() is None
