@@ -620,6 +620,9 @@ def check_layers(sc, final, got, hub, redis, serving, live, agg, tmp_path):
     assert_rows(got_regions, {k: {f: r[f] for f in S} for k, r in ref.regions(events).items()},
                 "summary")
     assert {f: summary["total"][f] for f in S} == {f: ref.total(events)[f] for f in S}
+    # Both layers took part: the cutoff is the current hour, A is 100 minutes old.
+    if max(f["properties"]["time"] for f in events.values()) >= rec["cutoff_ms"]:
+        assert summary["total"]["data_freshness"] == "batch+realtime", summary["total"]
 
     status, _, body = http(serving.api + "/api/v1/stats?window=24h")
     assert status == 200, body
