@@ -4,9 +4,9 @@ deletions, associations and region moves reach every layer exactly.
 A fixture HTTP server plays a USGS catalogue: the summary feed (the events currently in its
 window) and the FDSN event service (`updatedafter`, `includedeleted`, `orderby=time-asc`,
 `starttime` + `limit`/`offset` key paging, 204 for an empty page), both derived from one
-catalogue the test
-advances step by step. Each step waits until the ingestor has logged a summary-feed poll and a
-whole sweep that began after the change (request counts and log lines, never sleeps).
+catalogue the test advances step by step. Each step waits until the ingestor has logged a
+summary-feed poll and a whole sweep that began after the change (request counts and log lines,
+never sleeps).
 
 1. A scripted history through the ingestor, the hub, two speed-aggregator replicas, the hub's
    Capture, batch-worker and serving-api: the realtime windows, the rolling hour, the batch
@@ -21,6 +21,8 @@ whole sweep that began after the change (request counts and log lines, never sle
    from the same page; the watermark in Redis moves only after a complete sweep.
 5. The catalogue changes between two pages of one sweep (an event relocated forwards or
    backwards in time, an id merged away): nothing is lost, every change arrives once.
+6. Malformed features at the end of a page, or filling one, are counted once and skipped
+   (xfail until the ingestor keys its next page on them too).
 
 The aggregators consume as group "speed" so that the test can read the hub back on $Default.
 """
