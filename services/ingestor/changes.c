@@ -203,9 +203,8 @@ static void put_str(char *dst, size_t cap, const char *src) {
 }
 
 /* Supersedes the live id x (its record rx) by p: the retraction goes to x's region. */
-static int supersede(ch_store *s, const ch_sink *sink, const qs_event *ev, const char *x,
-                     ch_rec *rx, const char *p) {
-  (void)s;
+static int supersede(const ch_sink *sink, const qs_event *ev, const char *x, ch_rec *rx,
+                     const char *p) {
   qs_event m = *ev;
   put_str(m.event_id, sizeof m.event_id, x);
   m.change = QS_EVENT_SUPERSEDED;
@@ -307,7 +306,7 @@ int ch_classify(ch_store *s, feed_entry *e, const ch_sink *sink, ch_kind *kind, 
           if (rt->state == 'L') {
             if (!(ev = get_ev(&lz)))
               return QS_ERR_PARSE;
-            if ((rc = supersede(s, sink, ev, t, rt, p)))
+            if ((rc = supersede(sink, ev, t, rt, p)))
               return rc;
           }
         }
@@ -319,7 +318,7 @@ int ch_classify(ch_store *s, feed_entry *e, const ch_sink *sink, ch_kind *kind, 
       } else if (rx->state == 'L') {
         if (!(ev = get_ev(&lz)))
           return QS_ERR_PARSE;
-        if ((rc = supersede(s, sink, ev, x, rx, p)))
+        if ((rc = supersede(sink, ev, x, rx, p)))
           return rc;
       } else if (rx->state == 0) {
         set_rec(rx, 'A', u, "", p);
