@@ -148,20 +148,18 @@ static const char *resolve(ch_store *s, const char *id) {
 size_t ch_needed_ids(ch_store *s, const feed_entry *e, void (*fn)(const char *id, void *ud),
                      void *ud) {
   size_t n = 0;
+  const char *other = e->ids;
   for (size_t i = 0; i <= e->nids; i++) {
-    const char *id = i == 0 ? e->id : feed_entry_id_at(e, i - 1);
-    /* the id itself, then the end of its chain as far as it is loaded */
-    const char *cur = id;
-    for (int hop = 0; hop <= CHAIN_MAX; hop++) {
-      ch_rec *r = ch_store_find(s, cur);
-      if (!r) {
-        fn(cur, ud);
-        n++;
-        break;
-      }
-      if ((r->state != 'S' && r->state != 'A') || !r->pref[0] || strcmp(r->pref, cur) == 0)
-        break;
-      cur = r->pref;
+    const char *id = e->id;
+    if (i > 0) { /* the packed list, walked once */
+      id = other;
+      other += strlen(other) + 1;
+    }
+    /* the end of its chain as far as it is loaded: not loaded means needed */
+    const char *end = resolve(s, id);
+    if (!ch_store_find(s, end)) {
+      fn(end, ud);
+      n++;
     }
   }
   return n;

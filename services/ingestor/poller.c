@@ -89,7 +89,9 @@ struct poller {
   feed_list cur;
   ch_store *st;
   size_t next_chunk; /* first entry not yet classified */
-  size_t chunk_hi, load_round, nload;
+  size_t chunk_hi, load_round;
+  char **loading; /* keys of the MGET in flight (prefix + id) */
+  size_t nload, caploading;
   pmsg *msgs;
   size_t nmsgs, capmsgs, sent_upto;
   prec_write *writes;
@@ -486,11 +488,18 @@ static void classify_chunk(poller *p) {
 
 static void load_ids(poller *p);
 
+static void loading_free(poller *p) {
+  for (size_t i = 0; i < p->nload; i++)
+    free(p->loading[i]);
+  p->nload = 0;
+}
+
 static void on_loaded(qs_redis *r, redisReply *reply, int status, void *ud) {
   (void)r;
   poller *p = ud;
   p->outstanding--;
   if (status != 0 || !reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != p->nload) {
+    loading_free(p);
     /* nothing of this chunk was sent: try the whole poll again later */
     p->next_chunk = p->cur.n;
     p->nmsgs = p->sent_upto = 0;
@@ -501,62 +510,49 @@ static void on_loaded(qs_redis *r, redisReply *reply, int status, void *ud) {
       p->sweep_failed = true;
     return;
   }
-  /* the reply is in the order of the ids requested: they are the store's unknown placeholders
-   * added by load_ids, recorded in p->writes' scratch tail */
+  /* the reply is in the order of the keys asked for (the store's unknown placeholders) */
+  size_t plen = strlen(p->seen_prefix);
   for (size_t i = 0; i < reply->elements; i++) {
     redisReply *el = reply->element[i];
-    ch_rec *rec = ch_store_find(p->st, p->writes[p->nwrites + i].id);
+    ch_rec *rec = ch_store_find(p->st, p->loading[i] + plen);
     if (rec && el->type == REDIS_REPLY_STRING && ch_rec_parse(rec, el->str, el->len) != 0)
       memset(rec, 0, sizeof *rec);
   }
+  loading_free(p);
   load_ids(p);
 }
 
-typedef struct need_ctx {
-  poller *p;
-  size_t n;
-} need_ctx;
-
+/* An id the chunk needs and the store lacks: an unknown placeholder now, its key to MGET. */
 static void need_id(const char *id, void *ud) {
-  need_ctx *c = ud;
-  poller *p = c->p;
+  poller *p = ud;
   if (ch_store_find(p->st, id))
     return;
   ch_store_add(p->st, id);
-  /* scratch space after the pending writes (not counted in nwrites) */
-  if (p->nwrites + c->n >= p->capwrites) {
-    p->capwrites = (p->nwrites + c->n + 1) * 2;
-    p->writes = qs_xrealloc(p->writes, p->capwrites * sizeof *p->writes);
+  if (p->nload == p->caploading) {
+    p->caploading = p->caploading ? p->caploading * 2 : 64;
+    p->loading = qs_xrealloc(p->loading, p->caploading * sizeof *p->loading);
   }
-  snprintf(p->writes[p->nwrites + c->n].id, sizeof p->writes[0].id, "%s", id);
-  c->n++;
+  size_t n = strlen(p->seen_prefix) + strlen(id) + 1;
+  p->loading[p->nload] = qs_xmalloc(n);
+  snprintf(p->loading[p->nload++], n, "%s%s", p->seen_prefix, id);
 }
 
 /* Loads the records of every id the chunk needs (rounds follow association chains). */
 static void load_ids(poller *p) {
-  need_ctx c = {p, 0};
   if (p->load_round++ < LOAD_ROUNDS)
     for (size_t i = p->next_chunk; i < p->chunk_hi; i++)
-      ch_needed_ids(p->st, &p->cur.v[i], need_id, &c);
-  if (c.n == 0) {
+      ch_needed_ids(p->st, &p->cur.v[i], need_id, p);
+  if (p->nload == 0) {
     classify_chunk(p);
     return;
   }
-  const char **argv = qs_xmalloc((c.n + 1) * sizeof *argv);
-  char **keys = qs_xmalloc(c.n * sizeof *keys);
+  const char **argv = qs_xmalloc((p->nload + 1) * sizeof *argv);
   argv[0] = "MGET";
-  for (size_t i = 0; i < c.n; i++) {
-    keys[i] = qs_xmalloc(strlen(p->seen_prefix) + QS_EVENT_ID_MAX + 1);
-    sprintf(keys[i], "%s%s", p->seen_prefix, p->writes[p->nwrites + i].id);
-    argv[i + 1] = keys[i];
-  }
-  p->nload = c.n;
-  int rc = qs_redis_command_argv(p->ctx->redis, on_loaded, p, (int)(c.n + 1), argv, NULL);
-  for (size_t i = 0; i < c.n; i++)
-    free(keys[i]);
-  free(keys);
+  memcpy(argv + 1, p->loading, p->nload * sizeof *argv);
+  int rc = qs_redis_command_argv(p->ctx->redis, on_loaded, p, (int)(p->nload + 1), argv, NULL);
   free(argv);
   if (rc != 0) {
+    loading_free(p);
     p->next_chunk = p->cur.n;
     if (p->outstanding == 0)
       backoff(p, "redis_unavailable", qs_strerror(rc), 0);
@@ -824,6 +820,8 @@ static void poller_free(poller *p) {
     free(p->msgs[i].json);
   free(p->msgs);
   free(p->writes);
+  loading_free(p);
+  free(p->loading);
   free(p->ents);
   feed_list_free(&p->cur);
   ch_store_free(p->st);
