@@ -52,15 +52,21 @@ static bool region_ok(const char *r) {
   return true;
 }
 
+static void evrec_key(char *buf, const char *region, const char *id);
+
 void sa_item_parse(sa_item *it) {
   it->why[0] = '\0';
+  it->rec = NULL;
   it->parse_rc = qs_event_from_json(&it->ev, it->body, it->len, it->why, sizeof it->why);
   if (it->parse_rc != 0)
     return;
   if (!region_ok(it->ev.region)) {
     it->parse_rc = QS_ERR_INVALID;
     snprintf(it->why, sizeof it->why, "region: not a valid region name");
+    return;
   }
+  evrec_key(it->evkey, it->ev.region, it->ev.event_id);
+  it->evhash = sa_smap_hash(it->evkey);
 }
 
 /* ---- encodings ---------------------------------------------------------------------------- */
@@ -169,7 +175,8 @@ static size_t evrec_encode(const sa_evrec *r, char *buf, size_t cap) {
   t[n++] = '|';
   t[n++] = r->change;
   t[n++] = '|';
-  n += copy_str(t + n, sizeof tmp - n - 100, r->region);
+  memcpy(t + n, r->key, r->region_len);
+  n += r->region_len;
   t[n++] = '|';
   n += sa_contrib_encode(&r->c, t + n, sizeof tmp - n);
   return t == buf ? n : copy_str(buf, cap, t);
@@ -183,17 +190,14 @@ static int evrec_decode(sa_evrec *r, const char *s, size_t len) {
   if (!strchr("NRDSM", r->change))
     return QS_ERR_PARSE;
   s += 3;
+  /* The region field repeats the key's (old tombstones may have it empty): the key is used. */
   const char *bar = memchr(s, '|', (size_t)(end - s));
   if (!bar || (size_t)(bar - s) > QS_EVENT_SHORT_MAX)
     return QS_ERR_PARSE;
-  memcpy(r->region, s, (size_t)(bar - s));
-  r->region[bar - s] = '\0';
   int rc = sa_contrib_decode(&r->c, bar + 1, (size_t)(end - bar - 1));
   if (rc != 0)
     return rc;
   r->live = r->change == 'N' || r->change == 'R';
-  if (r->live && !region_ok(r->region))
-    return QS_ERR_PARSE;
   r->exists = true;
   return 0;
 }
@@ -235,6 +239,7 @@ static void window_free(sa_window *w) {
 
 static void drop_caches(sa_engine *e) {
   memset(e->wcache, 0, sizeof e->wcache);
+  e->cache_gen++;
   for (size_t i = 0; i < e->evrecs.cap; i++)
     if (e->evrecs.slots[i].key)
       free(e->evrecs.slots[i].value);
@@ -292,6 +297,7 @@ size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
     return n;
   /* Keep what changed since the last take (the dirty lists point at it); drop the rest, which
    * Redis holds (or will, once the commit in flight lands: later fetches queue behind it). */
+  e->cache_gen++;
   sa_smap keep;
   sa_smap_init_borrowed(&keep);
   for (size_t i = 0; i < e->evrecs.cap; i++) {
@@ -413,12 +419,20 @@ void sa_engine_tick(sa_engine *e, int64_t now_ms) {
 
 /* ---- cache -------------------------------------------------------------------------------- */
 
-static void window_key(char *buf, size_t cap, const char *region, int64_t start) {
+/* "<region>|<start>" of a region given with its length (it may be the head of a record key). */
+static void window_key_n(char *buf, size_t cap, const char *region, size_t rlen, int64_t start) {
   char t[SA_KEY_MAX + 32];
-  size_t n = copy_str(t, SA_KEY_MAX, region);
+  if (rlen > SA_KEY_MAX - 1)
+    rlen = SA_KEY_MAX - 1;
+  memcpy(t, region, rlen);
+  size_t n = rlen;
   t[n++] = '|';
   sa_i64_to_str(start, t + n);
   copy_str(buf, cap, t);
+}
+
+static void window_key(char *buf, size_t cap, const char *region, int64_t start) {
+  window_key_n(buf, cap, region, strlen(region), start);
 }
 
 const sa_window *sa_engine_window(const sa_engine *e, const char *region, int64_t start_ms) {
@@ -432,6 +446,19 @@ static void evrec_key(char *buf, const char *region, const char *id) {
   size_t n = copy_str(buf, QS_EVENT_SHORT_MAX + 1, region);
   buf[n++] = '|';
   copy_str(buf + n, QS_EVENT_ID_MAX + 1, id);
+}
+
+static sa_window *window_get(sa_engine *e, const char *region, size_t rlen, int64_t t);
+
+/* The cached record of an item (parse_rc 0), or NULL; looked up with the item's hash once, then
+ * kept in the item until the cache drops records. */
+static sa_evrec *item_rec(sa_engine *e, sa_item *it) {
+  if (it->rec && it->rec_gen == e->cache_gen)
+    return it->rec;
+  sa_evrec *r = sa_smap_get_h(&e->evrecs, it->evkey, it->evhash);
+  it->rec = r;
+  it->rec_gen = e->cache_gen;
+  return r;
 }
 
 const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *region, const char *id) {
@@ -476,54 +503,58 @@ static void need(sa_needs *n, sa_argv *list, char kind, const char *s) {
   sa_argv_adds(list, s);
 }
 
-static bool need_window(sa_engine *e, sa_needs *n, const char *region, int64_t t) {
+static bool need_window(sa_engine *e, sa_needs *n, const char *region, size_t rlen, int64_t t) {
   int64_t start, end;
   if (qs_agg_window_of(t, e->o.window_ms, &start, &end) != 0)
     return true; /* cannot be a window: apply treats it as poison */
-  char k[SA_KEY_MAX];
-  window_key(k, sizeof k, region, start);
-  if (sa_smap_get(&e->windows, k))
+  if (window_get(e, region, rlen, t))
     return true;
-  need(n, n ? &n->win_keys : NULL, 'w', k);
+  if (n) {
+    char k[SA_KEY_MAX];
+    window_key_n(k, sizeof k, region, rlen, start);
+    need(n, &n->win_keys, 'w', k);
+  }
   return false;
 }
 
-bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n) {
+bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n) {
   if (it->parse_rc != 0)
     return true;
   const qs_event *ev = &it->ev;
-  char k[SA_EVKEY_MAX];
-  evrec_key(k, ev->region, ev->event_id);
-  sa_evrec *r = sa_smap_get(&e->evrecs, k);
+  sa_evrec *r = item_rec(e, it);
   if (!r) {
-    need(n, n ? &n->ev_ids : NULL, 'e', k);
+    need(n, n ? &n->ev_ids : NULL, 'e', it->evkey);
     return false;
   }
   if (r->exists && ev->updated <= r->updated)
     return true; /* duplicate or stale: no state needed */
   bool ok = true;
   if (r->live)
-    ok &= need_window(e, n, r->region, r->c.time_ms);
+    ok &= need_window(e, n, r->key, r->region_len, r->c.time_ms);
   if (!qs_event_is_retraction(ev) && ev->change != QS_EVENT_MOVED)
-    ok &= need_window(e, n, ev->region, ev->time);
+    ok &= need_window(e, n, ev->region, strlen(ev->region), ev->time);
   return ok;
 }
 
 void sa_engine_load_evstate(sa_engine *e, const char *key, const char *val, size_t len) {
   const char *bar = strchr(key, '|');
-  if (!bar || (size_t)(bar - key) > QS_EVENT_SHORT_MAX || strlen(bar + 1) > QS_EVENT_ID_MAX ||
-      sa_smap_get(&e->evrecs, key))
+  size_t klen = bar ? (size_t)(bar - key) + 1 + strlen(bar + 1) : 0;
+  if (!bar || (size_t)(bar - key) > QS_EVENT_SHORT_MAX || klen - (size_t)(bar - key) - 1 >
+      QS_EVENT_ID_MAX)
     return; /* not a key this engine asks for */
-  sa_evrec *r = qs_xcalloc(1, sizeof *r);
+  bool found;
+  sa_smap_slot *slot = sa_smap_upsert(&e->evrecs, key, &found);
+  if (found)
+    return; /* cached: ours is newer */
+  sa_evrec *r = qs_xmalloc(sizeof *r + klen + 1);
+  memset(r, 0, sizeof *r);
   /* A record that does not decode is treated as unseen: the next version rebuilds it. */
   if (val && evrec_decode(r, val, len) != 0)
     memset(r, 0, sizeof *r);
-  /* The key names the region (a record's own region field may be empty in old tombstones). */
-  memcpy(r->region, key, (size_t)(bar - key));
-  r->region[bar - key] = '\0';
-  copy_str(r->id, sizeof r->id, bar + 1);
-  copy_str(r->key, sizeof r->key, key);
-  sa_smap_put(&e->evrecs, r->key, r);
+  r->region_len = (uint8_t)(bar - key);
+  memcpy(r->key, key, klen + 1);
+  slot->key = r->key;
+  slot->value = r;
 }
 
 #define MEMBER_ID_SIZE (QS_EVENT_ID_MAX + 1)
@@ -705,19 +736,20 @@ static int window_retract(sa_engine *e, sa_window *w, const char *id) {
 /* The cached window of (region, the window of t), through a small direct-mapped cache of
  * window pointers in front of the map (a map lookup builds and hashes the "region|start" key;
  * the cache is emptied whenever windows are freed). */
-static sa_window *window_get(sa_engine *e, const char *region, int64_t t) {
+static sa_window *window_get(sa_engine *e, const char *region, size_t rlen, int64_t t) {
   int64_t start, end;
   if (qs_agg_window_of(t, e->o.window_ms, &start, &end) != 0)
     return NULL;
   uint64_t h = (uint64_t)(start / e->o.window_ms) * 0x9E3779B97F4A7C15ULL;
-  for (const char *c = region; *c; c++)
-    h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+  for (size_t i = 0; i < rlen; i++)
+    h = (h ^ (unsigned char)region[i]) * 1099511628211ULL;
   sa_window **slot = &e->wcache[(h >> 32) % SA_WCACHE];
   sa_window *w = *slot;
-  if (w && w->row.window_start_ms == start && strcmp(w->row.region, region) == 0)
+  if (w && w->row.window_start_ms == start && strncmp(w->row.region, region, rlen) == 0 &&
+      w->row.region[rlen] == '\0')
     return w;
   char k[SA_KEY_MAX];
-  window_key(k, sizeof k, region, start);
+  window_key_n(k, sizeof k, region, rlen, start);
   w = sa_smap_get(&e->windows, k);
   if (w)
     *slot = w;
@@ -921,7 +953,7 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   if (was_live) {
     /* The window may have been trimmed by retention (windows are kept 30 days, event records
      * 90): then there is nothing left to retract. */
-    if (!old || window_retract(e, old, r->id) != 0)
+    if (!old || window_retract(e, old, sa_evrec_id(r)) != 0)
       e->stats.orphans++;
     else if (old->partition < 0)
       old->partition = it->partition;
@@ -972,22 +1004,20 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   window_alerts(e, w, now_ms);
 }
 
-bool sa_engine_try_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
+bool sa_engine_try_apply(sa_engine *e, sa_item *it, int64_t now_ms) {
   sa_evrec *r = NULL;
   sa_window *old = NULL, *w = NULL;
   if (it->parse_rc == 0) {
     const qs_event *ev = &it->ev;
-    char k[SA_EVKEY_MAX];
-    evrec_key(k, ev->region, ev->event_id);
-    r = sa_smap_get(&e->evrecs, k);
+    r = item_rec(e, it);
     if (!r)
       return false;
     if (!(r->exists && ev->updated <= r->updated)) {
       int64_t ws, we;
-      if (r->live && !(old = window_get(e, r->region, r->c.time_ms)))
+      if (r->live && !(old = window_get(e, r->key, r->region_len, r->c.time_ms)))
         return false;
       if (!qs_event_is_retraction(ev) && ev->change != QS_EVENT_MOVED &&
-          !(w = window_get(e, ev->region, ev->time)) &&
+          !(w = window_get(e, ev->region, strlen(ev->region), ev->time)) &&
           qs_agg_window_of(ev->time, e->o.window_ms, &ws, &we) == 0)
         return false;
     }
@@ -996,7 +1026,7 @@ bool sa_engine_try_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
   return true;
 }
 
-void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms) {
+void sa_engine_apply(sa_engine *e, sa_item *it, int64_t now_ms) {
   if (!sa_engine_try_apply(e, it, now_ms))
     QS_FATAL("apply of an item whose state is not cached");
 }
@@ -1084,7 +1114,7 @@ static void emit_evstate_idx(sa_engine *e, opcmd *c, const sa_evrec *r) {
 }
 /* @EV tuple: id, updated, time, body (written if newer than the stored version). */
 static void emit_body(sa_engine *e, opcmd *c, const sa_evrec *r) {
-  op_args(c, r->id);
+  op_args(c, sa_evrec_id(r));
   op_argi(c, r->updated);
   op_argi(c, r->c.time_ms);
   op_arg(c, e->bodies + r->body_off, r->body_len);
@@ -1093,7 +1123,7 @@ static void emit_body(sa_engine *e, opcmd *c, const sa_evrec *r) {
  * version; event_removed published if it was stored or counted). */
 static void emit_gone(sa_engine *e, opcmd *c, const sa_evrec *r) {
   (void)e;
-  op_args(c, r->id);
+  op_args(c, sa_evrec_id(r));
   op_argi(c, r->updated);
   op_args(c, r->change == 'D' ? "deleted" : "superseded");
   op_args(c, r->was_live ? "1" : "0");

@@ -74,6 +74,12 @@ typedef struct sa_item {
   int parse_rc; /* 0, or why the event is poison */
   char why[192];
   qs_event ev;
+  /* Set by sa_item_parse when parse_rc is 0: the event record's key "<region>|<id>" and its map
+   * hash; the record once found (valid while rec_gen is the engine's cache generation). */
+  char evkey[SA_EVKEY_MAX];
+  uint64_t evhash;
+  void *rec;
+  uint64_t rec_gen;
 } sa_item;
 
 /* Parses and validates the body (and the region name as a window key); fills parse_rc/why. */
@@ -100,22 +106,24 @@ typedef struct sa_window {
 } sa_window;
 
 /* The last applied version of an event id in one region (also for deleted, superseded and moved
- * ids: a tombstone, so an older version arriving later cannot resurrect it there). */
+ * ids: a tombstone, so an older version arriving later cannot resurrect it there). Allocated to
+ * the length of its key (a few hundred thousand are cached: their size is the cache's footprint). */
 typedef struct sa_evrec {
-  char key[SA_EVKEY_MAX]; /* "<region>|<id>": the cache and qs:rt:evstate key */
-  char id[QS_EVENT_ID_MAX + 1];
+  int64_t updated;
+  qs_contrib c; /* valid when live */
+  /* Body of the newest revision applied since the last take (offset into the body arena). */
+  size_t body_off, body_len;
   bool exists;   /* false: never seen */
   bool live;     /* counted in a window */
   bool was_live; /* D/S: it was counted here when it was removed (event_removed is due) */
-  char change;   /* 'N', 'R', 'D', 'S', 'M' (moved to another region) */
-  int64_t updated;
-  char region[QS_EVENT_SHORT_MAX + 1];
-  qs_contrib c; /* valid when live */
   bool dirty;
-  /* Body of the newest revision applied since the last take (offset into the body arena). */
-  size_t body_off, body_len;
   bool has_body;
+  char change;       /* 'N', 'R', 'D', 'S', 'M' (moved to another region) */
+  uint8_t region_len; /* key[0, region_len) is the region, the id follows its '|' */
+  char key[];         /* "<region>|<id>": the cache and qs:rt:evstate key */
 } sa_evrec;
+
+static inline const char *sa_evrec_id(const sa_evrec *r) { return r->key + r->region_len + 1; }
 
 typedef struct sa_partition {
   bool known;       /* restored from a checkpoint or seen an event */
@@ -145,6 +153,7 @@ typedef struct sa_engine {
   sa_engine_opts o;
   char hub[257], group[257];
   sa_smap evrecs;    /* "<region>|<id>" -> sa_evrec* */
+  uint64_t cache_gen; /* incremented whenever cached records are freed (items' rec pointers) */
   sa_smap windows;   /* key -> sa_window* */
   sa_smap baselines; /* region -> qs_agg_baseline* */
   sa_partition parts[SA_PARTITIONS_MAX];
@@ -180,7 +189,7 @@ void sa_needs_free(sa_needs *n);
 
 /* true if `it` can be applied now; otherwise adds what is missing to n (n may be NULL). Event
  * records are needed before windows can be known, so an item may need two rounds. */
-bool sa_engine_ready_for(sa_engine *e, const sa_item *it, sa_needs *n);
+bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n);
 
 /* Hands over a fetched event record of key "<region>|<id>" (val NULL: never seen in that region).
  * Ignored if cached. */
@@ -199,10 +208,10 @@ const sa_partition *sa_engine_partition(const sa_engine *e, int p);
 void sa_engine_forget_partition(sa_engine *e, int p);
 
 /* Applies one item; sa_engine_ready_for(e, it, ...) must be true. */
-void sa_engine_apply(sa_engine *e, const sa_item *it, int64_t now_ms);
+void sa_engine_apply(sa_engine *e, sa_item *it, int64_t now_ms);
 /* Applies the item if the state it touches is cached (true), else changes nothing (false). One
  * set of lookups instead of ready_for + apply: the pipeline's hot path. */
-bool sa_engine_try_apply(sa_engine *e, const sa_item *it, int64_t now_ms);
+bool sa_engine_try_apply(sa_engine *e, sa_item *it, int64_t now_ms);
 
 /* Advances watermarks of idle partitions by wall clock. */
 void sa_engine_tick(sa_engine *e, int64_t now_ms);

@@ -6,7 +6,7 @@
 
 #include "qs/error.h"
 
-static uint64_t hash_str(const char *s) {
+uint64_t sa_smap_hash(const char *s) {
   uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a final mix for the low bits */
   for (; *s; s++) {
     h ^= (unsigned char)*s;
@@ -44,11 +44,15 @@ static size_t find(const sa_smap *m, const char *key, uint64_t h) {
   }
 }
 
-void *sa_smap_get(const sa_smap *m, const char *key) {
+void *sa_smap_get_h(const sa_smap *m, const char *key, uint64_t h) {
   if (m->cap == 0)
     return NULL;
-  size_t i = find(m, key, hash_str(key));
+  size_t i = find(m, key, h);
   return m->slots[i].key ? m->slots[i].value : NULL;
+}
+
+void *sa_smap_get(const sa_smap *m, const char *key) {
+  return m->cap ? sa_smap_get_h(m, key, sa_smap_hash(key)) : NULL;
 }
 
 static void grow(sa_smap *m) {
@@ -69,7 +73,7 @@ static void grow(sa_smap *m) {
 void *sa_smap_put(sa_smap *m, const char *key, void *value) {
   if ((m->len + 1) * 2 > m->cap)
     grow(m);
-  uint64_t h = hash_str(key);
+  uint64_t h = sa_smap_hash(key);
   size_t i = find(m, key, h);
   sa_smap_slot *s = &m->slots[i];
   if (s->key) {
@@ -85,9 +89,12 @@ void *sa_smap_put(sa_smap *m, const char *key, void *value) {
 }
 
 sa_smap_slot *sa_smap_upsert(sa_smap *m, const char *key, bool *found) {
+  return sa_smap_upsert_h(m, key, sa_smap_hash(key), found);
+}
+
+sa_smap_slot *sa_smap_upsert_h(sa_smap *m, const char *key, uint64_t h, bool *found) {
   if ((m->len + 1) * 2 > m->cap)
     grow(m);
-  uint64_t h = hash_str(key);
   sa_smap_slot *s = &m->slots[find(m, key, h)];
   *found = s->key != NULL;
   if (!*found) {
@@ -103,7 +110,7 @@ void *sa_smap_del(sa_smap *m, const char *key) {
   if (m->cap == 0)
     return NULL;
   size_t mask = m->cap - 1;
-  size_t i = find(m, key, hash_str(key));
+  size_t i = find(m, key, sa_smap_hash(key));
   if (!m->slots[i].key)
     return NULL;
   void *v = m->slots[i].value;
@@ -127,7 +134,7 @@ void *sa_smap_del(sa_smap *m, const char *key) {
 
 /* ---- position index ----------------------------------------------------------------------- */
 
-static uint32_t hash32(const char *s) { return (uint32_t)(hash_str(s) >> 32); }
+static uint32_t hash32(const char *s) { return (uint32_t)(sa_smap_hash(s) >> 32); }
 
 static const char *pkey(const char *base, size_t stride, uint32_t pos1) {
   return base + (size_t)(pos1 - 1) * stride;

@@ -29,12 +29,17 @@ void sa_smap_init_borrowed(sa_smap *m);
 /* Frees the map's slots and key copies (not the values). */
 void sa_smap_free(sa_smap *m);
 void *sa_smap_get(const sa_smap *m, const char *key);
+/* The map's hash of key: computed once, it can be handed to the _h variants (a key looked up
+ * several times, e.g. an event record's key carried by its queue item). */
+uint64_t sa_smap_hash(const char *key);
+void *sa_smap_get_h(const sa_smap *m, const char *key, uint64_t hash);
 /* Inserts or replaces; returns the previous value or NULL. */
 void *sa_smap_put(sa_smap *m, const char *key, void *value);
 /* The slot of key, inserted (NULL value) when absent, with one hash and one probe sequence;
  * *found tells which. A new slot's key is `key` itself: in a borrowed map the caller must then
  * point slot->key at the stable copy the value holds (equal bytes) before the next call. */
 sa_smap_slot *sa_smap_upsert(sa_smap *m, const char *key, bool *found);
+sa_smap_slot *sa_smap_upsert_h(sa_smap *m, const char *key, uint64_t hash, bool *found);
 /* Removes; returns the value or NULL. */
 void *sa_smap_del(sa_smap *m, const char *key);
 /* Iteration: for (size_t i = 0; i < m->cap; i++) if (m->slots[i].key) ... */
