@@ -12,6 +12,7 @@
  */
 #include "qs/agg.h"
 
+#include "qs/buf.h"
 #include "qs/timeutil.h"
 
 #include "qs/error.h"
@@ -328,18 +329,8 @@ static void rb_put(rowbuf *b, const char *s, size_t n) {
 static void rb_puts(rowbuf *b, const char *s) { rb_put(b, s, strlen(s)); }
 
 static void rb_int(rowbuf *b, int64_t v) {
-  char t[24], o[24];
-  size_t n = 0, len = 0;
-  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-  do {
-    t[n++] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u);
-  if (v < 0)
-    o[len++] = '-';
-  while (n)
-    o[len++] = t[--n];
-  rb_put(b, o, len);
+  char o[24];
+  rb_put(b, o, qs_i64_str(v, o));
 }
 
 /* cJSON 1.7's print_number: "%d" when the value equals its int conversion (saturated at
@@ -362,21 +353,8 @@ static void rb_cjson_number(rowbuf *b, double d) {
   if (ad >= 1e-4 && ad < 1e9) {
     int64_t m = llround(d * 1e6);
     if ((double)m / 1e6 == d) {
-      uint64_t um = m < 0 ? (uint64_t)0 - (uint64_t)m : (uint64_t)m;
-      uint64_t ip = um / 1000000, fp = um % 1000000;
-      char fr[7];
-      int fl = 6;
-      for (int k = 5; k >= 0; k--, fp /= 10)
-        fr[k] = (char)('0' + fp % 10);
-      while (fl > 0 && fr[fl - 1] == '0')
-        fl--;
-      if (m < 0)
-        rb_put(b, "-", 1);
-      rb_int(b, (int64_t)ip);
-      if (fl > 0) {
-        rb_put(b, ".", 1);
-        rb_put(b, fr, (size_t)fl);
-      }
+      char o[32];
+      rb_put(b, o, qs_micro_str(m, o));
       return;
     }
   }

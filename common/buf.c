@@ -59,6 +59,56 @@ void qs_buf_json_str(qs_buf *b, const char *s, size_t n) {
   b->p[b->len] = '\0';
 }
 
+static const char digit_pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233"
+                                  "34353637383940414243444546474849505152535455565758596061626364656667"
+                                  "6869707172737475767778798081828384858687888990919293949596979899";
+
+size_t qs_i64_str(int64_t v, char *out) {
+  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  char t[24];
+  char *p = t + sizeof t;
+  while (u >= 100) {
+    unsigned d = (unsigned)(u % 100) * 2;
+    u /= 100;
+    *--p = digit_pairs[d + 1];
+    *--p = digit_pairs[d];
+  }
+  if (u >= 10) {
+    *--p = digit_pairs[u * 2 + 1];
+    *--p = digit_pairs[u * 2];
+  } else {
+    *--p = (char)('0' + u);
+  }
+  if (v < 0)
+    *--p = '-';
+  size_t n = (size_t)(t + sizeof t - p);
+  memcpy(out, p, n);
+  out[n] = '\0';
+  return n;
+}
+
+size_t qs_micro_str(int64_t m, char *out) {
+  uint64_t um = m < 0 ? (uint64_t)0 - (uint64_t)m : (uint64_t)m;
+  uint64_t fp = um % 1000000;
+  size_t n = 0;
+  if (m < 0)
+    out[n++] = '-';
+  n += qs_i64_str((int64_t)(um / 1000000), out + n);
+  if (fp) {
+    char fr[6];
+    int fl = 6;
+    for (int k = 5; k >= 0; k--, fp /= 10)
+      fr[k] = (char)('0' + fp % 10);
+    while (fr[fl - 1] == '0')
+      fl--;
+    out[n++] = '.';
+    memcpy(out + n, fr, (size_t)fl);
+    n += (size_t)fl;
+  }
+  out[n] = '\0';
+  return n;
+}
+
 size_t qs_double_shortest(char *out, size_t cap, double v) {
   /* A value that is exactly the double nearest to m / 10^6 (magnitudes, depths and coordinates
    * with up to six decimals) with 1e-4 <= |v| < 1e9: "%.15g" prints that decimal (fixed
@@ -66,36 +116,8 @@ size_t qs_double_shortest(char *out, size_t cap, double v) {
   double av = fabs(v);
   if (cap >= 32 && av >= 1e-4 && av < 1e9) { /* (a shorter buffer keeps the printf behaviour) */
     int64_t m = llround(v * 1e6);
-    if ((double)m / 1e6 == v) {
-      char t[32];
-      size_t n = 0;
-      uint64_t um = m < 0 ? (uint64_t)0 - (uint64_t)m : (uint64_t)m;
-      uint64_t ip = um / 1000000, fp = um % 1000000;
-      char digits[24];
-      size_t nd = 0;
-      do {
-        digits[nd++] = (char)('0' + ip % 10);
-        ip /= 10;
-      } while (ip);
-      if (m < 0)
-        t[n++] = '-';
-      while (nd)
-        t[n++] = digits[--nd];
-      if (fp) {
-        char fr[6];
-        int fl = 6;
-        for (int k = 5; k >= 0; k--, fp /= 10)
-          fr[k] = (char)('0' + fp % 10);
-        while (fr[fl - 1] == '0')
-          fl--;
-        t[n++] = '.';
-        memcpy(t + n, fr, (size_t)fl);
-        n += (size_t)fl;
-      }
-      memcpy(out, t, n);
-      out[n] = '\0';
-      return n;
-    }
+    if ((double)m / 1e6 == v)
+      return qs_micro_str(m, out);
   }
   int n = 0;
   for (int prec = 15; prec <= 17; prec++) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qs/buf.h"
 #include "qs/error.h"
 
 /* Room kept before the first string of a RESP-mode list for "*<argc>\r\n". */
@@ -56,8 +57,6 @@ static void reserve(sa_argv *a, size_t bytes) {
   }
 }
 
-static size_t i64_str(int64_t v, char *b);
-
 /* Appends a string of len bytes and returns where its bytes go: after "$<len>\r\n" and before
  * "\r\n" in RESP mode, before a NUL otherwise. */
 static char *slot(sa_argv *a, size_t len) {
@@ -71,7 +70,7 @@ static char *slot(sa_argv *a, size_t len) {
       *p++ = (char)('0' + len / 10);
       *p++ = (char)('0' + len % 10);
     } else {
-      p += i64_str((int64_t)len, p);
+      p += qs_i64_str((int64_t)len, p);
     }
     *p++ = '\r';
     *p++ = '\n';
@@ -99,25 +98,9 @@ void sa_argv_add3(sa_argv *a, const char *s1, size_t l1, const char *s2, size_t 
   memcpy(d + l1 + l2, s3, l3);
 }
 
-/* Decimal of v into b (>= 21 bytes); returns the length. */
-static size_t i64_str(int64_t v, char *b) {
-  char t[24];
-  size_t n = 0, len = 0;
-  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-  do {
-    t[n++] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u);
-  if (v < 0)
-    b[len++] = '-';
-  while (n)
-    b[len++] = t[--n];
-  return len;
-}
-
 void sa_argv_addi(sa_argv *a, int64_t v) {
   char b[24];
-  sa_argv_add(a, b, i64_str(v, b));
+  sa_argv_add(a, b, qs_i64_str(v, b));
 }
 
 void sa_argv_addf(sa_argv *a, const char *fmt, ...) {
@@ -152,7 +135,7 @@ void sa_argv_add_count(sa_argv *a) {
 
 void sa_argv_set_i(sa_argv *a, size_t i, int64_t v) {
   char b[32];
-  size_t n = i64_str(v, b);
+  size_t n = qs_i64_str(v, b);
   if (a->resp_mode) {
     /* In place, zero-padded: the list stays one contiguous command. */
     if (a->len[i] != COUNT_WIDTH || v < 0 || n > COUNT_WIDTH)
@@ -191,7 +174,7 @@ const char *sa_argv_resp(sa_argv *a, size_t *len) {
     char h[32];
     size_t hl = 0;
     h[hl++] = '*';
-    hl += i64_str((int64_t)a->n, h + hl);
+    hl += qs_i64_str((int64_t)a->n, h + hl);
     h[hl++] = '\r';
     h[hl++] = '\n';
     reserve(a, 0);
@@ -209,12 +192,12 @@ const char *sa_argv_resp(sa_argv *a, size_t *len) {
   }
   char *p = a->resp;
   *p++ = '*';
-  p += i64_str((int64_t)a->n, p);
+  p += qs_i64_str((int64_t)a->n, p);
   *p++ = '\r';
   *p++ = '\n';
   for (size_t i = 0; i < a->n; i++) {
     *p++ = '$';
-    p += i64_str((int64_t)a->len[i], p);
+    p += qs_i64_str((int64_t)a->len[i], p);
     *p++ = '\r';
     *p++ = '\n';
     memcpy(p, a->arena + a->off[i], a->len[i]);

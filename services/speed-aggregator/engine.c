@@ -66,29 +66,11 @@ void sa_item_parse(sa_item *it) {
     return;
   }
   evrec_key(it->evkey, it->ev.region, it->ev.event_id);
+  it->region_len = strlen(it->ev.region);
   it->evhash = sa_smap_hash(it->evkey);
 }
 
 /* ---- encodings ---------------------------------------------------------------------------- */
-
-/* Decimal of v into buf (>= 21 bytes), NUL-terminated; returns the length. snprintf's cost
- * showed up in profiles: it runs several times per event. */
-size_t sa_i64_to_str(int64_t v, char *buf) {
-  char tmp[24];
-  size_t n = 0;
-  uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-  do {
-    tmp[n++] = (char)('0' + u % 10);
-    u /= 10;
-  } while (u);
-  size_t len = 0;
-  if (v < 0)
-    buf[len++] = '-';
-  while (n)
-    buf[len++] = tmp[--n];
-  buf[len] = '\0';
-  return len;
-}
 
 static size_t copy_str(char *dst, size_t cap, const char *src) {
   size_t n = strlen(src);
@@ -103,15 +85,15 @@ size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap) {
   char tmp[80];
   /* Straight into buf when it surely fits (the longest encoding is 3 * 20 + 4 bytes). */
   char *t = cap >= sizeof tmp ? buf : tmp;
-  size_t n = sa_i64_to_str(c->time_ms, t);
+  size_t n = qs_i64_str(c->time_ms, t);
   t[n++] = ',';
   if (c->has_mag)
-    n += sa_i64_to_str(c->mag_micro, t + n);
+    n += qs_i64_str(c->mag_micro, t + n);
   else
     t[n++] = 'n';
   t[n++] = ',';
   if (c->has_depth)
-    n += sa_i64_to_str(c->depth_micro, t + n);
+    n += qs_i64_str(c->depth_micro, t + n);
   else
     t[n++] = 'n';
   t[n++] = ',';
@@ -171,7 +153,7 @@ int sa_contrib_decode(qs_contrib *c, const char *s, size_t len) {
 static size_t evrec_encode(const sa_evrec *r, char *buf, size_t cap) {
   char tmp[256];
   char *t = cap >= sizeof tmp ? buf : tmp; /* straight into buf when it surely fits */
-  size_t n = sa_i64_to_str(r->updated, t);
+  size_t n = qs_i64_str(r->updated, t);
   t[n++] = '|';
   t[n++] = r->change;
   t[n++] = '|';
@@ -278,6 +260,7 @@ void sa_engine_free(sa_engine *e) {
   sa_argv_free(&e->alerts);
   sa_argv_free(&e->dlq);
   sa_argv_free(&e->pubs);
+  qs_buf_free(&e->scratch);
 }
 
 void sa_engine_reset(sa_engine *e) {
@@ -350,7 +333,7 @@ static void partition_key(const sa_engine *e, const char *prefix, int p, char *b
   memcpy(t + n, e->group, gl);
   n += gl;
   t[n++] = ':';
-  size_t nl = sa_i64_to_str(p, num);
+  size_t nl = qs_i64_str(p, num);
   memcpy(t + n, num, nl + 1);
   copy_str(buf, cap, t);
 }
@@ -427,7 +410,7 @@ static void window_key_n(char *buf, size_t cap, const char *region, size_t rlen,
   memcpy(t, region, rlen);
   size_t n = rlen;
   t[n++] = '|';
-  sa_i64_to_str(start, t + n);
+  qs_i64_str(start, t + n);
   copy_str(buf, cap, t);
 }
 
@@ -532,7 +515,7 @@ bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n) {
   if (r->live)
     ok &= need_window(e, n, r->key, r->region_len, r->c.time_ms);
   if (!qs_event_is_retraction(ev) && ev->change != QS_EVENT_MOVED)
-    ok &= need_window(e, n, ev->region, strlen(ev->region), ev->time);
+    ok &= need_window(e, n, ev->region, it->region_len, ev->time);
   return ok;
 }
 
@@ -763,16 +746,27 @@ static void alert_add(sa_engine *e, const char *type, const char *subject, const
                       int64_t window_start, const char *event_id, int64_t updated,
                       const qs_contrib *c, int64_t count, double threshold, const char *message,
                       int64_t now_ms) {
-  qs_buf b = QS_BUF_INIT;
+  qs_buf b = e->scratch; /* reused: no malloc per alert */
+  b.len = 0;
   char key[SA_KEY_MAX + 32], num[40];
-  snprintf(key, sizeof key, "%s|%s", type, subject);
+  size_t tl = strlen(type), sl = strlen(subject);
+  if (tl + 1 + sl >= sizeof key)
+    sl = sizeof key - tl - 2;
+  memcpy(key, type, tl);
+  key[tl] = '|';
+  memcpy(key + tl + 1, subject, sl);
+  key[tl + 1 + sl] = '\0';
   qs_buf_puts(&b, "{\"id\":\"");
-  qs_buf_json_str(&b, key, strlen(key));
-  qs_buf_printf(&b, "\",\"type\":\"%s\",\"created_at\":%" PRId64 ",\"region\":\"", type, now_ms);
+  qs_buf_json_str(&b, key, tl + 1 + sl);
+  qs_buf_puts(&b, "\",\"type\":\"");
+  qs_buf_puts(&b, type);
+  qs_buf_puts(&b, "\",\"created_at\":");
+  qs_buf_append(&b, num, qs_i64_str(now_ms, num));
+  qs_buf_puts(&b, ",\"region\":\"");
   qs_buf_json_str(&b, region, strlen(region));
   qs_buf_puts(&b, "\",\"window_start\":");
   if (window_start != INT64_MIN)
-    qs_buf_printf(&b, "%" PRId64, window_start);
+    qs_buf_append(&b, num, qs_i64_str(window_start, num));
   else
     qs_buf_puts(&b, "null");
   qs_buf_puts(&b, ",\"event_id\":");
@@ -792,7 +786,7 @@ static void alert_add(sa_engine *e, const char *type, const char *subject, const
   }
   qs_buf_puts(&b, ",\"count\":");
   if (count >= 0)
-    qs_buf_printf(&b, "%" PRId64, count);
+    qs_buf_append(&b, num, qs_i64_str(count, num));
   else
     qs_buf_puts(&b, "null");
   qs_buf_puts(&b, ",\"threshold\":");
@@ -811,7 +805,7 @@ static void alert_add(sa_engine *e, const char *type, const char *subject, const
   sa_argv_add(&e->alerts, b.p, b.len);
   sa_argv_adds(&e->alerts, event_id ? event_id : "");
   sa_argv_addi(&e->alerts, event_id ? updated : 0);
-  qs_buf_free(&b);
+  e->scratch = b;
   e->stats.alerts++;
 }
 
@@ -867,10 +861,38 @@ static void alerts_retract_stale(sa_engine *e, const char *id, const sa_evrec *o
     alert_retract(e, "TSUNAMI", id, updated);
 }
 
+/* printf's "%.1f" of v (finite, |v| < 1e15), without printf: v * 10 is exact in a long double
+ * (64-bit mantissa), and a tie rounds to even, as glibc rounds the exact binary value. */
+static size_t fixed1(double v, char *out) {
+  long double t = fabsl((long double)v * 10.0L);
+  long double k = floorl(t), frac = t - k;
+  uint64_t q = (uint64_t)k;
+  if (frac > 0.5L || (frac == 0.5L && (q & 1)))
+    q++;
+  size_t n = 0;
+  if (signbit(v))
+    out[n++] = '-';
+  n += qs_i64_str((int64_t)(q / 10), out + n);
+  out[n++] = '.';
+  out[n++] = (char)('0' + q % 10);
+  out[n] = '\0';
+  return n;
+}
+
 static void event_alerts(sa_engine *e, const qs_event *ev, const qs_contrib *c, int64_t now_ms) {
   char msg[QS_EVENT_PLACE_MAX + 128];
   if (is_spike(e, c)) {
-    snprintf(msg, sizeof msg, "M%.1f earthquake: %s", ev->magnitude, ev->place);
+    if (fabs(ev->magnitude) < 1e15) {
+      static const char tail[] = " earthquake: ";
+      size_t n = 1;
+      msg[0] = 'M';
+      n += fixed1(ev->magnitude, msg + n);
+      memcpy(msg + n, tail, sizeof tail - 1);
+      n += sizeof tail - 1;
+      copy_str(msg + n, sizeof msg - n, ev->place);
+    } else {
+      snprintf(msg, sizeof msg, "M%.1f earthquake: %s", ev->magnitude, ev->place);
+    }
     alert_add(e, "MAGNITUDE_SPIKE", ev->event_id, ev->region, INT64_MIN, ev->event_id, ev->updated,
               c, -1, NAN, msg, now_ms);
   }
@@ -1017,7 +1039,7 @@ bool sa_engine_try_apply(sa_engine *e, sa_item *it, int64_t now_ms) {
       if (r->live && !(old = window_get(e, r->key, r->region_len, r->c.time_ms)))
         return false;
       if (!qs_event_is_retraction(ev) && ev->change != QS_EVENT_MOVED &&
-          !(w = window_get(e, ev->region, strlen(ev->region), ev->time)) &&
+          !(w = window_get(e, ev->region, it->region_len, ev->time)) &&
           qs_agg_window_of(ev->time, e->o.window_ms, &ws, &we) == 0)
         return false;
     }
@@ -1180,10 +1202,10 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
                     fin_f[] = ",\"final\":false,\"late_count\":", upd[] = ",\"updated_at\":";
   memcpy(rowtext + rl, w->final ? fin_t : fin_f, w->final ? sizeof fin_t - 1 : sizeof fin_f - 1);
   rl += w->final ? sizeof fin_t - 1 : sizeof fin_f - 1;
-  rl += sa_i64_to_str(w->late_count, rowtext + rl);
+  rl += qs_i64_str(w->late_count, rowtext + rl);
   memcpy(rowtext + rl, upd, sizeof upd - 1);
   rl += sizeof upd - 1;
-  rl += sa_i64_to_str(now_ms, rowtext + rl);
+  rl += qs_i64_str(now_ms, rowtext + rl);
   rowtext[rl++] = '}';
   rowtext[rl] = '\0';
   if (w->row.agg.event_count == 0) {

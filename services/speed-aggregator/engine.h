@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "qs/agg.h"
+#include "qs/buf.h"
 #include "qs/event.h"
 
 #include "argv.h"
@@ -76,7 +77,8 @@ typedef struct sa_item {
   qs_event ev;
   /* Set by sa_item_parse when parse_rc is 0: the event record's key "<region>|<id>" and its map
    * hash; the record once found (valid while rec_gen is the engine's cache generation). */
-  char evkey[SA_EVKEY_MAX];
+  char evkey[SA_EVKEY_MAX]; /* its region is evkey[0, region_len) */
+  size_t region_len;
   uint64_t evhash;
   void *rec;
   uint64_t rec_gen;
@@ -171,6 +173,7 @@ typedef struct sa_engine {
   sa_argv pubs;         /* channel, message pairs (events; windows are added at take) */
   size_t pending_items; /* items applied since the last take */
   sa_engine_stats stats;
+  qs_buf scratch; /* alert JSON under construction */
 } sa_engine;
 
 void sa_engine_init(sa_engine *e, const sa_engine_opts *o);
@@ -240,9 +243,6 @@ const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *region, const ch
 /* Key names (hub and group from the options). */
 void sa_key_ckpt(const sa_engine *e, int p, char *buf, size_t cap);
 void sa_key_open(const sa_engine *e, int p, char *buf, size_t cap);
-
-/* Decimal of v into buf (>= 21 bytes); returns the length. */
-size_t sa_i64_to_str(int64_t v, char *buf);
 
 /* Encoding of a member contribution and of an event record as stored in Redis. */
 size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap);

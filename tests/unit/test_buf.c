@@ -2,6 +2,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,12 +118,60 @@ static void test_double_shortest_matches_the_printf_form(void **state) {
   }
 }
 
+static void test_i64_str_matches_printf(void **state) {
+  (void)state;
+  char a[32], b[32];
+  int64_t edge[] = {0, 1, -1, 9, 10, 99, 100, -100, 999, 1000, 123456789, INT64_MAX, INT64_MIN};
+  for (size_t i = 0; i < sizeof edge / sizeof *edge; i++) {
+    snprintf(b, sizeof b, "%" PRId64, edge[i]);
+    assert_int_equal(qs_i64_str(edge[i], a), strlen(b));
+    assert_string_equal(a, b);
+  }
+  uint64_t x = 88172645463325252ULL; /* xorshift: values of every length and sign */
+  for (int i = 0; i < 100000; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    int64_t v = (int64_t)(x >> (x % 64));
+    if (x & 1)
+      v = -v;
+    snprintf(b, sizeof b, "%" PRId64, v);
+    assert_int_equal(qs_i64_str(v, a), strlen(b));
+    assert_string_equal(a, b);
+  }
+}
+
+static void test_micro_str_is_the_shortest_decimal(void **state) {
+  (void)state;
+  char a[40], b[40];
+  struct {
+    int64_t m;
+    const char *want;
+  } cases[] = {{0, "0"},         {1, "0.000001"},       {-1, "-0.000001"}, {6250000, "6.25"},
+               {-1500000, "-1.5"}, {1000000, "1"},     {-500000, "-0.5"}, {123456789, "123.456789"}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    assert_int_equal(qs_micro_str(cases[i].m, a), strlen(cases[i].want));
+    assert_string_equal(a, cases[i].want);
+  }
+  /* For every m / 10^6 in the magnitude/depth range: equal to %.15g of the double. */
+  for (int64_t m = -3000000; m <= 1000000000; m += 997) {
+    double d = (double)m / 1e6;
+    if (d == 0 || fabs(d) < 1e-4)
+      continue;
+    snprintf(b, sizeof b, "%.15g", d);
+    qs_micro_str(m, a);
+    assert_string_equal(a, b);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_append_grows_and_stays_nul_terminated),
       cmocka_unit_test(test_printf_longer_than_the_small_buffer),
       cmocka_unit_test(test_binary_content_keeps_its_length),
       cmocka_unit_test(test_double_shortest_matches_the_printf_form),
+      cmocka_unit_test(test_i64_str_matches_printf),
+      cmocka_unit_test(test_micro_str_is_the_shortest_decimal),
       cmocka_unit_test(test_json_str_escapes_quotes_controls_and_bad_utf8),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,7 @@
 #define QS_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct qs_buf {
   char *p;
@@ -26,6 +27,14 @@ void qs_buf_json_str(qs_buf *b, const char *s, size_t n);
 /* The shortest %.15g/%.16g/%.17g text that reads back as exactly v (finite v), into out (>= 32
  * bytes); returns its length. Shared by every JSON and Prometheus writer. */
 size_t qs_double_shortest(char *out, size_t cap, double v);
+/* Decimal text of v into out (>= 21 bytes), NUL-terminated; returns its length. The one integer
+ * formatter of the hot paths (printf's cost showed in profiles). */
+size_t qs_i64_str(int64_t v, char *out);
+/* m / 10^6 as a decimal (fixed notation, trailing zeros and a bare point dropped: 6250000 ->
+ * "6.25", -1000000 -> "-1") into out (>= 29 bytes), NUL-terminated; returns its length. For a
+ * double that is exactly the nearest to m / 10^6 with |m / 10^6| < 1e9, this is also its
+ * shortest round-trip text (%.15g's). */
+size_t qs_micro_str(int64_t m, char *out);
 void qs_buf_reset(qs_buf *b); /* len = 0, keeps memory */
 void qs_buf_free(qs_buf *b);
 
