@@ -451,6 +451,7 @@ const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *region, const ch
 }
 
 void sa_needs_init(sa_needs *n) {
+  memset(n, 0, sizeof *n);
   sa_argv_init(&n->ev_ids);
   sa_argv_init(&n->win_keys);
   sa_smap_init(&n->seen);
@@ -458,32 +459,26 @@ void sa_needs_init(sa_needs *n) {
 
 void sa_needs_reset(sa_needs *n) {
   sa_argv_reset(&n->ev_ids);
+  n->n_ev_hash = 0;
   sa_argv_reset(&n->win_keys);
   sa_smap_free(&n->seen);
 }
 
 void sa_needs_free(sa_needs *n) {
   sa_argv_free(&n->ev_ids);
+  free(n->ev_hash);
+  n->ev_hash = NULL;
+  n->n_ev_hash = n->cap_ev_hash = 0;
   sa_argv_free(&n->win_keys);
   sa_smap_free(&n->seen);
 }
 
-static void need(sa_needs *n, sa_argv *list, char kind, const char *s) {
-  if (!n)
-    return; /* the caller only asks whether the item is ready */
-  if (kind == 'e') {
-    /* Event ids are not deduplicated: a repeated id in the HMGET costs less than a set of them
-     * (a copy and a free per id), and its second answer is ignored (the record is cached). */
-    sa_argv_adds(list, s);
-    return;
-  }
-  char k[SA_KEY_MAX + 2];
-  k[0] = kind;
-  copy_str(k + 1, sizeof k - 1, s);
+/* A window key, once per fetch. */
+static void need_window_key(sa_needs *n, const char *k) {
   if (sa_smap_get(&n->seen, k))
     return;
   sa_smap_put(&n->seen, k, (void *)1);
-  sa_argv_adds(list, s);
+  sa_argv_adds(&n->win_keys, k);
 }
 
 static bool need_window(sa_engine *e, sa_needs *n, const char *region, size_t rlen, int64_t t) {
@@ -495,7 +490,7 @@ static bool need_window(sa_engine *e, sa_needs *n, const char *region, size_t rl
   if (n) {
     char k[SA_KEY_MAX];
     window_key_n(k, sizeof k, region, rlen, start);
-    need(n, &n->win_keys, 'w', k);
+    need_window_key(n, k);
   }
   return false;
 }
@@ -506,7 +501,16 @@ bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n) {
   const qs_event *ev = &it->ev;
   sa_evrec *r = item_rec(e, it);
   if (!r) {
-    need(n, n ? &n->ev_ids : NULL, 'e', it->evkey);
+    if (n) {
+      /* Not deduplicated: a repeated id in the HMGET costs less than a set of them, and its
+       * second answer is ignored (the record is cached by then). */
+      sa_argv_add(&n->ev_ids, it->evkey, it->region_len + 1 + strlen(it->ev.event_id));
+      if (n->n_ev_hash == n->cap_ev_hash) {
+        n->cap_ev_hash = n->cap_ev_hash ? n->cap_ev_hash * 2 : 1024;
+        n->ev_hash = qs_xrealloc(n->ev_hash, n->cap_ev_hash * sizeof *n->ev_hash);
+      }
+      n->ev_hash[n->n_ev_hash++] = it->evhash;
+    }
     return false;
   }
   if (r->exists && ev->updated <= r->updated)
@@ -520,13 +524,17 @@ bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n) {
 }
 
 void sa_engine_load_evstate(sa_engine *e, const char *key, const char *val, size_t len) {
-  const char *bar = strchr(key, '|');
-  size_t klen = bar ? (size_t)(bar - key) + 1 + strlen(bar + 1) : 0;
-  if (!bar || (size_t)(bar - key) > QS_EVENT_SHORT_MAX || klen - (size_t)(bar - key) - 1 >
-      QS_EVENT_ID_MAX)
+  sa_engine_load_evstate_h(e, key, strlen(key), sa_smap_hash(key), val, len);
+}
+
+void sa_engine_load_evstate_h(sa_engine *e, const char *key, size_t klen, uint64_t hash,
+                              const char *val, size_t len) {
+  const char *bar = memchr(key, '|', klen);
+  if (!bar || (size_t)(bar - key) > QS_EVENT_SHORT_MAX ||
+      klen - (size_t)(bar - key) - 1 > QS_EVENT_ID_MAX)
     return; /* not a key this engine asks for */
   bool found;
-  sa_smap_slot *slot = sa_smap_upsert(&e->evrecs, key, &found);
+  sa_smap_slot *slot = sa_smap_upsert_h(&e->evrecs, key, hash, &found);
   if (found)
     return; /* cached: ours is newer */
   sa_evrec *r = qs_xmalloc(sizeof *r + klen + 1);
@@ -535,6 +543,7 @@ void sa_engine_load_evstate(sa_engine *e, const char *key, const char *val, size
   if (val && evrec_decode(r, val, len) != 0)
     memset(r, 0, sizeof *r);
   r->region_len = (uint8_t)(bar - key);
+  r->id_len = (uint8_t)(klen - (size_t)(bar - key) - 1);
   memcpy(r->key, key, klen + 1);
   slot->key = r->key;
   slot->value = r;
@@ -1126,17 +1135,17 @@ static bool want_gone(const sa_evrec *r) { return r->change == 'D' || r->change 
 static void emit_evstate(sa_engine *e, opcmd *c, const sa_evrec *r) {
   (void)e;
   char buf[256];
-  op_args(c, r->key);
+  op_arg(c, r->key, sa_evrec_key_len(r));
   op_arg(c, buf, evrec_encode(r, buf, sizeof buf));
 }
 static void emit_evstate_idx(sa_engine *e, opcmd *c, const sa_evrec *r) {
   (void)e;
   op_argi(c, r->c.time_ms);
-  op_args(c, r->key);
+  op_arg(c, r->key, sa_evrec_key_len(r));
 }
 /* @EV tuple: id, updated, time, body (written if newer than the stored version). */
 static void emit_body(sa_engine *e, opcmd *c, const sa_evrec *r) {
-  op_args(c, sa_evrec_id(r));
+  op_arg(c, sa_evrec_id(r), r->id_len);
   op_argi(c, r->updated);
   op_argi(c, r->c.time_ms);
   op_arg(c, e->bodies + r->body_off, r->body_len);
@@ -1145,7 +1154,7 @@ static void emit_body(sa_engine *e, opcmd *c, const sa_evrec *r) {
  * version; event_removed published if it was stored or counted). */
 static void emit_gone(sa_engine *e, opcmd *c, const sa_evrec *r) {
   (void)e;
-  op_args(c, sa_evrec_id(r));
+  op_arg(c, sa_evrec_id(r), r->id_len);
   op_argi(c, r->updated);
   op_args(c, r->change == 'D' ? "deleted" : "superseded");
   op_args(c, r->was_live ? "1" : "0");

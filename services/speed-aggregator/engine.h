@@ -122,10 +122,14 @@ typedef struct sa_evrec {
   bool has_body;
   char change;       /* 'N', 'R', 'D', 'S', 'M' (moved to another region) */
   uint8_t region_len; /* key[0, region_len) is the region, the id follows its '|' */
+  uint8_t id_len;
   char key[];         /* "<region>|<id>": the cache and qs:rt:evstate key */
 } sa_evrec;
 
 static inline const char *sa_evrec_id(const sa_evrec *r) { return r->key + r->region_len + 1; }
+static inline size_t sa_evrec_key_len(const sa_evrec *r) {
+  return (size_t)r->region_len + 1 + r->id_len;
+}
 
 typedef struct sa_partition {
   bool known;       /* restored from a checkpoint or seen an event */
@@ -183,6 +187,8 @@ void sa_engine_free(sa_engine *e);
  * deduplicated; event ids may repeat (a repeated answer is ignored). */
 typedef struct sa_needs {
   sa_argv ev_ids;   /* record keys "<region>|<id>", for HMGET qs:rt:evstate */
+  uint64_t *ev_hash; /* their map hashes (n_ev_hash of them; the first ones, or none) */
+  size_t n_ev_hash, cap_ev_hash;
   sa_argv win_keys; /* for HGET qs:rt:win + HGETALL qs:rt:mem:<key> */
   sa_smap seen;
 } sa_needs;
@@ -197,6 +203,9 @@ bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n);
 /* Hands over a fetched event record of key "<region>|<id>" (val NULL: never seen in that region).
  * Ignored if cached. */
 void sa_engine_load_evstate(sa_engine *e, const char *key, const char *val, size_t len);
+/* The same with the key's length and sa_smap_hash given. */
+void sa_engine_load_evstate_h(sa_engine *e, const char *key, size_t klen, uint64_t hash,
+                              const char *val, size_t len);
 /* Hands over a fetched window: its row JSON (NULL: none) and member (id, contribution) pairs.
  * Ignored if cached. QS_ERR_INVALID if the stored state is inconsistent (it is then dropped). */
 int sa_engine_load_window(sa_engine *e, const char *key, const char *row, size_t rowlen,

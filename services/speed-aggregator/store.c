@@ -265,6 +265,8 @@ typedef struct fetch_ctx {
   void *ud;
   sa_argv ids; /* the event ids asked for (first n_ev), then the window keys */
   size_t n_ev;
+  uint64_t *ev_hash; /* hashes of the first n_ev_hash ids (taken over from the needs) */
+  size_t n_ev_hash;
 } fetch_ctx;
 
 static void fetch_part_done(fetch_ctx *f, int status) {
@@ -274,6 +276,7 @@ static void fetch_part_done(fetch_ctx *f, int status) {
     return;
   f->cb(f->ud, f->status);
   sa_argv_free(&f->ids);
+  free(f->ev_hash);
   free(f);
 }
 
@@ -297,8 +300,12 @@ static void on_evstate(qs_redis *r, redisReply *reply, int status, void *ud) {
     for (size_t i = 0; i < f->n_ev; i++) {
       const char *nl = memchr(q, '\n', (size_t)(end - q));
       size_t l = (size_t)((nl ? nl : end) - q);
-      const char *id = sa_argv_at(&f->ids, i, NULL);
-      sa_engine_load_evstate(f->s->engine, id, l ? q : NULL, l);
+      size_t kl;
+      const char *id = sa_argv_at(&f->ids, i, &kl);
+      if (i < f->n_ev_hash)
+        sa_engine_load_evstate_h(f->s->engine, id, kl, f->ev_hash[i], l ? q : NULL, l);
+      else
+        sa_engine_load_evstate(f->s->engine, id, l ? q : NULL, l);
       q += l + 1;
     }
   }
@@ -339,7 +346,7 @@ static void on_windows(qs_redis *r, redisReply *reply, int status, void *ud) {
   fetch_part_done(f, rc);
 }
 
-int sa_store_fetch(sa_store *s, const sa_needs *n, sa_store_done_cb cb, void *ud) {
+int sa_store_fetch(sa_store *s, sa_needs *n, sa_store_done_cb cb, void *ud) {
   if (n->ev_ids.n == 0 && n->win_keys.n == 0)
     return QS_ERR_INVALID;
   /* Windows are fetched in a second round only: event records decide which windows matter. */
@@ -347,22 +354,27 @@ int sa_store_fetch(sa_store *s, const sa_needs *n, sa_store_done_cb cb, void *ud
   f->s = s;
   f->cb = cb;
   f->ud = ud;
-  sa_argv_init(&f->ids);
+  /* The ids and their hashes are taken over (the needs are rebuilt for the next fetch). */
+  f->ids = n->ev_ids;
+  sa_argv_init(&n->ev_ids);
+  f->ev_hash = n->ev_hash;
+  f->n_ev_hash = n->n_ev_hash < f->ids.n ? n->n_ev_hash : f->ids.n;
+  n->ev_hash = NULL;
+  n->n_ev_hash = n->cap_ev_hash = 0;
   sa_argv a;
-  sa_argv_init(&a);
+  sa_argv_init_resp(&a); /* the command is built in its wire form: one copy of each id */
   int rc = 0;
   f->outstanding = 1; /* held until both are sent */
-  if (n->ev_ids.n) {
+  if (f->ids.n) {
     sa_argv_adds(&a, "EVAL");
     sa_argv_adds(&a, fetch_evstate_lua);
     sa_argv_adds(&a, "0");
-    for (size_t i = 0; i < n->ev_ids.n; i++) {
+    for (size_t i = 0; i < f->ids.n; i++) {
       size_t l;
-      const char *id = sa_argv_at(&n->ev_ids, i, &l);
+      const char *id = sa_argv_at(&f->ids, i, &l);
       sa_argv_add(&a, id, l);
-      sa_argv_add(&f->ids, id, l);
     }
-    f->n_ev = n->ev_ids.n;
+    f->n_ev = f->ids.n;
     f->outstanding++;
     rc = send_argv(s, &a, on_evstate, f);
     if (rc != 0)
@@ -388,6 +400,7 @@ int sa_store_fetch(sa_store *s, const sa_needs *n, sa_store_done_cb cb, void *ud
   sa_argv_free(&a);
   if (rc != 0 && f->outstanding == 1) {
     sa_argv_free(&f->ids);
+    free(f->ev_hash);
     free(f);
     return rc;
   }

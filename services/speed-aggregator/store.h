@@ -29,9 +29,10 @@ typedef struct sa_store {
 void sa_store_init(sa_store *s, qs_redis *r, sa_engine *e, const char *owner);
 void sa_store_free(sa_store *s);
 
-/* Fetches what `n` lists into the engine's cache. cb(status): 0, or a negative code. */
+/* Fetches what `n` lists into the engine's cache; takes over n's event ids (n is rebuilt for the
+ * next fetch). cb(status): 0, or a negative code. */
 typedef void (*sa_store_done_cb)(void *ud, int status);
-int sa_store_fetch(sa_store *s, const sa_needs *n, sa_store_done_cb cb, void *ud);
+int sa_store_fetch(sa_store *s, sa_needs *n, sa_store_done_cb cb, void *ud);
 
 /* Takes the engine's changes and commits them atomically with the checkpoints, only if this
  * replica still holds every lease of the partitions involved. cb: status 0 (alerts: JSON of the
