@@ -89,9 +89,11 @@ int qs_alert_level_parse(const char *s, qs_alert_level *out) {
   return QS_ERR_INVALID;
 }
 
-bool qs_event_is_retraction(const qs_event *ev) {
-  return ev->change == QS_EVENT_DELETED || ev->change == QS_EVENT_SUPERSEDED;
+bool qs_event_change_is_retraction(qs_event_change c) {
+  return c == QS_EVENT_DELETED || c == QS_EVENT_SUPERSEDED;
 }
+
+bool qs_event_is_retraction(const qs_event *ev) { return qs_event_change_is_retraction(ev->change); }
 
 /* ---- strings and ids -------------------------------------------------- */
 

@@ -53,13 +53,27 @@ static bool region_ok(const char *r) {
 }
 
 static void evrec_key(char *buf, const char *region, const char *id);
+static size_t copy_str(char *dst, size_t cap, const char *src);
 
 void sa_item_parse(sa_item *it) {
+  static qs_event full; /* the aggregator is single-threaded */
   it->why[0] = '\0';
   it->rec = NULL;
-  it->parse_rc = qs_event_from_json(&it->ev, it->body, it->len, it->why, sizeof it->why);
+  it->parse_rc = qs_event_from_json(&full, it->body, it->len, it->why, sizeof it->why);
   if (it->parse_rc != 0)
     return;
+  sa_event *ev = &it->ev;
+  copy_str(ev->event_id, sizeof ev->event_id, full.event_id);
+  copy_str(ev->region, sizeof ev->region, full.region);
+  copy_str(ev->place, sizeof ev->place, full.place);
+  ev->change = full.change;
+  ev->has_magnitude = full.has_magnitude;
+  ev->has_depth = full.has_depth;
+  ev->tsunami_flag = full.tsunami_flag;
+  ev->time = full.time;
+  ev->updated = full.updated;
+  ev->magnitude = full.magnitude;
+  ev->depth_km = full.depth_km;
   if (!region_ok(it->ev.region)) {
     it->parse_rc = QS_ERR_INVALID;
     snprintf(it->why, sizeof it->why, "region: not a valid region name");
@@ -498,7 +512,7 @@ static bool need_window(sa_engine *e, sa_needs *n, const char *region, size_t rl
 bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n) {
   if (it->parse_rc != 0)
     return true;
-  const qs_event *ev = &it->ev;
+  const sa_event *ev = &it->ev;
   sa_evrec *r = item_rec(e, it);
   if (!r) {
     if (n) {
@@ -518,7 +532,7 @@ bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n) {
   bool ok = true;
   if (r->live)
     ok &= need_window(e, n, r->key, r->region_len, r->c.time_ms);
-  if (!qs_event_is_retraction(ev) && ev->change != QS_EVENT_MOVED)
+  if (!qs_event_change_is_retraction(ev->change) && ev->change != QS_EVENT_MOVED)
     ok &= need_window(e, n, ev->region, it->region_len, ev->time);
   return ok;
 }
@@ -888,7 +902,7 @@ static size_t fixed1(double v, char *out) {
   return n;
 }
 
-static void event_alerts(sa_engine *e, const qs_event *ev, const qs_contrib *c, int64_t now_ms) {
+static void event_alerts(sa_engine *e, const sa_event *ev, const qs_contrib *c, int64_t now_ms) {
   char msg[QS_EVENT_PLACE_MAX + 128];
   if (is_spike(e, c)) {
     if (fabs(ev->magnitude) < 1e15) {
@@ -953,10 +967,10 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
     dead_letter(e, it, it->why[0] ? it->why : qs_strerror(it->parse_rc));
     return;
   }
-  const qs_event *ev = &it->ev;
+  const sa_event *ev = &it->ev;
   qs_contrib c;
   bool moved = ev->change == QS_EVENT_MOVED;
-  bool retraction = qs_event_is_retraction(ev); /* deleted or superseded */
+  bool retraction = qs_event_change_is_retraction(ev->change); /* deleted or superseded */
   bool counts = !retraction && !moved;          /* the message is a version to count here */
   if (counts && qs_contrib_init(&c, ev->time, ev->has_magnitude ? ev->magnitude : NAN,
                                 ev->has_depth ? ev->depth_km : NAN, ev->tsunami_flag,
@@ -1039,7 +1053,7 @@ bool sa_engine_try_apply(sa_engine *e, sa_item *it, int64_t now_ms) {
   sa_evrec *r = NULL;
   sa_window *old = NULL, *w = NULL;
   if (it->parse_rc == 0) {
-    const qs_event *ev = &it->ev;
+    const sa_event *ev = &it->ev;
     r = item_rec(e, it);
     if (!r)
       return false;
@@ -1047,7 +1061,7 @@ bool sa_engine_try_apply(sa_engine *e, sa_item *it, int64_t now_ms) {
       int64_t ws, we;
       if (r->live && !(old = window_get(e, r->key, r->region_len, r->c.time_ms)))
         return false;
-      if (!qs_event_is_retraction(ev) && ev->change != QS_EVENT_MOVED &&
+      if (!qs_event_change_is_retraction(ev->change) && ev->change != QS_EVENT_MOVED &&
           !(w = window_get(e, ev->region, it->region_len, ev->time)) &&
           qs_agg_window_of(ev->time, e->o.window_ms, &ws, &we) == 0)
         return false;

@@ -63,6 +63,19 @@ typedef struct sa_engine_opts {
 
 void sa_engine_opts_default(sa_engine_opts *o);
 
+/* What the engine uses of a decoded event (sa_item_parse decodes the whole event into a scratch
+ * qs_event, hot in the cache, and keeps only this: thousands of items wait in the queue, and a
+ * full qs_event in each made every decode and apply touch cold memory). */
+typedef struct sa_event {
+  char event_id[QS_EVENT_ID_MAX + 1];
+  char region[QS_EVENT_SHORT_MAX + 1];
+  qs_event_change change;
+  bool has_magnitude, has_depth, tsunami_flag;
+  int64_t time, updated;
+  double magnitude, depth_km;
+  char place[QS_EVENT_PLACE_MAX + 1]; /* for alert messages */
+} sa_event;
+
 /* One consumed event. body is owned by the item (malloc). */
 typedef struct sa_item {
   int partition;
@@ -74,7 +87,7 @@ typedef struct sa_item {
   char small[1536];
   int parse_rc; /* 0, or why the event is poison */
   char why[192];
-  qs_event ev;
+  sa_event ev;
   /* Set by sa_item_parse when parse_rc is 0: the event record's key "<region>|<id>" and its map
    * hash; the record once found (valid while rec_gen is the engine's cache generation). */
   char evkey[SA_EVKEY_MAX]; /* its region is evkey[0, region_len) */

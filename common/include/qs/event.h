@@ -145,5 +145,7 @@ int qs_alert_level_parse(const char *s, qs_alert_level *out);
 /* True when the event takes its event_id out of every count (deleted or
  * superseded). */
 bool qs_event_is_retraction(const qs_event *ev);
+/* The same rule on a change kind alone: deleted or superseded. */
+bool qs_event_change_is_retraction(qs_event_change c);
 
 #endif
