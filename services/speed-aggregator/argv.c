@@ -100,7 +100,16 @@ void sa_argv_add3(sa_argv *a, const char *s1, size_t l1, const char *s2, size_t 
 
 void sa_argv_addi(sa_argv *a, int64_t v) {
   char b[24];
-  sa_argv_add(a, b, qs_i64_str(v, b));
+  size_t n = qs_i64_str(v, b);
+  reserve(a, 64); /* room for the fixed-size copy below (a call to memmove per number showed) */
+  char *p = slot(a, n);
+  memcpy(p, b, sizeof b);
+  if (a->resp_mode) {
+    p[n] = '\r';
+    p[n + 1] = '\n';
+  } else {
+    p[n] = '\0';
+  }
 }
 
 void sa_argv_addf(sa_argv *a, const char *fmt, ...) {

@@ -39,8 +39,7 @@ void sa_engine_opts_default(sa_engine_opts *o) {
 
 /* ---- items -------------------------------------------------------------------------------- */
 
-static bool region_ok(const char *r) {
-  size_t n = strlen(r);
+static bool region_ok_n(const char *r, size_t n) {
   if (n == 0 || n > QS_AGG_REGION_MAX)
     return false;
   for (size_t i = 0; i < n; i++) {
@@ -53,7 +52,14 @@ static bool region_ok(const char *r) {
 }
 
 static void evrec_key(char *buf, const char *region, const char *id);
-static size_t copy_str(char *dst, size_t cap, const char *src);
+
+/* src (n bytes, n < cap) into dst, NUL-terminated. */
+static void put_str(char *dst, size_t cap, const char *src, size_t n) {
+  if (n >= cap)
+    n = cap - 1;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
 
 void sa_item_parse(sa_item *it) {
   static qs_event full; /* the aggregator is single-threaded */
@@ -63,9 +69,10 @@ void sa_item_parse(sa_item *it) {
   if (it->parse_rc != 0)
     return;
   sa_event *ev = &it->ev;
-  copy_str(ev->event_id, sizeof ev->event_id, full.event_id);
-  copy_str(ev->region, sizeof ev->region, full.region);
-  copy_str(ev->place, sizeof ev->place, full.place);
+  size_t il = strlen(full.event_id), rl = strlen(full.region);
+  put_str(ev->event_id, sizeof ev->event_id, full.event_id, il);
+  put_str(ev->region, sizeof ev->region, full.region, rl);
+  put_str(ev->place, sizeof ev->place, full.place, strlen(full.place));
   ev->change = full.change;
   ev->has_magnitude = full.has_magnitude;
   ev->has_depth = full.has_depth;
@@ -74,13 +81,16 @@ void sa_item_parse(sa_item *it) {
   ev->updated = full.updated;
   ev->magnitude = full.magnitude;
   ev->depth_km = full.depth_km;
-  if (!region_ok(it->ev.region)) {
+  if (!region_ok_n(ev->region, rl)) {
     it->parse_rc = QS_ERR_INVALID;
     snprintf(it->why, sizeof it->why, "region: not a valid region name");
     return;
   }
-  evrec_key(it->evkey, it->ev.region, it->ev.event_id);
-  it->region_len = strlen(it->ev.region);
+  /* "<region>|<id>" (both bounded by the decoder: QS_EVENT_SHORT_MAX, QS_EVENT_ID_MAX) */
+  memcpy(it->evkey, ev->region, rl);
+  it->evkey[rl] = '|';
+  memcpy(it->evkey + rl + 1, ev->event_id, il + 1);
+  it->region_len = rl;
   it->evhash = sa_smap_hash(it->evkey);
 }
 
@@ -702,13 +712,13 @@ static void store_body(sa_engine *e, sa_evrec *r, const char *body, size_t len) 
 }
 
 /* Records a changed member id with its state right after the change: present with its
- * contribution (it was just pushed, so it is the last member), or absent (time_ms INT64_MIN).
+ * contribution (it was just pushed: the last member), or absent (time_ms INT64_MIN).
  * Duplicates are allowed: the commit sets every present state in order (the last one wins) and
  * then deletes the ids whose last change left them absent, so no lookup is needed for the
  * (common) present ones. */
-static void window_touch_member(sa_window *w, const char *id) {
+static void window_touch_member(sa_window *w, const char *id, bool pushed) {
   const sa_member_list *m = &w->mem;
-  if (m->n && strcmp(m->ids[m->n - 1], id) == 0) {
+  if (pushed) {
     members_push(&w->changed, id, &m->c[m->n - 1], false);
   } else {
     qs_contrib gone = {.time_ms = INT64_MIN};
@@ -734,7 +744,7 @@ static int window_retract(sa_engine *e, sa_window *w, const char *id) {
   }
   if (rc == QS_AGG_MINMAX_STALE && qs_agg_recompute_minmax(&w->row.agg, w->mem.c, w->mem.n) != 0)
     QS_FATAL("window %s: members disagree with the aggregate", w->key);
-  window_touch_member(w, id);
+  window_touch_member(w, id, false);
   mark_window(e, w);
   return 0;
 }
@@ -1038,7 +1048,7 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   if (qs_agg_row_add(&w->row, &c) != 0)
     QS_FATAL("window %s refused a member", w->key);
   members_push(&w->mem, ev->event_id, &c, true);
-  window_touch_member(w, ev->event_id);
+  window_touch_member(w, ev->event_id, true);
   w->partition = it->partition;
   mark_window(e, w);
   r->change = (was_live || ev->change == QS_EVENT_REVISION) ? 'R' : 'N';
