@@ -65,8 +65,32 @@ static const char digit_pairs[] = "000102030405060708091011121314151617181920212
 
 size_t qs_i64_str(int64_t v, char *out) {
   uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-  char t[24];
-  char *p = t + sizeof t;
+  static const uint64_t pow10[] = {10ULL,
+                                   100ULL,
+                                   1000ULL,
+                                   10000ULL,
+                                   100000ULL,
+                                   1000000ULL,
+                                   10000000ULL,
+                                   100000000ULL,
+                                   1000000000ULL,
+                                   10000000000ULL,
+                                   100000000000ULL,
+                                   1000000000000ULL,
+                                   10000000000000ULL,
+                                   100000000000000ULL,
+                                   1000000000000000ULL,
+                                   10000000000000000ULL,
+                                   100000000000000000ULL,
+                                   1000000000000000000ULL,
+                                   10000000000000000000ULL};
+  size_t digits = 1;
+  while (digits < 20 && u >= pow10[digits - 1])
+    digits++;
+  size_t n = (v < 0) + digits;
+  /* Written in place from the end (a copy through a temporary showed as a memmove call). */
+  char *p = out + n;
+  *p = '\0';
   while (u >= 100) {
     unsigned d = (unsigned)(u % 100) * 2;
     u /= 100;
@@ -81,9 +105,6 @@ size_t qs_i64_str(int64_t v, char *out) {
   }
   if (v < 0)
     *--p = '-';
-  size_t n = (size_t)(t + sizeof t - p);
-  memcpy(out, p, n);
-  out[n] = '\0';
   return n;
 }
 
