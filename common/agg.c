@@ -333,41 +333,9 @@ static void rb_int(rowbuf *b, int64_t v) {
   rb_put(b, o, qs_i64_str(v, o));
 }
 
-/* cJSON 1.7's print_number: "%d" when the value equals its int conversion (saturated at
- * INT_MIN/INT_MAX), else "%1.15g" if that reads back within DBL_EPSILON (relative), else
- * "%1.17g"; the locale's decimal point becomes '.'. */
 static void rb_cjson_number(rowbuf *b, double d) {
-  if (isnan(d) || isinf(d)) {
-    rb_puts(b, "null");
-    return;
-  }
-  int vi = d >= (double)INT32_MAX ? INT32_MAX : d <= (double)INT32_MIN ? INT32_MIN : (int)d;
-  if (d == (double)vi) {
-    rb_int(b, vi);
-    return;
-  }
-  /* A value that is exactly the double nearest to m / 10^6 (min and max magnitudes always are)
-   * with 1e-4 <= |d| < 1e9: %1.15g prints that decimal (at most 15 digits, fixed notation, zeros
-   * trimmed) and it reads back to d, so it is written directly. */
-  double ad = fabs(d);
-  if (ad >= 1e-4 && ad < 1e9) {
-    int64_t m = llround(d * 1e6);
-    if ((double)m / 1e6 == d) {
-      char o[32];
-      rb_put(b, o, qs_micro_str(m, o));
-      return;
-    }
-  }
-  char num[32];
-  snprintf(num, sizeof num, "%1.15g", d);
-  double test = strtod(num, NULL);
-  double max = fabs(test) > fabs(d) ? fabs(test) : fabs(d);
-  if (!(fabs(test - d) <= max * DBL_EPSILON))
-    snprintf(num, sizeof num, "%1.17g", d);
-  for (char *q = num; *q; q++)
-    if (!((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' || *q == 'e' || *q == 'E'))
-      *q = '.';
-  rb_puts(b, num);
+  char num[40];
+  rb_put(b, num, qs_cjson_number(d, num));
 }
 
 static void rb_member_int(rowbuf *b, const char *name, int64_t v) {

@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <float.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
@@ -164,6 +165,69 @@ static void test_micro_str_is_the_shortest_decimal(void **state) {
   }
 }
 
+/* cJSON 1.7's print_number, through printf and strtod: the reference qs_cjson_number must equal. */
+static void cjson_reference(double d, char *out) {
+  if (isnan(d) || isinf(d)) {
+    strcpy(out, "null");
+    return;
+  }
+  int vi = d >= (double)INT32_MAX ? INT32_MAX : d <= (double)INT32_MIN ? INT32_MIN : (int)d;
+  if (d == (double)vi) {
+    snprintf(out, 40, "%d", vi);
+    return;
+  }
+  snprintf(out, 40, "%1.15g", d);
+  double test = strtod(out, NULL);
+  double max = fabs(test) > fabs(d) ? fabs(test) : fabs(d);
+  if (!(fabs(test - d) <= max * DBL_EPSILON))
+    snprintf(out, 40, "%1.17g", d);
+}
+
+static void check_cjson(double d) {
+  char want[48], got[48];
+  cjson_reference(d, want);
+  size_t n = qs_cjson_number(d, got);
+  if (strcmp(want, got) != 0 || n != strlen(want))
+    fail_msg("%.17g: want %s, got %s", d, want, got);
+}
+
+static void test_cjson_number_equals_printf_and_strtod(void **state) {
+  (void)state;
+  double edge[] = {0.0,     -0.0,      1.5,       -1.5,      0.1,      0.3,        1e-4,
+                   9.99e-5, 1e14,      99999999999999.9, 123456789012.345, 2147483647.0,
+                   2147483648.5, -2147483649.0, 4.35,     1.0 / 3,   2.0 / 3,  1e-5,
+                   NAN,     INFINITY,  -INFINITY, 5e-324,   1e300,    0.5,        0.25};
+  for (size_t i = 0; i < sizeof edge / sizeof *edge; i++)
+    check_cjson(edge[i]);
+  uint64_t x = 0x9E3779B97F4A7C15ULL;
+  for (int i = 0; i < 600000; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    double d;
+    switch (i % 5) {
+    case 0: /* an average of micro-unit values, as the rows print */
+      d = (double)(int64_t)(x % 100000000000ULL) / (double)(1 + (x >> 40) % 5000) / 1e6;
+      break;
+    case 1: /* any double of the fast range's magnitudes */
+      d = ldexp((double)(x >> 11) / 9007199254740992.0 + 0.5, (int)((x >> 3) % 62) - 15);
+      break;
+    case 2: /* near a power of ten */
+      d = nextafter(pow(10, (int)(x % 19) - 5), (x & 1) ? 1e300 : 0) * ((x & 2) ? -1 : 1);
+      break;
+    case 3: { /* any bit pattern */
+      memcpy(&d, &x, sizeof d);
+      break;
+    }
+    default: /* a short decimal, and its neighbours (ties at the 15th/17th digit) */
+      d = (double)(x % 1000000000000000ULL) / pow(10, (int)((x >> 50) % 18));
+      d = (x & 4) ? nextafter(d, 1e300) : (x & 8) ? nextafter(d, 0) : d;
+      break;
+    }
+    check_cjson(d);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_append_grows_and_stays_nul_terminated),
@@ -172,6 +236,7 @@ int main(void) {
       cmocka_unit_test(test_double_shortest_matches_the_printf_form),
       cmocka_unit_test(test_i64_str_matches_printf),
       cmocka_unit_test(test_micro_str_is_the_shortest_decimal),
+      cmocka_unit_test(test_cjson_number_equals_printf_and_strtod),
       cmocka_unit_test(test_json_str_escapes_quotes_controls_and_bad_utf8),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,6 +35,12 @@ size_t qs_i64_str(int64_t v, char *out);
  * double that is exactly the nearest to m / 10^6 with |m / 10^6| < 1e9, this is also its
  * shortest round-trip text (%.15g's). */
 size_t qs_micro_str(int64_t m, char *out);
+/* cJSON 1.7's print_number text of d into out (>= 40 bytes), NUL-terminated; returns its length:
+ * "null" for NaN/inf, "%d" when d equals its int conversion (saturated at INT_MIN/INT_MAX), else
+ * "%1.15g" if that reads back within DBL_EPSILON (relative), else "%1.17g", with '.' as the
+ * decimal point. Byte for byte the same, without printf/strtod in the common cases (aggregate
+ * rows print averages on every commit). */
+size_t qs_cjson_number(double d, char *out);
 void qs_buf_reset(qs_buf *b); /* len = 0, keeps memory */
 void qs_buf_free(qs_buf *b);
 
