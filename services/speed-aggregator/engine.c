@@ -53,12 +53,13 @@ static bool region_ok_n(const char *r, size_t n) {
 
 static void evrec_key(char *buf, const char *region, const char *id);
 
-/* src (n bytes, n < cap) into dst, NUL-terminated. */
-static void put_str(char *dst, size_t cap, const char *src, size_t n) {
+/* src (n bytes; cut to cap - 1) into dst, NUL-terminated; returns the bytes copied. */
+static size_t put_str(char *dst, size_t cap, const char *src, size_t n) {
   if (n >= cap)
     n = cap - 1;
   memcpy(dst, src, n);
   dst[n] = '\0';
+  return n;
 }
 
 void sa_item_parse(sa_item *it) {
@@ -71,6 +72,7 @@ void sa_item_parse(sa_item *it) {
   sa_event *ev = &it->ev;
   size_t il = strlen(full.event_id), rl = strlen(full.region);
   put_str(ev->event_id, sizeof ev->event_id, full.event_id, il);
+  ev->event_id_len = il;
   put_str(ev->region, sizeof ev->region, full.region, rl);
   put_str(ev->place, sizeof ev->place, full.place, strlen(full.place));
   ev->change = full.change;
@@ -97,12 +99,7 @@ void sa_item_parse(sa_item *it) {
 /* ---- encodings ---------------------------------------------------------------------------- */
 
 static size_t copy_str(char *dst, size_t cap, const char *src) {
-  size_t n = strlen(src);
-  if (n >= cap)
-    n = cap - 1;
-  memcpy(dst, src, n);
-  dst[n] = '\0';
-  return n;
+  return put_str(dst, cap, src, strlen(src));
 }
 
 size_t sa_contrib_encode(const qs_contrib *c, char *buf, size_t cap) {
@@ -575,13 +572,15 @@ void sa_engine_load_evstate_h(sa_engine *e, const char *key, size_t klen, uint64
 
 #define MEMBER_ID_SIZE (QS_EVENT_ID_MAX + 1)
 
-static void members_push(sa_member_list *m, const char *id, const qs_contrib *c, bool indexed) {
+/* id: idlen bytes (<= QS_EVENT_ID_MAX). */
+static void members_push(sa_member_list *m, const char *id, size_t idlen, const qs_contrib *c,
+                         bool indexed) {
   if (m->n == m->cap) {
     m->cap = m->cap ? m->cap * 2 : 8;
     m->ids = qs_xrealloc(m->ids, m->cap * sizeof *m->ids);
     m->c = qs_xrealloc(m->c, m->cap * sizeof *m->c);
   }
-  copy_str(m->ids[m->n], sizeof m->ids[m->n], id);
+  put_str(m->ids[m->n], sizeof m->ids[m->n], id, idlen);
   if (indexed)
     sa_pidx_put(&m->idx, m->ids[0], MEMBER_ID_SIZE, (uint32_t)m->n);
   if (c)
@@ -654,7 +653,7 @@ int sa_engine_load_window(sa_engine *e, const char *key, const char *row, size_t
       result = QS_ERR_INVALID;
       continue;
     }
-    members_push(&w->mem, ids[i], &c, true);
+    members_push(&w->mem, ids[i], strlen(ids[i]), &c, true);
   }
   if (row) {
     cJSON *j = cJSON_ParseWithLength(row, rowlen);
@@ -716,17 +715,17 @@ static void store_body(sa_engine *e, sa_evrec *r, const char *body, size_t len) 
  * Duplicates are allowed: the commit sets every present state in order (the last one wins) and
  * then deletes the ids whose last change left them absent, so no lookup is needed for the
  * (common) present ones. */
-static void window_touch_member(sa_window *w, const char *id, bool pushed) {
+static void window_touch_member(sa_window *w, const char *id, size_t idlen, bool pushed) {
   const sa_member_list *m = &w->mem;
   if (pushed) {
-    members_push(&w->changed, id, &m->c[m->n - 1], false);
+    members_push(&w->changed, id, idlen, &m->c[m->n - 1], false);
   } else {
     qs_contrib gone = {.time_ms = INT64_MIN};
-    members_push(&w->changed, id, &gone, false);
+    members_push(&w->changed, id, idlen, &gone, false);
   }
 }
 
-static int window_retract(sa_engine *e, sa_window *w, const char *id) {
+static int window_retract(sa_engine *e, sa_window *w, const char *id, size_t idlen) {
   long i = members_find(&w->mem, id);
   if (i < 0)
     return QS_ERR_STATE;
@@ -744,7 +743,7 @@ static int window_retract(sa_engine *e, sa_window *w, const char *id) {
   }
   if (rc == QS_AGG_MINMAX_STALE && qs_agg_recompute_minmax(&w->row.agg, w->mem.c, w->mem.n) != 0)
     QS_FATAL("window %s: members disagree with the aggregate", w->key);
-  window_touch_member(w, id, false);
+  window_touch_member(w, id, idlen, false);
   mark_window(e, w);
   return 0;
 }
@@ -1008,7 +1007,7 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   if (was_live) {
     /* The window may have been trimmed by retention (windows are kept 30 days, event records
      * 90): then there is nothing left to retract. */
-    if (!old || window_retract(e, old, sa_evrec_id(r)) != 0)
+    if (!old || window_retract(e, old, sa_evrec_id(r), r->id_len) != 0)
       e->stats.orphans++;
     else if (old->partition < 0)
       old->partition = it->partition;
@@ -1047,8 +1046,8 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   }
   if (qs_agg_row_add(&w->row, &c) != 0)
     QS_FATAL("window %s refused a member", w->key);
-  members_push(&w->mem, ev->event_id, &c, true);
-  window_touch_member(w, ev->event_id, true);
+  members_push(&w->mem, ev->event_id, ev->event_id_len, &c, true);
+  window_touch_member(w, ev->event_id, ev->event_id_len, true);
   w->partition = it->partition;
   mark_window(e, w);
   r->change = (was_live || ev->change == QS_EVENT_REVISION) ? 'R' : 'N';

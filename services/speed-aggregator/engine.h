@@ -68,6 +68,7 @@ void sa_engine_opts_default(sa_engine_opts *o);
  * full qs_event in each made every decode and apply touch cold memory). */
 typedef struct sa_event {
   char event_id[QS_EVENT_ID_MAX + 1];
+  size_t event_id_len;
   char region[QS_EVENT_SHORT_MAX + 1];
   qs_event_change change;
   bool has_magnitude, has_depth, tsunami_flag;
