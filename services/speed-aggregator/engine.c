@@ -240,12 +240,48 @@ static void window_free(sa_window *w) {
   free(w);
 }
 
+/* ---- record chunks ------------------------------------------------------------------------ */
+
+#define REC_CHUNK (1u << 20)
+
+typedef struct sa_rec_chunk {
+  struct sa_rec_chunk *next;
+  size_t used, cap;
+  _Alignas(16) char data[];
+} sa_rec_chunk;
+
+static size_t evrec_size(size_t klen) { return (sizeof(sa_evrec) + klen + 1 + 15) & ~(size_t)15; }
+
+/* Room for a record with a key of klen bytes (zeroed up to the key). */
+static sa_evrec *evrec_alloc(sa_rec_chunk **chunks, size_t klen) {
+  size_t size = evrec_size(klen);
+  sa_rec_chunk *c = *chunks;
+  if (!c || c->used + size > c->cap) {
+    c = qs_xmalloc(sizeof *c + REC_CHUNK);
+    c->next = *chunks;
+    c->used = 0;
+    c->cap = REC_CHUNK;
+    *chunks = c;
+  }
+  sa_evrec *r = (sa_evrec *)(void *)(c->data + c->used);
+  c->used += size;
+  memset(r, 0, sizeof *r);
+  return r;
+}
+
+static void rec_chunks_free(sa_rec_chunk *c) {
+  while (c) {
+    sa_rec_chunk *next = c->next;
+    free(c);
+    c = next;
+  }
+}
+
 static void drop_caches(sa_engine *e) {
   memset(e->wcache, 0, sizeof e->wcache);
   e->cache_gen++;
-  for (size_t i = 0; i < e->evrecs.cap; i++)
-    if (e->evrecs.slots[i].key)
-      free(e->evrecs.slots[i].value);
+  rec_chunks_free(e->rec_chunks);
+  e->rec_chunks = NULL;
   for (size_t i = 0; i < e->windows.cap; i++)
     if (e->windows.slots[i].key)
       window_free(e->windows.slots[i].value);
@@ -304,15 +340,19 @@ size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
   e->cache_gen++;
   sa_smap keep;
   sa_smap_init_borrowed(&keep);
-  for (size_t i = 0; i < e->evrecs.cap; i++) {
-    sa_evrec *r = e->evrecs.slots[i].value;
-    if (!e->evrecs.slots[i].key)
-      continue;
-    if (r->dirty)
-      sa_smap_put(&keep, e->evrecs.slots[i].key, r);
-    else
-      free(r);
+  /* The dirty records (exactly those of the dirty list) move to fresh chunks; the rest go with
+   * the old chunks. */
+  sa_rec_chunk *kept = NULL;
+  for (size_t i = 0; i < e->n_dirty_ev; i++) {
+    sa_evrec *r = e->dirty_ev[i];
+    size_t klen = sa_evrec_key_len(r);
+    sa_evrec *moved = evrec_alloc(&kept, klen);
+    memcpy(moved, r, sizeof *r + klen + 1);
+    e->dirty_ev[i] = moved;
+    sa_smap_put(&keep, moved->key, moved);
   }
+  rec_chunks_free(e->rec_chunks);
+  e->rec_chunks = kept;
   sa_smap_free(&e->evrecs);
   e->evrecs = keep;
   sa_smap_init_borrowed(&keep);
@@ -558,8 +598,7 @@ void sa_engine_load_evstate_h(sa_engine *e, const char *key, size_t klen, uint64
   sa_smap_slot *slot = sa_smap_upsert_h(&e->evrecs, key, hash, &found);
   if (found)
     return; /* cached: ours is newer */
-  sa_evrec *r = qs_xmalloc(sizeof *r + klen + 1);
-  memset(r, 0, sizeof *r);
+  sa_evrec *r = evrec_alloc(&e->rec_chunks, klen);
   /* A record that does not decode is treated as unseen: the next version rebuilds it. */
   if (val && evrec_decode(r, val, len) != 0)
     memset(r, 0, sizeof *r);

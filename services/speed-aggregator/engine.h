@@ -173,6 +173,9 @@ typedef struct sa_engine {
   sa_engine_opts o;
   char hub[257], group[257];
   sa_smap evrecs;    /* "<region>|<id>" -> sa_evrec* */
+  /* The records live in chunks (no malloc/free per record: a cache of a few hundred thousand is
+   * dropped or trimmed as a whole, see sa_engine_trim_cache). */
+  struct sa_rec_chunk *rec_chunks;
   uint64_t cache_gen; /* incremented whenever cached records are freed (items' rec pointers) */
   sa_smap windows;   /* key -> sa_window* */
   sa_smap baselines; /* region -> qs_agg_baseline* */
