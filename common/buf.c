@@ -6,8 +6,8 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdbool.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,9 +61,10 @@ void qs_buf_json_str(qs_buf *b, const char *s, size_t n) {
   b->p[b->len] = '\0';
 }
 
-static const char digit_pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233"
-                                  "34353637383940414243444546474849505152535455565758596061626364656667"
-                                  "6869707172737475767778798081828384858687888990919293949596979899";
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
 
 size_t qs_i64_str(int64_t v, char *out) {
   uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
@@ -165,7 +166,8 @@ static size_t cjson_number_printf(double d, char *out) {
   return n;
 }
 
-/* Exact powers of ten in a long double (64-bit significand: 10^k = 5^k 2^k is exact for k <= 27). */
+/* Exact powers of ten in a long double (64-bit significand: 10^k = 5^k 2^k is exact for k <= 27).
+ */
 static const long double p10l[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
                                    1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
                                    1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,

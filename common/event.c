@@ -93,7 +93,9 @@ bool qs_event_change_is_retraction(qs_event_change c) {
   return c == QS_EVENT_DELETED || c == QS_EVENT_SUPERSEDED;
 }
 
-bool qs_event_is_retraction(const qs_event *ev) { return qs_event_change_is_retraction(ev->change); }
+bool qs_event_is_retraction(const qs_event *ev) {
+  return qs_event_change_is_retraction(ev->change);
+}
 
 /* ---- strings and ids -------------------------------------------------- */
 

@@ -236,7 +236,7 @@ static void members_free(sa_member_list *m) {
 
 static void window_free(sa_window *w) {
   members_free(&w->mem);
-  members_free(&w->changed);
+  free(w->changed);
   free(w);
 }
 
@@ -348,8 +348,18 @@ size_t sa_engine_trim_cache(sa_engine *e, size_t max) {
     size_t klen = sa_evrec_key_len(r);
     sa_evrec *moved = evrec_alloc(&kept, klen);
     memcpy(moved, r, sizeof *r + klen + 1);
+    r->moved_to = moved;
     e->dirty_ev[i] = moved;
     sa_smap_put(&keep, moved->key, moved);
+  }
+  /* The dirty windows' changed lists point at dirty records: follow them to their new place. */
+  for (size_t i = 0; i < e->n_dirty_win; i++) {
+    sa_window *w = e->dirty_win[i];
+    for (size_t j = 0; j < w->n_changed; j++) {
+      if (!w->changed[j]->moved_to)
+        QS_FATAL("window %s: a changed member's record is not dirty", w->key);
+      w->changed[j] = w->changed[j]->moved_to;
+    }
   }
   rec_chunks_free(e->rec_chunks);
   e->rec_chunks = kept;
@@ -612,20 +622,15 @@ void sa_engine_load_evstate_h(sa_engine *e, const char *key, size_t klen, uint64
 #define MEMBER_ID_SIZE (QS_EVENT_ID_MAX + 1)
 
 /* id: idlen bytes (<= QS_EVENT_ID_MAX). */
-static void members_push(sa_member_list *m, const char *id, size_t idlen, const qs_contrib *c,
-                         bool indexed) {
+static void members_push(sa_member_list *m, const char *id, size_t idlen, const qs_contrib *c) {
   if (m->n == m->cap) {
     m->cap = m->cap ? m->cap * 2 : 8;
     m->ids = qs_xrealloc(m->ids, m->cap * sizeof *m->ids);
     m->c = qs_xrealloc(m->c, m->cap * sizeof *m->c);
   }
   put_str(m->ids[m->n], sizeof m->ids[m->n], id, idlen);
-  if (indexed)
-    sa_pidx_put(&m->idx, m->ids[0], MEMBER_ID_SIZE, (uint32_t)m->n);
-  if (c)
-    m->c[m->n] = *c;
-  else
-    memset(&m->c[m->n], 0, sizeof m->c[m->n]);
+  sa_pidx_put(&m->idx, m->ids[0], MEMBER_ID_SIZE, (uint32_t)m->n);
+  m->c[m->n] = *c;
   m->n++;
 }
 
@@ -643,11 +648,6 @@ static void members_remove_at(sa_member_list *m, size_t i) {
     m->c[i] = m->c[m->n];
     sa_pidx_put(&m->idx, m->ids[0], MEMBER_ID_SIZE, (uint32_t)i);
   }
-}
-
-static void members_clear(sa_member_list *m) {
-  sa_pidx_clear(&m->idx);
-  m->n = 0;
 }
 
 static int parse_window_key(const char *key, char *region, size_t rcap, int64_t *start) {
@@ -692,7 +692,7 @@ int sa_engine_load_window(sa_engine *e, const char *key, const char *row, size_t
       result = QS_ERR_INVALID;
       continue;
     }
-    members_push(&w->mem, ids[i], strlen(ids[i]), &c, true);
+    members_push(&w->mem, ids[i], strlen(ids[i]), &c);
   }
   if (row) {
     cJSON *j = cJSON_ParseWithLength(row, rowlen);
@@ -749,23 +749,18 @@ static void store_body(sa_engine *e, sa_evrec *r, const char *body, size_t len) 
   e->bodies_used += len;
 }
 
-/* Records a changed member id with its state right after the change: present with its
- * contribution (it was just pushed: the last member), or absent (time_ms INT64_MIN).
- * Duplicates are allowed: the commit sets every present state in order (the last one wins) and
- * then deletes the ids whose last change left them absent, so no lookup is needed for the
- * (common) present ones. */
-static void window_touch_member(sa_window *w, const char *id, size_t idlen, bool pushed) {
-  const sa_member_list *m = &w->mem;
-  if (pushed) {
-    members_push(&w->changed, id, idlen, &m->c[m->n - 1], false);
-  } else {
-    qs_contrib gone = {.time_ms = INT64_MIN};
-    members_push(&w->changed, id, idlen, &gone, false);
+/* Records that r's membership of w changed (the take writes its final state, see sa_window). */
+static void window_touch_member(sa_window *w, sa_evrec *r) {
+  if (w->n_changed == w->cap_changed) {
+    w->cap_changed = w->cap_changed ? w->cap_changed * 2 : 16;
+    w->changed = qs_xrealloc(w->changed, w->cap_changed * sizeof *w->changed);
   }
+  w->changed[w->n_changed++] = r;
 }
 
-static int window_retract(sa_engine *e, sa_window *w, const char *id, size_t idlen) {
-  long i = members_find(&w->mem, id);
+/* Removes r (a member: live here) from w. */
+static int window_retract(sa_engine *e, sa_window *w, sa_evrec *r) {
+  long i = members_find(&w->mem, sa_evrec_id(r));
   if (i < 0)
     return QS_ERR_STATE;
   qs_contrib c = w->mem.c[i];
@@ -782,7 +777,7 @@ static int window_retract(sa_engine *e, sa_window *w, const char *id, size_t idl
   }
   if (rc == QS_AGG_MINMAX_STALE && qs_agg_recompute_minmax(&w->row.agg, w->mem.c, w->mem.n) != 0)
     QS_FATAL("window %s: members disagree with the aggregate", w->key);
-  window_touch_member(w, id, idlen, false);
+  window_touch_member(w, r);
   mark_window(e, w);
   return 0;
 }
@@ -1019,7 +1014,7 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   qs_contrib c;
   bool moved = ev->change == QS_EVENT_MOVED;
   bool retraction = qs_event_change_is_retraction(ev->change); /* deleted or superseded */
-  bool counts = !retraction && !moved;          /* the message is a version to count here */
+  bool counts = !retraction && !moved; /* the message is a version to count here */
   if (counts && qs_contrib_init(&c, ev->time, ev->has_magnitude ? ev->magnitude : NAN,
                                 ev->has_depth ? ev->depth_km : NAN, ev->tsunami_flag,
                                 e->o.significant) != 0) {
@@ -1046,7 +1041,7 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   if (was_live) {
     /* The window may have been trimmed by retention (windows are kept 30 days, event records
      * 90): then there is nothing left to retract. */
-    if (!old || window_retract(e, old, sa_evrec_id(r), r->id_len) != 0)
+    if (!old || window_retract(e, old, r) != 0)
       e->stats.orphans++;
     else if (old->partition < 0)
       old->partition = it->partition;
@@ -1085,8 +1080,8 @@ static void apply_found(sa_engine *e, const sa_item *it, int64_t now_ms, sa_evre
   }
   if (qs_agg_row_add(&w->row, &c) != 0)
     QS_FATAL("window %s refused a member", w->key);
-  members_push(&w->mem, ev->event_id, ev->event_id_len, &c, true);
-  window_touch_member(w, ev->event_id, ev->event_id_len, true);
+  members_push(&w->mem, ev->event_id, ev->event_id_len, &c);
+  window_touch_member(w, r);
   w->partition = it->partition;
   mark_window(e, w);
   r->change = (was_live || ev->change == QS_EVENT_REVISION) ? 'R' : 'N';
@@ -1302,21 +1297,27 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
     op_argi(&c, w->row.window_start_ms);
     op_args(&c, w->key);
     op_end(&c);
-    /* Member changes: every contribution set, in order (the last one of an id wins), then the
-     * ids that are no longer members deleted. */
+    /* Member changes, from the records' final states: the contributions of those that are
+     * members, then the ids of those that are not any more. */
+    uint64_t stamp = ++e->member_stamp;
     for (int pass = 0; pass < 2; pass++) {
       size_t in_cmd = 0;
-      for (size_t i = 0; i < w->changed.n; i++) {
-        const qs_contrib *ch = &w->changed.c[i];
-        bool present = ch->time_ms != INT64_MIN;
-        if (pass == 0 ? !present : present || members_find(&w->mem, w->changed.ids[i]) >= 0)
+      for (size_t i = 0; i < w->n_changed; i++) {
+        sa_evrec *r = w->changed[i];
+        if (r->member_stamp == stamp)
+          continue; /* written already */
+        int64_t rs, re;
+        bool present = r->live && qs_agg_window_of(r->c.time_ms, e->o.window_ms, &rs, &re) == 0 &&
+                       rs == w->row.window_start_ms;
+        if (pass == 0 ? !present : present)
           continue;
+        r->member_stamp = stamp;
         if (in_cmd == 0)
           op_begin(&c, ops, pass == 0 ? "HSET" : "HDEL", memkey);
-        op_args(&c, w->changed.ids[i]);
+        op_arg(&c, sa_evrec_id(r), r->id_len);
         if (pass == 0) {
           char cb[128];
-          op_arg(&c, cb, sa_contrib_encode(ch, cb, sizeof cb));
+          op_arg(&c, cb, sa_contrib_encode(&r->c, cb, sizeof cb));
         }
         if (++in_cmd == CHUNK_PAIRS) {
           op_end(&c);
@@ -1341,7 +1342,7 @@ static void take_window(sa_engine *e, sa_argv *ops, sa_window *w, int64_t now_ms
   static const char pre[] = "{\"type\":\"window\",\"data\":";
   sa_argv_addi(&e->pubs, SA_CH_AGGREGATES);
   sa_argv_add3(&e->pubs, pre, sizeof pre - 1, rowtext, rl, "}", 1);
-  members_clear(&w->changed);
+  w->n_changed = 0;
   w->dirty = false;
 }
 

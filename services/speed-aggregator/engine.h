@@ -105,7 +105,7 @@ typedef struct sa_member_list {
   char (*ids)[QS_EVENT_ID_MAX + 1];
   qs_contrib *c; /* parallel to ids: contiguous for qs_agg_recompute_minmax */
   size_t n, cap;
-  sa_pidx idx; /* id -> index (indexed lists only) */
+  sa_pidx idx; /* id -> index */
 } sa_member_list;
 
 typedef struct sa_window {
@@ -117,13 +117,17 @@ typedef struct sa_window {
   int partition; /* the partition that last changed it (its open-window set) */
   bool dirty;
   bool volume_alerted, anomaly_alerted; /* emitted in this process (Redis dedupes anyway) */
-  /* Members changed since the last take (ids; HSET if still a member, else HDEL). */
-  sa_member_list changed;
+  /* Records whose membership or contribution here changed since the last take (repeats
+   * allowed): at the take each is HSET with its contribution if it is (still) a member, else
+   * HDEL'd, from the record's final state. Every one of them is dirty. */
+  struct sa_evrec **changed;
+  size_t n_changed, cap_changed;
 } sa_window;
 
 /* The last applied version of an event id in one region (also for deleted, superseded and moved
  * ids: a tombstone, so an older version arriving later cannot resurrect it there). Allocated to
- * the length of its key (a few hundred thousand are cached: their size is the cache's footprint). */
+ * the length of its key (a few hundred thousand are cached: their size is the cache's footprint).
+ */
 typedef struct sa_evrec {
   int64_t updated;
   qs_contrib c; /* valid when live */
@@ -134,10 +138,12 @@ typedef struct sa_evrec {
   bool was_live; /* D/S: it was counted here when it was removed (event_removed is due) */
   bool dirty;
   bool has_body;
-  char change;       /* 'N', 'R', 'D', 'S', 'M' (moved to another region) */
-  uint8_t region_len; /* key[0, region_len) is the region, the id follows its '|' */
+  struct sa_evrec *moved_to; /* set while sa_engine_trim_cache moves the record */
+  uint64_t member_stamp;     /* the take of a window that wrote its membership last */
+  char change;               /* 'N', 'R', 'D', 'S', 'M' (moved to another region) */
+  uint8_t region_len;        /* key[0, region_len) is the region, the id follows its '|' */
   uint8_t id_len;
-  char key[];         /* "<region>|<id>": the cache and qs:rt:evstate key */
+  char key[]; /* "<region>|<id>": the cache and qs:rt:evstate key */
 } sa_evrec;
 
 static inline const char *sa_evrec_id(const sa_evrec *r) { return r->key + r->region_len + 1; }
@@ -172,13 +178,14 @@ enum { SA_CH_AGGREGATES = 0, SA_CH_ALERTS, SA_CH_EVENTS };
 typedef struct sa_engine {
   sa_engine_opts o;
   char hub[257], group[257];
-  sa_smap evrecs;    /* "<region>|<id>" -> sa_evrec* */
+  sa_smap evrecs; /* "<region>|<id>" -> sa_evrec* */
   /* The records live in chunks (no malloc/free per record: a cache of a few hundred thousand is
    * dropped or trimmed as a whole, see sa_engine_trim_cache). */
   struct sa_rec_chunk *rec_chunks;
-  uint64_t cache_gen; /* incremented whenever cached records are freed (items' rec pointers) */
-  sa_smap windows;   /* key -> sa_window* */
-  sa_smap baselines; /* region -> qs_agg_baseline* */
+  uint64_t cache_gen;    /* incremented whenever cached records are freed (items' rec pointers) */
+  uint64_t member_stamp; /* one per window taken (a repeated changed member written once) */
+  sa_smap windows;       /* key -> sa_window* */
+  sa_smap baselines;     /* region -> qs_agg_baseline* */
   sa_partition parts[SA_PARTITIONS_MAX];
   /* window_get's cache of window pointers (emptied whenever windows are freed). */
   sa_window *wcache[SA_WCACHE];
@@ -203,7 +210,7 @@ void sa_engine_free(sa_engine *e);
 /* Needs of items: what must be fetched before they can be applied. Window keys are
  * deduplicated; event ids may repeat (a repeated answer is ignored). */
 typedef struct sa_needs {
-  sa_argv ev_ids;   /* record keys "<region>|<id>", for HMGET qs:rt:evstate */
+  sa_argv ev_ids;    /* record keys "<region>|<id>", for HMGET qs:rt:evstate */
   uint64_t *ev_hash; /* their map hashes (n_ev_hash of them; the first ones, or none) */
   size_t n_ev_hash, cap_ev_hash;
   sa_argv win_keys; /* for HGET qs:rt:win + HGETALL qs:rt:mem:<key> */

@@ -1,10 +1,10 @@
 /* test_buf.c — the growable buffer keeps length, NUL termination and JSON escaping right. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,8 +148,8 @@ static void test_micro_str_is_the_shortest_decimal(void **state) {
   struct {
     int64_t m;
     const char *want;
-  } cases[] = {{0, "0"},         {1, "0.000001"},       {-1, "-0.000001"}, {6250000, "6.25"},
-               {-1500000, "-1.5"}, {1000000, "1"},     {-500000, "-0.5"}, {123456789, "123.456789"}};
+  } cases[] = {{0, "0"},           {1, "0.000001"}, {-1, "-0.000001"}, {6250000, "6.25"},
+               {-1500000, "-1.5"}, {1000000, "1"},  {-500000, "-0.5"}, {123456789, "123.456789"}};
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     assert_int_equal(qs_micro_str(cases[i].m, a), strlen(cases[i].want));
     assert_string_equal(a, cases[i].want);
@@ -193,10 +193,31 @@ static void check_cjson(double d) {
 
 static void test_cjson_number_equals_printf_and_strtod(void **state) {
   (void)state;
-  double edge[] = {0.0,     -0.0,      1.5,       -1.5,      0.1,      0.3,        1e-4,
-                   9.99e-5, 1e14,      99999999999999.9, 123456789012.345, 2147483647.0,
-                   2147483648.5, -2147483649.0, 4.35,     1.0 / 3,   2.0 / 3,  1e-5,
-                   NAN,     INFINITY,  -INFINITY, 5e-324,   1e300,    0.5,        0.25};
+  double edge[] = {0.0,
+                   -0.0,
+                   1.5,
+                   -1.5,
+                   0.1,
+                   0.3,
+                   1e-4,
+                   9.99e-5,
+                   1e14,
+                   99999999999999.9,
+                   123456789012.345,
+                   2147483647.0,
+                   2147483648.5,
+                   -2147483649.0,
+                   4.35,
+                   1.0 / 3,
+                   2.0 / 3,
+                   1e-5,
+                   NAN,
+                   INFINITY,
+                   -INFINITY,
+                   5e-324,
+                   1e300,
+                   0.5,
+                   0.25};
   for (size_t i = 0; i < sizeof edge / sizeof *edge; i++)
     check_cjson(edge[i]);
   uint64_t x = 0x9E3779B97F4A7C15ULL;

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -515,6 +516,66 @@ static void test_cache_trim_keeps_uncommitted_changes(void **st) {
   free_engine(e);
 }
 
+/* The command (count > 0) cmd on key, as "arg arg ..." after the key; "" if there is none. */
+static void op_args_of(const sa_argv *ops, const char *cmd, const char *key, char *out,
+                       size_t cap) {
+  out[0] = '\0';
+  for (size_t i = 0; i < ops->n;) {
+    int c = atoi(sa_argv_at(ops, i, NULL));
+    if (c == 0) {
+      const char *op = sa_argv_at(ops, i + 1, NULL);
+      if (strcmp(op, "@EV") == 0 || strcmp(op, "@EVDEL") == 0)
+        i += 3 + 4 * (size_t)atoi(sa_argv_at(ops, i + 2, NULL));
+      else
+        i += strcmp(op, "@ALERT") == 0 ? 7 : strcmp(op, "@RETRACT") == 0 ? 5 : 4;
+      continue;
+    }
+    if (strcmp(sa_argv_at(ops, i + 1, NULL), cmd) == 0 &&
+        strcmp(sa_argv_at(ops, i + 2, NULL), key) == 0) {
+      for (int k = 3; k <= c; k++) {
+        size_t used = strlen(out);
+        snprintf(out + used, cap - used, "%s%s", used ? " " : "",
+                 sa_argv_at(ops, i + (size_t)k, NULL));
+      }
+      return;
+    }
+    i += (size_t)c + 1;
+  }
+}
+
+/* A trim between applies and the take moves the changed records: the members written are still
+ * those of the records' final states (c2 left window B for window A in the same batch). */
+static void test_cache_trim_keeps_member_changes(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  run(e, mk(0, 1, "c1", 2.0, T0, 1, "alaska", "new", false), T0);
+  run(e, mk(0, 2, "c3", 2.5, T0 + 6 * MINUTE, 1, "alaska", "new", false), T0);
+  sa_argv ops;
+  sa_argv_init(&ops);
+  int parts[SA_PARTITIONS_MAX];
+  size_t np;
+  sa_engine_take(e, &ops, parts, &np, T0); /* clean: c1 in A, c3 in B */
+  run(e, mk(0, 3, "c2", 3.0, T0 + 7 * MINUTE, 1, "alaska", "new", false), T0);
+  run(e, mk(0, 4, "c2", 3.5, T0 + MINUTE, 2, "alaska", "revision", false), T0);
+  sa_engine_trim_cache(e, 1);
+  assert_null(sa_engine_evrec(e, "alaska", "c1"));
+  assert_non_null(sa_engine_evrec(e, "alaska", "c2"));
+  sa_argv_reset(&ops);
+  sa_engine_take(e, &ops, parts, &np, T0);
+  char a[64], b[64], got[256], want[128];
+  snprintf(a, sizeof a, "qs:rt:mem:alaska|%" PRId64, T0);
+  snprintf(b, sizeof b, "qs:rt:mem:alaska|%" PRId64, T0 + 5 * MINUTE);
+  op_args_of(&ops, "HSET", a, got, sizeof got);
+  snprintf(want, sizeof want, "c2 %" PRId64 ",3500000,8250000,0", T0 + MINUTE);
+  assert_string_equal(got, want);
+  op_args_of(&ops, "HDEL", b, got, sizeof got);
+  assert_string_equal(got, "c2");
+  op_args_of(&ops, "HSET", b, got, sizeof got);
+  assert_string_equal(got, "");
+  sa_argv_free(&ops);
+  free_engine(e);
+}
+
 /* ---- region moves (docs/changes.md) -------------------------------------------------------- */
 
 static void take(sa_engine *e, sa_argv *ops) {
@@ -785,6 +846,7 @@ int main(void) {
       cmocka_unit_test(test_revision_of_event_whose_window_was_trimmed_does_not_crash),
       cmocka_unit_test(test_alert_is_retracted_when_its_condition_goes),
       cmocka_unit_test(test_cache_trim_keeps_uncommitted_changes),
+      cmocka_unit_test(test_cache_trim_keeps_member_changes),
       cmocka_unit_test(test_moved_retracts_from_its_region_only),
       cmocka_unit_test(
           test_revision_without_a_record_in_its_region_is_new_there_and_rechecks_alerts),
