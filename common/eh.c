@@ -1653,9 +1653,11 @@ static void link_attach(eh_link *lk) {
     pn_terminus_set_address(pn_link_source(lk->link), lk->address);
     pn_terminus_set_address(pn_link_target(lk->link), name);
     consumer_filter(k, pn_link_source(lk->link));
-    /* Pre-settled deliveries: progress is the checkpoint (offset/sequence), never settlement,
-     * so a disposition per event would be work on both ends for nothing; a reconnect resumes
-     * after the last sequence received. (A peer that keeps them unsettled is settled anyway.) */
+    /* Pre-settled deliveries, as the official Java SDK's Event Hubs connection asks for
+     * (SenderSettleMode.SETTLED): progress is the checkpoint (offset/sequence), never
+     * settlement, so a disposition per event would be work on both ends for nothing; a
+     * reconnect resumes after the last sequence received. (A peer that sends them unsettled
+     * gets them accepted and settled.) */
     pn_link_set_snd_settle_mode(lk->link, PN_SND_SETTLED);
     pn_link_set_rcv_settle_mode(lk->link, PN_RCV_FIRST);
     if (k->o.owner_level >= 0) {
