@@ -51,8 +51,6 @@ static bool region_ok_n(const char *r, size_t n) {
   return true;
 }
 
-static void evrec_key(char *buf, const char *region, const char *id);
-
 /* src (n bytes; cut to cap - 1) into dst, NUL-terminated; returns the bytes copied. */
 static size_t put_str(char *dst, size_t cap, const char *src, size_t n) {
   if (n >= cap)
@@ -60,6 +58,13 @@ static size_t put_str(char *dst, size_t cap, const char *src, size_t n) {
   memcpy(dst, src, n);
   dst[n] = '\0';
   return n;
+}
+
+/* "<region>|<id>" into buf (SA_EVKEY_MAX bytes), from their lengths; returns the key's length. */
+static size_t evrec_key_n(char *buf, const char *region, size_t rl, const char *id, size_t il) {
+  size_t n = put_str(buf, QS_EVENT_SHORT_MAX + 1, region, rl);
+  buf[n++] = '|';
+  return n + put_str(buf + n, QS_EVENT_ID_MAX + 1, id, il);
 }
 
 void sa_item_parse(sa_item *it) {
@@ -88,10 +93,7 @@ void sa_item_parse(sa_item *it) {
     snprintf(it->why, sizeof it->why, "region: not a valid region name");
     return;
   }
-  /* "<region>|<id>" (both bounded by the decoder: QS_EVENT_SHORT_MAX, QS_EVENT_ID_MAX) */
-  memcpy(it->evkey, ev->region, rl);
-  it->evkey[rl] = '|';
-  memcpy(it->evkey + rl + 1, ev->event_id, il + 1);
+  evrec_key_n(it->evkey, ev->region, rl, ev->event_id, il);
   it->region_len = rl;
   it->evhash = sa_smap_hash(it->evkey);
 }
@@ -495,13 +497,6 @@ const sa_window *sa_engine_window(const sa_engine *e, const char *region, int64_
   return sa_smap_get(&e->windows, k);
 }
 
-/* "<region>|<id>" into buf (SA_EVKEY_MAX bytes). */
-static void evrec_key(char *buf, const char *region, const char *id) {
-  size_t n = copy_str(buf, QS_EVENT_SHORT_MAX + 1, region);
-  buf[n++] = '|';
-  copy_str(buf + n, QS_EVENT_ID_MAX + 1, id);
-}
-
 static sa_window *window_get(sa_engine *e, const char *region, size_t rlen, int64_t t);
 
 /* The cached record of an item (parse_rc 0), or NULL; looked up with the item's hash once, then
@@ -517,7 +512,7 @@ static sa_evrec *item_rec(sa_engine *e, sa_item *it) {
 
 const sa_evrec *sa_engine_evrec(const sa_engine *e, const char *region, const char *id) {
   char k[SA_EVKEY_MAX];
-  evrec_key(k, region, id);
+  evrec_key_n(k, region, strlen(region), id, strlen(id));
   return sa_smap_get(&e->evrecs, k);
 }
 
@@ -575,7 +570,7 @@ bool sa_engine_ready_for(sa_engine *e, sa_item *it, sa_needs *n) {
     if (n) {
       /* Not deduplicated: a repeated id in the HMGET costs less than a set of them, and its
        * second answer is ignored (the record is cached by then). */
-      sa_argv_add(&n->ev_ids, it->evkey, it->region_len + 1 + strlen(it->ev.event_id));
+      sa_argv_add(&n->ev_ids, it->evkey, it->region_len + 1 + ev->event_id_len);
       if (n->n_ev_hash == n->cap_ev_hash) {
         n->cap_ev_hash = n->cap_ev_hash ? n->cap_ev_hash * 2 : 1024;
         n->ev_hash = qs_xrealloc(n->ev_hash, n->cap_ev_hash * sizeof *n->ev_hash);
@@ -948,17 +943,14 @@ static size_t fixed1(double v, char *out) {
 static void event_alerts(sa_engine *e, const sa_event *ev, const qs_contrib *c, int64_t now_ms) {
   char msg[QS_EVENT_PLACE_MAX + 128];
   if (is_spike(e, c)) {
-    if (fabs(ev->magnitude) < 1e15) {
-      static const char tail[] = " earthquake: ";
-      size_t n = 1;
-      msg[0] = 'M';
-      n += fixed1(ev->magnitude, msg + n);
-      memcpy(msg + n, tail, sizeof tail - 1);
-      n += sizeof tail - 1;
-      copy_str(msg + n, sizeof msg - n, ev->place);
-    } else {
-      snprintf(msg, sizeof msg, "M%.1f earthquake: %s", ev->magnitude, ev->place);
-    }
+    /* "M%.1f earthquake: %s" (magnitudes are validated to [-2, 10.5]) */
+    static const char tail[] = " earthquake: ";
+    size_t n = 1;
+    msg[0] = 'M';
+    n += fixed1(ev->magnitude, msg + n);
+    memcpy(msg + n, tail, sizeof tail - 1);
+    n += sizeof tail - 1;
+    copy_str(msg + n, sizeof msg - n, ev->place);
     alert_add(e, "MAGNITUDE_SPIKE", ev->event_id, ev->region, INT64_MIN, ev->event_id, ev->updated,
               c, -1, NAN, msg, now_ms);
   }

@@ -576,6 +576,41 @@ static void test_cache_trim_keeps_member_changes(void **st) {
   free_engine(e);
 }
 
+/* The spike alert's message is printf's "M%.1f earthquake: <place>" for every magnitude the
+ * validation lets through at or above the threshold (ties at the second decimal included: 6.25
+ * is exact in binary and rounds to even, 6.35 is just below and rounds down). */
+static void test_spike_message_is_printf_form(void **st) {
+  (void)st;
+  sa_engine *e = new_engine();
+  int64_t seq = 0;
+  for (int h = 600; h <= 1050; h++) {
+    char id[32];
+    snprintf(id, sizeof id, "m%d", h);
+    run(e, mk(0, seq++, id, h / 100.0, T0 + h, 1, "alaska", "new", false), T0);
+  }
+  sa_argv ops;
+  sa_argv_init(&ops);
+  int parts[SA_PARTITIONS_MAX];
+  size_t np;
+  sa_engine_take(e, &ops, parts, &np, T0);
+  int seen = 0;
+  for (size_t i = 0; i + 3 < ops.n; i++) {
+    if (strcmp(sa_argv_at(&ops, i, NULL), "@ALERT") != 0 ||
+        strncmp(sa_argv_at(&ops, i + 1, NULL), "MAGNITUDE_SPIKE|m", 17) != 0)
+      continue;
+    int h = atoi(sa_argv_at(&ops, i + 1, NULL) + 17);
+    char mag[16], want[96];
+    snprintf(mag, sizeof mag, "%.2f", h / 100.0);
+    snprintf(want, sizeof want, "\"message\":\"M%.1f earthquake: somewhere\"", strtod(mag, NULL));
+    if (!strstr(sa_argv_at(&ops, i + 3, NULL), want))
+      fail_msg("%s: no %s", sa_argv_at(&ops, i + 3, NULL), want);
+    seen++;
+  }
+  assert_int_equal(seen, 451);
+  sa_argv_free(&ops);
+  free_engine(e);
+}
+
 /* ---- region moves (docs/changes.md) -------------------------------------------------------- */
 
 static void take(sa_engine *e, sa_argv *ops) {
@@ -847,6 +882,7 @@ int main(void) {
       cmocka_unit_test(test_alert_is_retracted_when_its_condition_goes),
       cmocka_unit_test(test_cache_trim_keeps_uncommitted_changes),
       cmocka_unit_test(test_cache_trim_keeps_member_changes),
+      cmocka_unit_test(test_spike_message_is_printf_form),
       cmocka_unit_test(test_moved_retracts_from_its_region_only),
       cmocka_unit_test(
           test_revision_without_a_record_in_its_region_is_new_there_and_rechecks_alerts),
