@@ -237,25 +237,30 @@ static void poll_complete(poller *p) {
     return;
   int64_t now = qs_time_now_ms();
   size_t features = p->cur.n + p->skipped;
-  if (p->sweep_base)
-    qs_log_info(
-        p->ctx->log, "poll done", QS_LSTR("source", p->source), QS_LINT("page", p->page),
-        QS_LINT("starttime", p->req_start), QS_LINT("offset", 1 + p->req_skip),
-        QS_LINT("features", features), QS_LINT("new", p->counts[CH_NEW]),
-        QS_LINT("revisions", p->counts[CH_REVISION]), QS_LINT("deleted", p->counts[CH_DELETED]),
-        QS_LINT("superseded", p->counts[CH_SUPERSEDED]), QS_LINT("moved", p->counts[CH_MOVED]),
-        QS_LINT("folded", p->counts[CH_FOLDED]), QS_LINT("duplicates", p->counts[CH_DUPLICATE]),
-        QS_LINT("malformed", p->skipped), QS_LINT("sent", p->n_ok), QS_LINT("failed", p->n_fail),
-        QS_LINT("ms", now - p->started_ms));
-  else
-    qs_log_info(
-        p->ctx->log, "poll done", QS_LSTR("source", p->source), QS_LBOOL("not_modified", false),
-        QS_LINT("features", features), QS_LINT("new", p->counts[CH_NEW]),
-        QS_LINT("revisions", p->counts[CH_REVISION]), QS_LINT("deleted", p->counts[CH_DELETED]),
-        QS_LINT("superseded", p->counts[CH_SUPERSEDED]), QS_LINT("moved", p->counts[CH_MOVED]),
-        QS_LINT("folded", p->counts[CH_FOLDED]), QS_LINT("duplicates", p->counts[CH_DUPLICATE]),
-        QS_LINT("malformed", p->skipped), QS_LINT("sent", p->n_ok), QS_LINT("failed", p->n_fail),
-        QS_LINT("ms", now - p->started_ms));
+  /* One "poll done" line: a sweep page names its page and key, a feed poll says it was modified. */
+  qs_log_field f[20];
+  size_t n = 0;
+  f[n++] = QS_LSTR("source", p->source);
+  if (p->sweep_base) {
+    f[n++] = QS_LINT("page", p->page);
+    f[n++] = QS_LINT("starttime", p->req_start);
+    f[n++] = QS_LINT("offset", 1 + p->req_skip);
+  } else {
+    f[n++] = QS_LBOOL("not_modified", false);
+  }
+  f[n++] = QS_LINT("features", features);
+  f[n++] = QS_LINT("new", p->counts[CH_NEW]);
+  f[n++] = QS_LINT("revisions", p->counts[CH_REVISION]);
+  f[n++] = QS_LINT("deleted", p->counts[CH_DELETED]);
+  f[n++] = QS_LINT("superseded", p->counts[CH_SUPERSEDED]);
+  f[n++] = QS_LINT("moved", p->counts[CH_MOVED]);
+  f[n++] = QS_LINT("folded", p->counts[CH_FOLDED]);
+  f[n++] = QS_LINT("duplicates", p->counts[CH_DUPLICATE]);
+  f[n++] = QS_LINT("malformed", p->skipped);
+  f[n++] = QS_LINT("sent", p->n_ok);
+  f[n++] = QS_LINT("failed", p->n_fail);
+  f[n++] = QS_LINT("ms", now - p->started_ms);
+  qs_log_write(p->ctx->log, QS_LOG_INFO, "poll done", f, n);
   reset_poll(p);
   release_state(p);
   qs_metric_set(metric1(p->ctx->m->backoff, p->source), 0);
