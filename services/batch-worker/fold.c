@@ -16,6 +16,7 @@
 
 #include "qs/error.h"
 #include "qs/event.h"
+#include "qs/hash.h"
 
 #include "evfast.h"
 
@@ -58,16 +59,6 @@ typedef struct bw_fold_undo {
   bw_fold_entry old;
 } bw_fold_undo;
 
-uint64_t bw_fnv1a64(const void *p, size_t n) {
-  const uint8_t *b = p;
-  uint64_t h = UINT64_C(14695981039346656037);
-  for (size_t i = 0; i < n; i++) {
-    h ^= b[i];
-    h *= UINT64_C(1099511628211);
-  }
-  return h;
-}
-
 /* Fresh memory that is about to be written all over (a grown index: its slots are spread over
  * every page), faulted in with one call rather than one page fault per 4 KiB (Linux 5.14+;
  * elsewhere, or on failure, the pages fault in as they are touched). */
@@ -94,7 +85,7 @@ static inline uint64_t load_le64(const uint8_t *b) {
  * shifts and adds several times slower than imul. */
 static inline uint64_t lane_step(uint64_t h, uint64_t w) {
   h ^= w;
-  h *= UINT64_C(1099511628211);
+  h *= QS_FNV1A64_PRIME;
   h ^= h >> 32; /* the multiply only carries upward: fold the high half back down */
   __asm__("" : "+r"(h));
   return h;
@@ -102,7 +93,7 @@ static inline uint64_t lane_step(uint64_t h, uint64_t w) {
 
 uint64_t bw_body_hash(const void *p, size_t n) {
   const uint8_t *b = p;
-  const uint64_t prime = UINT64_C(1099511628211), basis = UINT64_C(14695981039346656037);
+  const uint64_t prime = QS_FNV1A64_PRIME, basis = QS_FNV1A64_BASIS;
   uint64_t h0 = basis, h1 = basis ^ 1, h2 = basis ^ 2, h3 = basis ^ 3;
   size_t i = 0;
   for (; i + 32 <= n; i += 32) { /* four independent lanes: the multiplies overlap */
@@ -241,7 +232,7 @@ static long find_entry(const bw_fold *f, uint64_t h, const char *id, size_t len)
 }
 
 static size_t region_slot(const char *name, size_t len) {
-  return (size_t)bw_fnv1a64(name, len) & (BW_FOLD_REGION_SLOTS - 1);
+  return (size_t)qs_fnv1a64(name, len) & (BW_FOLD_REGION_SLOTS - 1);
 }
 
 static void region_index_rebuild(bw_fold *f) {
@@ -346,7 +337,7 @@ static size_t prefetch_slot(const bw_fold *f, const uint8_t *body, size_t len, u
   if (!q)
     return 0;
   size_t n = (size_t)(q - body - hl);
-  *hash = bw_fnv1a64(body + hl, n);
+  *hash = qs_fnv1a64(body + hl, n);
   __builtin_prefetch(&f->index[home_slot(f, *hash)]);
   return n;
 }
@@ -382,7 +373,7 @@ int bw_fold_add_body(bw_fold *f, const uint8_t *body, size_t len, char *why, siz
   size_t id_len = ev.event_id.len;
   cand.id_hash = ev.event_id.p == (const char *)body + sizeof ID_HEAD - 1 && id_len == hashed
                      ? id_hash
-                     : bw_fnv1a64(ev.event_id.p, id_len);
+                     : qs_fnv1a64(ev.event_id.p, id_len);
   cand.updated = ev.updated;
   cand.ingested_at = ev.ingested_at;
   cand.time_ms = c.time_ms;
@@ -613,7 +604,7 @@ static void apply_associations(bw_fold *f) {
       continue;
     for (const char *p = f->arena + e->ids_off; *p; p += strlen(p) + 1) {
       size_t len = strlen(p);
-      long j = find_entry(f, bw_fnv1a64(p, len), p, len);
+      long j = find_entry(f, qs_fnv1a64(p, len), p, len);
       if (j < 0 || (size_t)j == i)
         continue;
       bw_fold_entry *x = &f->entries[j];

@@ -97,8 +97,6 @@ void bw_fold_result_free(bw_fold_result *res);
 /* Bytes of memory the fold holds now (entries, index, arena), for the README's figure. */
 size_t bw_fold_memory(const bw_fold *f);
 
-/* FNV-1a 64 (the event id hash of the index). */
-uint64_t bw_fnv1a64(const void *p, size_t n);
 /* The tie-break hash of a body: four FNV-1a style lanes over 32-byte blocks of little-endian
  * 64-bit words (lane k takes word k; each multiply followed by h ^= h >> 32), the remaining words
  * into lane 0, the tail bytes into lane 0, then the lanes and the length folded together.

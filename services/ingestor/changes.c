@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "qs/error.h"
+#include "qs/hash.h"
 
 const char *const ch_kind_names[CH_KINDS] = {"new",   "revision", "deleted",  "superseded",
                                              "moved", "folded",   "duplicate"};
@@ -64,13 +65,6 @@ struct ch_store {
   size_t cap, n;
 };
 
-static uint64_t hash_id(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
-}
-
 ch_store *ch_store_new(void) {
   ch_store *s = qs_xcalloc(1, sizeof *s);
   s->cap = 256;
@@ -97,7 +91,7 @@ void ch_store_free(ch_store *s) {
 size_t ch_store_count(const ch_store *s) { return s->n; }
 
 static slot *lookup(ch_store *s, const char *id) {
-  size_t i = (size_t)hash_id(id) & (s->cap - 1);
+  size_t i = (size_t)qs_fnv1a64_str(id) & (s->cap - 1);
   while (s->v[i].id && strcmp(s->v[i].id, id) != 0)
     i = (i + 1) & (s->cap - 1);
   return &s->v[i];

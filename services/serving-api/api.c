@@ -20,6 +20,7 @@
 
 #include "qs/agg.h"
 #include "qs/error.h"
+#include "qs/hash.h"
 #include "qs/timeutil.h"
 
 #include "live.h"
@@ -365,15 +366,6 @@ static void bad_param(api *a, h2o_req_t *req, route_id rid, uint64_t t0, const a
   count(a, rid, 400, t0);
 }
 
-static uint64_t fnv1a(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (uint8_t)p[i];
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-
 static bool etag_matches(h2o_req_t *req, const char *etag) {
   ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_IF_NONE_MATCH, -1);
   if (i < 0)
@@ -395,7 +387,7 @@ static void send_ok(api *a, h2o_req_t *req, route_id rid, uint64_t t0, const cha
   if (etag_in)
     snprintf(etag, sizeof etag, "%s", etag_in);
   else
-    snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)fnv1a(body, len));
+    snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)qs_fnv1a64(body, len));
   h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, etag, strlen(etag));
   char cc[64];
   int n = snprintf(cc, sizeof cc, "public, max-age=%lld",
@@ -418,7 +410,7 @@ static void send_ok(api *a, h2o_req_t *req, route_id rid, uint64_t t0, const cha
 /* ---- cache ---------------------------------------------------------------------------------- */
 
 static cache_slot *cache_slot_for(api *a, const char *key) {
-  return &a->cache[fnv1a(key, strlen(key)) % CACHE_SLOTS];
+  return &a->cache[qs_fnv1a64(key, strlen(key)) % CACHE_SLOTS];
 }
 
 /* Fresh: served. Expired while another request recomputes it (for at most REFRESH_MAX_MS):
@@ -449,7 +441,7 @@ static bool cache_serve(api *a, api_req *r) {
 
 static void respond_and_cache(api *a, api_req *r, const char *ctype, const qs_buf *body) {
   char etag[24];
-  snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)fnv1a(body->p, body->len));
+  snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)qs_fnv1a64(body->p, body->len));
   if (a->opt.cache_max_age_ms > 0 && r->cache_key[0] && body->len <= CACHE_BODY_MAX) {
     cache_slot *s = cache_slot_for(a, r->cache_key);
     snprintf(s->key, sizeof s->key, "%s", r->cache_key);
@@ -483,7 +475,7 @@ static bool rate_limited(api *a, h2o_req_t *req, uint64_t now_ms, double *retry_
     memcpy(addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
   else if (ss.ss_family == AF_INET6)
     memcpy(addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-  size_t h = (size_t)(fnv1a((const char *)addr, sizeof addr) % RL_SLOTS);
+  size_t h = (size_t)(qs_fnv1a64((const char *)addr, sizeof addr) % RL_SLOTS);
   rl_slot *s = NULL, *oldest = NULL;
   for (size_t i = 0; i < RL_PROBE && !s; i++) {
     rl_slot *c = &a->rl[(h + i) % RL_SLOTS];

@@ -19,6 +19,7 @@
 
 #include "qs/buf.h"
 #include "qs/error.h"
+#include "qs/hash.h"
 
 #define CHUNK_PAIRS 400 /* fields per grouped HSET/ZADD: stays far below Lua's unpack limit */
 
@@ -786,7 +787,7 @@ static sa_window *window_get(sa_engine *e, const char *region, size_t rlen, int6
     return NULL;
   uint64_t h = (uint64_t)(start / e->o.window_ms) * 0x9E3779B97F4A7C15ULL;
   for (size_t i = 0; i < rlen; i++)
-    h = (h ^ (unsigned char)region[i]) * 1099511628211ULL;
+    h = (h ^ (unsigned char)region[i]) * QS_FNV1A64_PRIME;
   sa_window **slot = &e->wcache[(h >> 32) % SA_WCACHE];
   sa_window *w = *slot;
   if (w && w->row.window_start_ms == start && strncmp(w->row.region, region, rlen) == 0 &&

@@ -5,13 +5,10 @@
 #include <string.h>
 
 #include "qs/error.h"
+#include "qs/hash.h"
 
 uint64_t sa_smap_hash(const char *s) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a final mix for the low bits */
-  for (; *s; s++) {
-    h ^= (unsigned char)*s;
-    h *= 1099511628211ULL;
-  }
+  uint64_t h = qs_fnv1a64_str(s); /* then a final mix for the low bits */
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdULL;
   h ^= h >> 33;
