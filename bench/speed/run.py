@@ -15,7 +15,9 @@ bench/speed/run.py changes [N] — the cost of catalogue changes (docs/changes.m
    the time each event's live message arrives: send -> live p50/p99.
 3. The peer: the same EVENTS consumed by the official @azure/event-hubs EventHubConsumerClient in
    Node doing the same windowing (node-consumer.mjs: in memory only, no Redis, no checkpoints, so
-   the comparison favours the peer), CPU time measured the same way. Prints the ratio.
+   the comparison favours the peer), CPU time measured the same way. Prints the ratio. Beside it
+   speed_peer does the peer's in-memory windowing in C (libqs consumer and decoder): the ratio of
+   the two is the runtimes' part of the aggregator's; the rest is its exactly-once Redis state.
 
 Options:
   --repeat N        every measurement N times (default 1); medians are printed
@@ -262,6 +264,20 @@ def node_peer(stack, events):
     return res
 
 
+def c_peer(stack, events):
+    """The Node peer's in-memory windowing in C (speed_peer): what the runtime costs, apart from
+    the aggregator's exactly-once state in Redis."""
+    p = subprocess.run([f"{BUILD}/bench/speed/speed_peer", str(events), str(PARTITIONS)],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, EVENTHUBS_CONNECTION_STRING=stack.conn))
+    if p.returncode != 0:
+        print("C peer failed:", p.stderr[-2000:])
+        return None
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    print("C in-memory peer:", json.dumps(res), flush=True)
+    return res
+
+
 def rcli(stack, *args):
     v = stack.r.cmd(*args)
     return "\n".join(v) if isinstance(v, list) else ("" if v is None else str(v))
@@ -365,7 +381,7 @@ def main():
     stack = Stack(work)
     tp = {label: [] for label, _ in builds}
     lat = {label: [] for label, _ in builds}
-    peers = []
+    peers, cpeers = [], []
     try:
         preload(stack, events)
         for run in range(repeat):
@@ -373,6 +389,7 @@ def main():
                 tp[label].append(throughput(stack, events, build, label, perf_dir, run))
             if do_node:
                 peers.append(node_peer(stack, events))
+                cpeers.append(c_peer(stack, events))
         if do_latency:
             for run in range(repeat):
                 for label, build in builds:
@@ -399,6 +416,12 @@ def main():
                   if sus and peer_sus else
                   f"  ratio {label} / node: {med(tp[label], 'events_per_cpu_s') / peer_cpu:.1f}x"
                   f" per CPU second; {med(tp[label], 'events_per_s_wall') / peer_wall:.1f}x wall")
+        cp = [c for c in cpeers if c]
+        if cp:
+            print("  " + "C peer".ljust(10) + "".join(f"{med(cp, c):>19.6g}" for c in cols[:5]))
+            print(f"  ratio C peer / node (the same in-memory windowing): "
+                  f"{med(cp, 'events_per_cpu_s') / peer_cpu:.1f}x per CPU second "
+                  f"({med(cp, 'sustained_events_per_cpu_s') / peer_sus:.1f}x sustained)")
     for label, _ in builds:
         if lat[label] and all(lat[label]):
             print(f"  latency {label}: p50 {med(lat[label], 'p50_ms')} ms, p99 "
