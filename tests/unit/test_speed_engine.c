@@ -112,24 +112,34 @@ static double maxmag(const sa_window *w) {
 }
 
 /* Counts ops of a take that start with the given command (and key, if not NULL). */
+/* Takes the engine's changes into ops (emptied first). */
+static void take(sa_engine *e, sa_argv *ops) {
+  int parts[SA_PARTITIONS_MAX];
+  size_t np;
+  sa_argv_reset(ops);
+  sa_engine_take(e, ops, parts, &np, T0);
+}
+
+/* Index of the op after the one at i: a command ("<n> word..."), or "0 @EV|@EVDEL k tuple..."
+ * (four words a tuple), "0 @ALERT ..." (7 words), "0 @RETRACT ..." (5), "0 @FINAL ..." (4). */
+static size_t next_op(const sa_argv *ops, size_t i) {
+  int c = atoi(sa_argv_at(ops, i, NULL));
+  if (c > 0)
+    return i + (size_t)c + 1;
+  const char *op = sa_argv_at(ops, i + 1, NULL);
+  if (strcmp(op, "@EV") == 0 || strcmp(op, "@EVDEL") == 0)
+    return i + 3 + 4 * (size_t)atoi(sa_argv_at(ops, i + 2, NULL));
+  return i + (strcmp(op, "@ALERT") == 0 ? 7 : strcmp(op, "@RETRACT") == 0 ? 5 : 4);
+}
+
+/* Ops named cmd (a command on key, or a special "@..." op when key is NULL). */
 static int count_ops(const sa_argv *ops, const char *cmd, const char *key) {
   int n = 0;
-  for (size_t i = 0; i < ops->n;) {
-    int c = atoi(sa_argv_at(ops, i, NULL));
-    if (c == 0) {
-      const char *op = sa_argv_at(ops, i + 1, NULL);
-      if (strcmp(op, cmd) == 0)
-        n++;
-      if (strcmp(op, "@EV") == 0 || strcmp(op, "@EVDEL") == 0)
-        i += 3 + 4 * (size_t)atoi(sa_argv_at(ops, i + 2, NULL));
-      else
-        i += strcmp(op, "@ALERT") == 0 ? 7 : strcmp(op, "@RETRACT") == 0 ? 5 : 4;
-      continue;
-    }
+  for (size_t i = 0; i < ops->n; i = next_op(ops, i)) {
+    bool special = atoi(sa_argv_at(ops, i, NULL)) == 0;
     if (strcmp(sa_argv_at(ops, i + 1, NULL), cmd) == 0 &&
-        (!key || strcmp(sa_argv_at(ops, i + 2, NULL), key) == 0))
+        (special || !key || strcmp(sa_argv_at(ops, i + 2, NULL), key) == 0))
       n++;
-    i += (size_t)c + 1;
   }
   return n;
 }
@@ -351,9 +361,7 @@ static void test_alert_thresholds(void **st) {
   assert_int_equal(e->stats.alerts, 3);
   sa_argv ops;
   sa_argv_init(&ops);
-  int parts[SA_PARTITIONS_MAX];
-  size_t np;
-  sa_engine_take(e, &ops, parts, &np, T0);
+  take(e, &ops);
   assert_int_equal(count_ops(&ops, "@ALERT", NULL), 3);
   sa_argv_free(&ops);
   free_engine(e);
@@ -478,9 +486,7 @@ static void test_alert_is_retracted_when_its_condition_goes(void **st) {
   run(e, mk(0, 3, "big", 5.8, T0, 3, "japan", "deleted", true), T0);  /* tsunami goes */
   sa_argv ops;
   sa_argv_init(&ops);
-  int parts[SA_PARTITIONS_MAX];
-  size_t np;
-  sa_engine_take(e, &ops, parts, &np, T0);
+  take(e, &ops);
   /* v1: spike + tsunami; v2: tsunami again (stored once: the commit dedupes by key). */
   assert_int_equal(count_ops(&ops, "@ALERT", NULL), 3);
   assert_int_equal(count_ops(&ops, "@RETRACT", NULL), 2);
@@ -501,16 +507,13 @@ static void test_cache_trim_keeps_uncommitted_changes(void **st) {
   run(e, mk(0, 1, "c1", 2.0, T0, 1, "alaska", "new", false), T0);
   sa_argv ops;
   sa_argv_init(&ops);
-  int parts[SA_PARTITIONS_MAX];
-  size_t np;
-  sa_engine_take(e, &ops, parts, &np, T0); /* c1 and its window are now clean */
+  take(e, &ops); /* c1 and its window are now clean */
   run(e, mk(0, 2, "c2", 3.0, T0 + 6 * MINUTE, 1, "alaska", "new", false), T0);
   assert_int_equal(sa_engine_trim_cache(e, 1), 2); /* c2 + its window stay */
   assert_null(sa_engine_evrec(e, "alaska", "c1"));
   assert_null(sa_engine_window(e, "alaska", T0));
   assert_non_null(sa_engine_evrec(e, "alaska", "c2"));
-  sa_argv_reset(&ops);
-  sa_engine_take(e, &ops, parts, &np, T0);
+  take(e, &ops);
   assert_int_equal(count_ops(&ops, "HSET", "qs:rt:win"), 1);
   sa_argv_free(&ops);
   free_engine(e);
@@ -520,26 +523,17 @@ static void test_cache_trim_keeps_uncommitted_changes(void **st) {
 static void op_args_of(const sa_argv *ops, const char *cmd, const char *key, char *out,
                        size_t cap) {
   out[0] = '\0';
-  for (size_t i = 0; i < ops->n;) {
+  for (size_t i = 0; i < ops->n; i = next_op(ops, i)) {
     int c = atoi(sa_argv_at(ops, i, NULL));
-    if (c == 0) {
-      const char *op = sa_argv_at(ops, i + 1, NULL);
-      if (strcmp(op, "@EV") == 0 || strcmp(op, "@EVDEL") == 0)
-        i += 3 + 4 * (size_t)atoi(sa_argv_at(ops, i + 2, NULL));
-      else
-        i += strcmp(op, "@ALERT") == 0 ? 7 : strcmp(op, "@RETRACT") == 0 ? 5 : 4;
+    if (c == 0 || strcmp(sa_argv_at(ops, i + 1, NULL), cmd) != 0 ||
+        strcmp(sa_argv_at(ops, i + 2, NULL), key) != 0)
       continue;
+    for (int k = 3; k <= c; k++) {
+      size_t used = strlen(out);
+      snprintf(out + used, cap - used, "%s%s", used ? " " : "",
+               sa_argv_at(ops, i + (size_t)k, NULL));
     }
-    if (strcmp(sa_argv_at(ops, i + 1, NULL), cmd) == 0 &&
-        strcmp(sa_argv_at(ops, i + 2, NULL), key) == 0) {
-      for (int k = 3; k <= c; k++) {
-        size_t used = strlen(out);
-        snprintf(out + used, cap - used, "%s%s", used ? " " : "",
-                 sa_argv_at(ops, i + (size_t)k, NULL));
-      }
-      return;
-    }
-    i += (size_t)c + 1;
+    return;
   }
 }
 
@@ -552,16 +546,13 @@ static void test_cache_trim_keeps_member_changes(void **st) {
   run(e, mk(0, 2, "c3", 2.5, T0 + 6 * MINUTE, 1, "alaska", "new", false), T0);
   sa_argv ops;
   sa_argv_init(&ops);
-  int parts[SA_PARTITIONS_MAX];
-  size_t np;
-  sa_engine_take(e, &ops, parts, &np, T0); /* clean: c1 in A, c3 in B */
+  take(e, &ops); /* clean: c1 in A, c3 in B */
   run(e, mk(0, 3, "c2", 3.0, T0 + 7 * MINUTE, 1, "alaska", "new", false), T0);
   run(e, mk(0, 4, "c2", 3.5, T0 + MINUTE, 2, "alaska", "revision", false), T0);
   sa_engine_trim_cache(e, 1);
   assert_null(sa_engine_evrec(e, "alaska", "c1"));
   assert_non_null(sa_engine_evrec(e, "alaska", "c2"));
-  sa_argv_reset(&ops);
-  sa_engine_take(e, &ops, parts, &np, T0);
+  take(e, &ops);
   char a[64], b[64], got[256], want[128];
   snprintf(a, sizeof a, "qs:rt:mem:alaska|%" PRId64, T0);
   snprintf(b, sizeof b, "qs:rt:mem:alaska|%" PRId64, T0 + 5 * MINUTE);
@@ -590,9 +581,7 @@ static void test_spike_message_is_printf_form(void **st) {
   }
   sa_argv ops;
   sa_argv_init(&ops);
-  int parts[SA_PARTITIONS_MAX];
-  size_t np;
-  sa_engine_take(e, &ops, parts, &np, T0);
+  take(e, &ops);
   int seen = 0;
   for (size_t i = 0; i + 3 < ops.n; i++) {
     if (strcmp(sa_argv_at(&ops, i, NULL), "@ALERT") != 0 ||
@@ -612,13 +601,6 @@ static void test_spike_message_is_printf_form(void **st) {
 }
 
 /* ---- region moves (docs/changes.md) -------------------------------------------------------- */
-
-static void take(sa_engine *e, sa_argv *ops) {
-  int parts[SA_PARTITIONS_MAX];
-  size_t np;
-  sa_argv_reset(ops);
-  sa_engine_take(e, ops, parts, &np, T0);
-}
 
 /* Index of the first op argument equal to s (after position from), or -1. */
 static long find_arg(const sa_argv *ops, const char *s, size_t from) {
