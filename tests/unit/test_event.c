@@ -7,6 +7,8 @@
 
 #include <cmocka.h>
 
+#include "event_corpus.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -536,89 +538,18 @@ static void check_same_as_codec(const char *json, size_t len, int *accepted) {
 
 static void test_fast_decoder_agrees_with_the_codec_on_numbers(void **state) {
   (void)state;
-  const char *nums[] = {"0",
-                        "-0",
-                        "-0.0",
-                        "4.9999996",
-                        "0.1",
-                        "0.3",
-                        "7.25",
-                        "-1.5",
-                        "123.456789",
-                        "999999999999999",
-                        "1e2",
-                        "2.5E-3",
-                        "1.7976931348623157e308",
-                        "5e-324",
-                        "0.000000000000000000001",
-                        "1234567890.12345678",
-                        "10.0000000000000000001",
-                        "-2",
-                        "10.5",
-                        "3.14159265358979",
-                        "0.30000000000000004"};
-  char j[2048];
   int accepted = 0;
-  for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
-    for (int field = 0; field < 2; field++) {
-      snprintf(j, sizeof j,
-               "{\"event_id\":\"n1\",\"magnitude\":%s,\"mag_type\":\"ml\",\"place\":\"x\","
-               "\"time\":1764028800000,\"updated\":1764028800001,\"longitude\":%s,"
-               "\"latitude\":2,\"depth_km\":%s,\"event_type\":\"earthquake\","
-               "\"status\":\"reviewed\",\"tsunami_flag\":false,\"alert_level\":null,"
-               "\"net\":\"us\",\"sig\":1,\"region\":\"japan\",\"source\":\"t\","
-               "\"ingested_at\":1,\"ids\":[\"n1\"]}",
-               field ? "1" : nums[i], field ? nums[i] : "1", nums[i]);
-      check_same_as_codec(j, strlen(j), &accepted);
-    }
-  }
+  event_corpus_run_numbers(check_same_as_codec, &accepted);
   assert_true(accepted > 10);
 }
 
 static void test_fast_decoder_agrees_with_the_codec_on_mutated_bodies(void **state) {
   (void)state;
-  char base[2048], j[2048];
-  snprintf(base, sizeof base,
-           "{ \"event_id\": \"us7000abcd\", \"magnitude\": 4.75, \"mag_type\": \"mww\", "
-           "\"place\": \"10 km N of Somewhere\", \"time\": 1764028800123, "
-           "\"updated\": 1764028900000, \"longitude\": -117.5993333, \"latitude\": 35.7695, "
-           "\"depth_km\": 8.25, \"event_type\": \"earthquake\", \"status\": \"reviewed\", "
-           "\"tsunami_flag\": true, \"alert_level\": \"green\", \"net\": \"us\", "
-           "\"sig\": 312, \"region\": \"us-west\", \"source\": \"usgs\", "
-           "\"ingested_at\": 1764028900500, \"ids\": [\"us7000abcd\", \"ci1234\"], "
-           "\"change\": \"revision\", \"superseded_by\": null }\n");
+  const char *base = event_corpus_bases[0];
   int accepted = 0;
   check_same_as_codec(base, strlen(base), &accepted);
   assert_int_equal(accepted, 1);
-  static const char alphabet[] = "0123456789-+.eE\"\\{}[],: \t\nnulltruefalsexyz\xc3\xa9\x01";
-  uint64_t rng = 88172645463325252ull;
-  for (int round = 0; round < 20000; round++) {
-    size_t len = strlen(base);
-    memcpy(j, base, len + 1);
-    int edits = 1 + (int)(rng % 3);
-    for (int k = 0; k < edits; k++) {
-      rng ^= rng << 13;
-      rng ^= rng >> 7;
-      rng ^= rng << 17;
-      size_t pos = (size_t)(rng % len);
-      char ch = alphabet[(rng >> 20) % (sizeof alphabet - 1)];
-      switch ((rng >> 40) % 3) {
-      case 0: /* replace */
-        j[pos] = ch;
-        break;
-      case 1: /* delete */
-        memmove(j + pos, j + pos + 1, len - pos);
-        len--;
-        break;
-      default: /* insert */
-        memmove(j + pos + 1, j + pos, len - pos + 1);
-        j[pos] = ch;
-        len++;
-        break;
-      }
-    }
-    check_same_as_codec(j, len, &accepted);
-  }
+  event_corpus_mutate(base, 88172645463325252ull, 20000, check_same_as_codec, &accepted);
   assert_true(accepted > 100); /* many harmless edits (digits in numbers, whitespace) pass */
 }
 
