@@ -324,3 +324,22 @@ def hub_totals(conn, partitions=4):
         if not props.get("is_empty"):
             total += props["last_sequence"] + 1
     return total
+
+
+def capture_hub(start_service, tmp_path):
+    """The hub, capturing every second (so the test need not wait 5 minutes)."""
+    from conftest import hub_connection_string
+    with open(os.path.join(ROOT, "proto", "hub-config.json")) as f:
+        cfg = json.load(f)
+    for ns in cfg["UserConfig"]["NamespaceConfig"]:
+        for e in ns["Entities"]:
+            if e["Name"] == HUB:
+                e["Capture"]["IntervalInSeconds"] = 1
+    (tmp_path / "hub-config.json").write_text(json.dumps(cfg))
+    hub = start_service("hub", env={"AMQP_PORT": "0", "DATA_DIR": str(tmp_path / "hub"),
+                                    "CAPTURE_DIR": str(tmp_path / "cap"), "LOG_LEVEL": "debug",
+                                    "HUB_CONFIG": str(tmp_path / "hub-config.json")})
+    hub.connection_string = hub_connection_string(
+        hub.wait_for_log(lambda r: r.get("msg") == "hub listening")["amqp_port"])
+    hub.capture_dir = tmp_path / "cap"
+    return hub

@@ -41,9 +41,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import changes_ref as ref
-from conftest import binary, hub_connection_string, run_binary
+from conftest import binary, run_binary
 from serving_helpers import WS, http, start_serving
-from speed_support import HUB, hgetall, hub_totals
+from speed_support import HUB, capture_hub, hgetall, hub_totals
 from test_ingestor import metric, read_hub
 from test_speed_aggregator import start_speed, wait_until
 
@@ -331,25 +331,6 @@ def wait_all_committed(hub, redis, svc, timeout=120.0):
         return n
     wait_until(lambda: committed() >= total, timeout, f"{total} events committed", svc)
     return total
-
-
-def capture_hub(start_service, tmp_path):
-    """The hub, capturing every second (so the test need not wait 5 minutes)."""
-    from conftest import ROOT
-    with open(os.path.join(ROOT, "proto", "hub-config.json")) as f:
-        cfg = json.load(f)
-    for ns in cfg["UserConfig"]["NamespaceConfig"]:
-        for e in ns["Entities"]:
-            if e["Name"] == HUB:
-                e["Capture"]["IntervalInSeconds"] = 1
-    (tmp_path / "hub-config.json").write_text(json.dumps(cfg))
-    hub = start_service("hub", env={"AMQP_PORT": "0", "DATA_DIR": str(tmp_path / "hub"),
-                                    "CAPTURE_DIR": str(tmp_path / "cap"), "LOG_LEVEL": "debug",
-                                    "HUB_CONFIG": str(tmp_path / "hub-config.json")})
-    hub.connection_string = hub_connection_string(
-        hub.wait_for_log(lambda r: r.get("msg") == "hub listening")["amqp_port"])
-    hub.capture_dir = tmp_path / "cap"
-    return hub
 
 
 def run_batch(hub, redis, tmp_path, total):

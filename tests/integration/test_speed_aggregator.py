@@ -28,7 +28,7 @@ import zlib
 import pytest
 
 from conftest import ROOT
-from speed_support import (FIELDS, HUB, committed_events, dump_state, hgetall, hub_totals,
+from speed_support import (FIELDS, HUB, capture_hub, committed_events, dump_state, hgetall, hub_totals,
                            make_event, micro, moves_in, redis_windows, reference_windows,
                            region_of, revision_events, send, synthetic_events, usgs_events,
                            with_moves)
@@ -435,18 +435,8 @@ def test_usgs_feed_replayed_through_the_ingestor_gives_the_reference_windows(
 def test_lambda_invariant_against_the_batch_layer(start_service, redis_server, tmp_path):
     """Every hour of the batch layer (batch-worker over the hub's own Capture files) equals the
     sum of the speed layer's 5-minute windows of that hour, for the same input with revisions."""
-    from conftest import binary, hub_connection_string
-    cfg = json.load(open(os.path.join(ROOT, "proto", "hub-config.json")))
-    for ns in cfg["UserConfig"]["NamespaceConfig"]:
-        for e in ns["Entities"]:
-            if e["Name"] == HUB:  # capture every second, so the test need not wait 5 minutes
-                e["Capture"]["IntervalInSeconds"] = 1
-    (tmp_path / "hub-config.json").write_text(json.dumps(cfg))
-    hub = start_service("hub", env={"AMQP_PORT": "0", "DATA_DIR": str(tmp_path / "hub"),
-                                    "CAPTURE_DIR": str(tmp_path / "cap"), "LOG_LEVEL": "debug",
-                                    "HUB_CONFIG": str(tmp_path / "hub-config.json")})
-    hub.connection_string = hub_connection_string(
-        hub.wait_for_log(lambda r: r.get("msg") == "hub listening")["amqp_port"])
+    from conftest import binary
+    hub = capture_hub(start_service, tmp_path)
     events = revision_events() or synthetic_events(5000, seed=41)
     speed = start_speed(start_service, hub, redis_server)
     send(events, hub.connection_string)
